@@ -1,0 +1,412 @@
+"""Translate and score: spBLEU and chrF++ for every direction of a multi-way test set.
+
+`translate_items` translates (src_lang, tgt_lang, text) items in length-sorted batches that may mix
+directions; `evaluate` runs it over all (or chosen) directions of a `MultiwayCorpus`, scores each
+direction with sacrebleu and writes, atomically, everything needed to recompute each score with
+sacrebleu alone:
+
+    <out>/directions/<src>-<tgt>/{src,hyp,ref}.txt       plain text, one sentence per line
+    <out>/directions/<src>-<tgt>/{hyp,ref}.pieces.txt    the same, SentencePiece pieces joined by spaces
+    <out>/results.json  results.csv  tiers.md  heatmap.png
+
+spBLEU is sacrebleu BLEU with `tokenize="none"` on the piece files: identical to sacrebleu's own
+`tokenize="flores200"` (or `flores101`) when the piece model is that FLORES model, because sacrebleu's
+SPM tokenizer is exactly `" ".join(EncodeAsPieces(line))`. Without a FLORES model (`spm=None`) the
+pieces come from the model's own tokenizer and the metric is named so ("spBLEU[tok=... spm]").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sacrebleu.metrics import BLEU, CHRF
+from tqdm.auto import tqdm
+
+from lslo import languages as langs
+from lslo.errors import LsloError
+from lslo.io import write_json, write_text
+
+FORMAT = "lslo-eval/1"
+CHRF_NAME = "chrF++"
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+# Every character that some reader takes for a line break (str.splitlines' set).
+_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def _clean(text: str) -> str:
+    """One line of output: line-break characters become spaces, outer whitespace goes."""
+    return text.translate(_BREAKS).strip()
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _is_plain_hf(model: Any) -> bool:
+    """A bare transformers model (no src_lang/tgt_lang routing): steer it with decoder_input_ids."""
+    from transformers import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
+def _batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first, each with batch size x longest source <= max_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def translate_items(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[tuple[str, str, str]],
+    num_beams: int = 5,
+    max_tokens: int = 4096,
+    max_new_tokens: int = 256,
+    max_source_tokens: int = 256,
+    progress: bool = True,
+) -> list[str]:
+    """Translate `(src_lang, tgt_lang, text)` items; batches mix directions; output in input order.
+
+    Each source is `[src language token] pieces [eos]` (truncated to `max_source_tokens`); each decoder
+    starts with `[decoder_start, target language token]`. A batch holds as many sources as fit
+    `batch size x longest source <= max_tokens` (sources sorted by length, so padding stays small).
+    `model` is an LSLoModel / FullFineTune / SharedLoRA (given per-sample src_lang/tgt_lang) or a bare
+    transformers M2M100ForConditionalGeneration (given decoder_input_ids).
+    """
+    if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
+        raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
+    if not items:
+        return []
+    codes = sorted({code for src, tgt, _ in items for code in (src, tgt)})
+    lang_ids = langs.lang_token_ids(tokenizer, codes)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    texts = [text for _, _, text in items]
+    body = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    sources = [
+        [lang_ids[src], *ids[: max_source_tokens - 2], eos]
+        for (src, _, _), ids in zip(items, body, strict=True)
+    ]
+    plain = _is_plain_hf(model)
+    base = model if plain else getattr(model, "base_model", model)
+    start = base.config.decoder_start_token_id
+    if start is None:
+        start = eos
+    device = _model_device(model)
+    out: list[str] = [""] * len(items)
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(items), unit="sent", desc="translate", disable=not progress) as bar,
+        ):
+            for batch in _batches([len(s) for s in sources], max_tokens):
+                width = len(sources[batch[0]])
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, : len(sources[i])] = torch.tensor(sources[i])
+                    mask[row, : len(sources[i])] = 1
+                kwargs: dict[str, Any] = dict(
+                    input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                    num_beams=num_beams, max_new_tokens=max_new_tokens,
+                )  # fmt: skip
+                if plain:
+                    prompt = [[start, lang_ids[items[i][1]]] for i in batch]
+                    kwargs["decoder_input_ids"] = torch.tensor(prompt, dtype=torch.long, device=device)
+                else:
+                    kwargs["src_lang"] = [items[i][0] for i in batch]
+                    kwargs["tgt_lang"] = [items[i][1] for i in batch]
+                seqs = model.generate(**kwargs)
+                for i, text in zip(
+                    batch, tokenizer.batch_decode(seqs, skip_special_tokens=True), strict=True
+                ):
+                    out[i] = _clean(text)
+                bar.update(len(batch))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def translate(
+    model: Any,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    src_lang: str,
+    tgt_lang: str,
+    num_beams: int = 5,
+    max_tokens: int = 4096,
+    max_new_tokens: int = 256,
+    progress: bool = True,
+) -> list[str]:
+    """Translate `sentences` from `src_lang` to `tgt_lang` (see `translate_items`)."""
+    items = [(src_lang, tgt_lang, s) for s in sentences]
+    return translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class PieceTokenizer:
+    """Splits a line into SentencePiece pieces for spBLEU and says which model did it."""
+
+    metric: str  # the name the score is reported under, e.g. "spBLEU(flores200 spm, sha256:0123abcd...)"
+    info: dict  # kind ("flores" | "tokenizer"), name, path, sha256 (where known)
+    encode: Callable[[str], list[str]]
+
+    def __call__(self, line: str) -> str:
+        return " ".join(self.encode(line))
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _flores_name(path: Path) -> str:
+    """Which FLORES model a file is, by the names sacrebleu and FLORES give them."""
+    name = path.name.lower()
+    if "flores200" in name:
+        return "flores200"
+    if "flores101" in name or name == "sacrebleu_tokenizer_spm.model":
+        return "flores101"
+    return f"spm {path.name}"
+
+
+def _load_spm(path: str | os.PathLike, flag: str) -> Any:
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor()
+    try:
+        sp.Load(str(path))
+    except (OSError, RuntimeError) as e:
+        raise LsloError(f"{flag}: {path} is not a SentencePiece model ({str(e).splitlines()[0]})") from None
+    return sp
+
+
+def piece_tokenizer(tokenizer: Any = None, spm: str | os.PathLike | None = None) -> PieceTokenizer:
+    """The spBLEU piece tokenizer: the FLORES model at `spm`, else the model tokenizer's own pieces."""
+    if spm is not None:
+        path = Path(spm)
+        if not path.is_file():
+            raise LsloError(
+                f"--spm: no such file {str(spm)!r}; give the FLORES-101 or FLORES-200 SentencePiece model "
+                "(e.g. flores200_sacrebleu_tokenizer_spm.model) or leave --spm out"
+            )
+        sp, sha, name = _load_spm(path, "--spm"), _sha256(path), _flores_name(path)
+        info = {"kind": "flores", "name": name, "path": str(path.resolve()), "sha256": sha}
+        return PieceTokenizer(
+            f"spBLEU({name} spm, sha256:{sha[:16]})", info, lambda s: sp.encode(s, out_type=str)
+        )
+    if tokenizer is None:
+        raise ValueError("piece_tokenizer needs a tokenizer or an spm path")
+    model_name = Path(str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)).name
+    metric = f"spBLEU[tok={model_name} spm]"
+    info: dict[str, Any] = {"kind": "tokenizer", "name": model_name}
+    sp_file = getattr(tokenizer, "spm_file", None) or getattr(tokenizer, "vocab_file", None)
+    if sp_file and Path(sp_file).is_file() and str(sp_file).endswith(".model"):
+        sp = _load_spm(sp_file, "tokenizer")
+        info.update(path=str(Path(sp_file).resolve()), sha256=_sha256(sp_file))
+        return PieceTokenizer(metric, info, lambda s: sp.encode(s, out_type=str))
+    return PieceTokenizer(metric, info, tokenizer.tokenize)
+
+
+def score_direction(hyps: Sequence[str], refs: Sequence[str], pieces: PieceTokenizer) -> dict[str, Any]:
+    """spBLEU and chrF++ of one direction, with the piece files' lines and sacrebleu signatures."""
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
+    hyp_pieces, ref_pieces = [pieces(h) for h in hyps], [pieces(r) for r in refs]
+    bleu, chrf = BLEU(tokenize="none"), CHRF(word_order=2)
+    return {
+        "n": len(hyps),
+        "spbleu": bleu.corpus_score(hyp_pieces, [ref_pieces]).score,
+        "chrf": chrf.corpus_score(list(hyps), [list(refs)]).score,
+        "spbleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+        "hyp_pieces": hyp_pieces,
+        "ref_pieces": ref_pieces,
+    }
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _model_tiers(model: Any) -> Mapping[str, str] | None:
+    """The language -> tier mapping of an LSLo model's config, if it has one."""
+    for holder in (model, getattr(model, "base_model", None)):
+        for attr in ("lslo_config", "cfg", "config"):
+            table = getattr(getattr(holder, attr, None), "languages", None)
+            if isinstance(table, Mapping) and table:
+                return table
+    return None
+
+
+def resolve_tiers(
+    languages: Sequence[str], tiers: Mapping[str, str] | None = None, model: Any = None
+) -> dict[str, str]:
+    """Tier of each language: from `tiers`, else the model's LSLoConfig, else the paper's tier tables."""
+    candidates = [t for t in (tiers, _model_tiers(model)) if t]
+    if not candidates:
+        candidates = [langs.BIBLE12_TIERS, langs.LANG12_TIERS, {**langs.LANG12_TIERS, **langs.BIBLE12_TIERS}]
+    for table in candidates:
+        try:
+            return {lang: langs.tier_of(lang, table) for lang in languages}
+        except LsloError:
+            if table is candidates[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
+def parse_directions(
+    directions: Sequence[str | tuple[str, str]] | None, corpus: Any
+) -> list[tuple[str, str]]:
+    """Directions as (src, tgt) codes of `corpus`; strings "src-tgt" are accepted; None = all directions."""
+    available = corpus.directions()
+    if directions is None:
+        return list(available)
+    by_lang = {}
+    for code in corpus.languages:
+        lang = langs.lookup(code)
+        by_lang[code.lower()] = code
+        if lang is not None:
+            for alias in (lang.m2m, lang.flores101, lang.flores200):
+                if alias:
+                    by_lang.setdefault(alias.lower(), code)
+    out: list[tuple[str, str]] = []
+    for item in directions:
+        src, tgt = item.split("-", 1) if isinstance(item, str) else item
+        pair = []
+        for code in (src, tgt):
+            lang = langs.lookup(code)
+            key = code.strip().lower()
+            found = by_lang.get(key) or (lang and by_lang.get((lang.m2m or lang.flores200 or "").lower()))
+            if not found:
+                raise LsloError(
+                    f"--directions: language {code!r} of direction {src}-{tgt} is not in the test set "
+                    f"(it has {', '.join(corpus.languages)})"
+                )
+            pair.append(found)
+        if pair[0] == pair[1] or (pair[0], pair[1]) not in available:
+            raise LsloError(
+                f"--directions: {src}-{tgt} is not a direction of the test set (no shared sentences)"
+            )
+        if (pair[0], pair[1]) not in out:
+            out.append((pair[0], pair[1]))
+    return out
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    corpus: Any,
+    out_dir: str | os.PathLike,
+    directions: Sequence[str | tuple[str, str]] | None = None,
+    max_sentences: int | None = None,
+    num_beams: int = 5,
+    spm: str | os.PathLike | None = None,
+    tiers: Mapping[str, str] | None = None,
+    max_tokens: int = 4096,
+    max_new_tokens: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Translate and score every direction (or `directions`) of `corpus`; write results to `out_dir`.
+
+    Returns the results.json content. `max_sentences` keeps the first n sentence pairs per direction.
+    Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables.
+    """
+    from lslo import report
+
+    if max_sentences is not None and max_sentences < 1:
+        raise LsloError(
+            f"--max-sentences: {max_sentences} is not a positive number; give e.g. 200 or leave it out"
+        )
+    pieces = piece_tokenizer(tokenizer, spm)
+    chosen = parse_directions(directions, corpus)
+    if not chosen:
+        raise LsloError(
+            "the test set has no direction to evaluate; it needs at least two languages sharing ids"
+        )
+    used = [lang for lang in corpus.languages if any(lang in d for d in chosen)]
+    tier = resolve_tiers(used, tiers, model)
+    langs.lang_token_ids(tokenizer, used)  # fail before translating when the model lacks a language
+
+    pairs = {d: corpus.pairs(*d)[:max_sentences] for d in chosen}
+    items = [(s, t, src) for (s, t), ps in pairs.items() for src, _ in ps]
+    hyps_all = translate_items(
+        model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress
+    )
+
+    out = Path(out_dir)
+    rows: dict[str, Any] = {}
+    pos = 0
+    for (s, t), ps in tqdm(pairs.items(), desc="score", unit="dir", disable=not progress):
+        hyps, pos = hyps_all[pos : pos + len(ps)], pos + len(ps)
+        refs = [_clean(r) for _, r in ps]
+        scored = score_direction(hyps, refs, pieces)
+        rel = f"directions/{s}-{t}"
+        texts = {
+            "src": [_clean(x) for x, _ in ps], "hyp": hyps, "ref": refs,
+            "hyp_pieces": scored.pop("hyp_pieces"), "ref_pieces": scored.pop("ref_pieces"),
+        }  # fmt: skip
+        files = {}
+        for key, lines in texts.items():
+            files[key] = f"{rel}/{key.replace('_', '.')}.txt"
+            write_text(out / files[key], "".join(line + "\n" for line in lines))
+        rows[f"{s}-{t}"] = {
+            "src": s,
+            "tgt": t,
+            "src_tier": tier[s],
+            "tgt_tier": tier[t],
+            **scored,
+            "files": files,
+        }
+
+    order = report.order_by_tier(used, tier)
+    first = next(iter(rows.values()))
+    results = {
+        "format": FORMAT,
+        "metrics": {
+            "spbleu": {"name": pieces.metric, "pieces": pieces.info, "signature": first["spbleu_signature"]},
+            "chrf": {"name": CHRF_NAME, "signature": first["chrf_signature"]},
+        },
+        "settings": {
+            "num_beams": num_beams,
+            "max_sentences": max_sentences,
+            "max_tokens": max_tokens,
+            "max_new_tokens": max_new_tokens,
+        },  # fmt: skip
+        "languages": order,
+        "tiers": {lang: tier[lang] for lang in order},
+        "directions": rows,
+        "groups": {m: report.tier_groups(rows, m) for m in ("spbleu", "chrf")},
+        "recompute": {
+            "spbleu": "sacrebleu {ref_pieces} -i {hyp_pieces} -m bleu --tokenize none -b -w 4",
+            "chrf": "sacrebleu {ref} -i {hyp} -m chrf --chrf-word-order 2 -b -w 4",
+        },
+    }
+    report.write_tables(results, out)
+    write_json(out / "results.json", results)
+    return results

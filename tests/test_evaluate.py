@@ -1,0 +1,223 @@
+"""Translation batching, spBLEU/chrF++ scoring and `evaluate` end to end on a tiny random M2M-100."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import shutil
+
+import pytest
+import torch
+from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.tokenizers import tokenizer_spm
+from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+from lslo.errors import LsloError
+from lslo.evaluate import evaluate, piece_tokenizer, score_direction, translate, translate_items
+from lslo.report import recompute
+from lslo.tokenizer import train_tokenizer
+
+LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
+ALPHABET = {
+    "en": "etaoinshrdlu",
+    "fr": "eauistnrlocé",
+    "zh": "的一是不了人我在有他这中大来",
+    "sw": "akiumnwtlhez",
+}
+N_SENT = 6
+
+
+def _sentence(rng: random.Random, lang: str) -> str:
+    letters = ALPHABET[lang]
+    if lang == "zh":
+        return "".join(rng.choice(letters) for _ in range(rng.randint(3, 12))) + "。"
+    return " ".join(
+        "".join(rng.choice(letters) for _ in range(rng.randint(1, 7))) for _ in range(rng.randint(2, 8))
+    )
+
+
+class TinyCorpus:
+    """A fully aligned multi-way test set with the MultiwayCorpus reading interface."""
+
+    def __init__(self, texts: dict[str, list[str]]) -> None:
+        self.texts = texts
+        self.languages = list(texts)
+
+    def sentences(self, lang: str) -> list[str]:
+        return self.texts[lang]
+
+    def ids(self, lang: str) -> list[str]:
+        return [f"GEN.1.{i + 1}" for i in range(len(self.texts[lang]))]
+
+    def pairs(self, src: str, tgt: str) -> list[tuple[str, str]]:
+        return list(zip(self.texts[src], self.texts[tgt], strict=True))
+
+    def directions(self) -> list[tuple[str, str]]:
+        return [(s, t) for s in self.languages for t in self.languages if s != t]
+
+
+@pytest.fixture(scope="module")
+def texts() -> dict[str, list[str]]:
+    rng = random.Random(0)
+    return {lang: [_sentence(rng, lang) for _ in range(300)] for lang in LANGS}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory, texts):
+    from transformers import AutoTokenizer
+
+    path = train_tokenizer(texts, tmp_path_factory.mktemp("tok") / "tok", vocab_size=400, per_language=300)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = M2M100Config(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=0,
+        decoder_start_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    return M2M100ForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module")
+def corpus(texts) -> TinyCorpus:
+    return TinyCorpus({lang: lines[:N_SENT] for lang, lines in texts.items()})
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+HYPS = ["the cat sat on the mat", "a dog barks", "", "héllo wörld, again"]
+REFS = ["the cat is on the mat", "the dog barked loudly", "nothing here", "hello world again"]
+
+
+def test_score_direction_equals_direct_sacrebleu_calls(tokenizer):
+    pieces = piece_tokenizer(tokenizer)
+    got = score_direction(HYPS, REFS, pieces)
+    sp = tokenizer.sp_model
+    hp = [" ".join(sp.encode(h, out_type=str)) for h in HYPS]
+    rp = [" ".join(sp.encode(r, out_type=str)) for r in REFS]
+    assert got["spbleu"] == BLEU(tokenize="none").corpus_score(hp, [rp]).score
+    assert got["chrf"] == CHRF(word_order=2).corpus_score(HYPS, [REFS]).score
+    assert got["hyp_pieces"] == hp and got["ref_pieces"] == rp
+    assert "tok:none" in got["spbleu_signature"] and "nw:2" in got["chrf_signature"]
+    assert 0 < got["spbleu"] < 100 and 0 < got["chrf"] < 100
+    assert score_direction(REFS, REFS, pieces)["spbleu"] == pytest.approx(100.0)
+
+
+def test_spbleu_with_spm_file_equals_sacrebleus_flores200_tokenizer(tokenizer, tmp_path, monkeypatch):
+    # sacrebleu's own `tokenize="flores200"` reads <SACREBLEU_DIR>/models/flores200sacrebleuspm; point it
+    # at our SentencePiece file: the score must be the same as ours on the piece files.
+    spm_file = tmp_path / "flores200_sacrebleu_tokenizer_spm.model"
+    shutil.copy(tokenizer.spm_file, spm_file)
+    (tmp_path / "sacrebleu" / "models").mkdir(parents=True)
+    shutil.copy(spm_file, tmp_path / "sacrebleu" / "models" / "flores200sacrebleuspm")
+    monkeypatch.setattr(tokenizer_spm, "SACREBLEU_DIR", str(tmp_path / "sacrebleu"))
+    pieces = piece_tokenizer(spm=spm_file)
+    sha = hashlib.sha256(spm_file.read_bytes()).hexdigest()
+    assert pieces.metric == f"spBLEU(flores200 spm, sha256:{sha[:16]})"
+    assert pieces.info == {
+        "kind": "flores",
+        "name": "flores200",
+        "path": str(spm_file.resolve()),
+        "sha256": sha,
+    }
+    ours = score_direction(HYPS, REFS, pieces)["spbleu"]
+    assert ours == BLEU(tokenize="flores200").corpus_score(HYPS, [REFS]).score
+
+
+def test_own_tokenizer_pieces_are_not_called_flores(tokenizer):
+    pieces = piece_tokenizer(tokenizer)
+    assert pieces.metric.startswith("spBLEU[tok=") and pieces.metric.endswith(" spm]")
+    assert "flores" not in pieces.metric.lower() and pieces.info["kind"] == "tokenizer"
+    assert pieces.info["sha256"] == hashlib.sha256(open(tokenizer.spm_file, "rb").read()).hexdigest()
+
+
+def test_spm_path_errors_name_the_flag(tmp_path):
+    with pytest.raises(LsloError, match=r"^--spm: no such file .*missing\.model"):
+        piece_tokenizer(spm=tmp_path / "missing.model")
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(LsloError, match=r"^--spm: .*junk\.model is not a SentencePiece model"):
+        piece_tokenizer(spm=junk)
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def test_mixed_batches_give_the_same_translations_in_input_order(model, tokenizer, corpus):
+    items = [
+        (s, t, text) for s, t in [("en", "fr"), ("zh", "sw"), ("sw", "en")] for text in corpus.sentences(s)
+    ]
+    kw = dict(num_beams=1, max_new_tokens=6, progress=False)
+    batched = translate_items(model, tokenizer, items, max_tokens=10_000, **kw)
+    one_by_one = translate_items(model, tokenizer, items, max_tokens=1, **kw)
+    assert batched == one_by_one and len(batched) == len(items)
+    single = translate(model, tokenizer, corpus.sentences("zh"), "zh", "sw", **kw)
+    assert single == batched[N_SENT : 2 * N_SENT]
+    assert translate_items(model, tokenizer, [], progress=False) == []
+
+
+# ----------------------------------------------------------------------------- evaluate end to end
+
+
+def test_evaluate_writes_recomputable_results(model, tokenizer, corpus, tmp_path):
+    out = tmp_path / "eval"
+    res = evaluate(model, tokenizer, corpus, out, num_beams=2, max_new_tokens=5, tiers=LANGS, progress=False)
+    n_dir = len(LANGS) * (len(LANGS) - 1)
+    assert len(res["directions"]) == n_dir
+    assert json.loads((out / "results.json").read_text(encoding="utf-8")) == res
+    assert res["languages"] == ["en", "fr", "zh", "sw"]
+    row = res["directions"]["zh-sw"]
+    assert (row["src_tier"], row["tgt_tier"], row["n"]) == ("medium", "low", N_SENT)
+    for rel in row["files"].values():
+        assert len((out / rel).read_text(encoding="utf-8").split("\n")) == N_SENT + 1
+    assert (out / row["files"]["ref"]).read_text(encoding="utf-8").splitlines() == corpus.sentences("sw")
+    with open(out / "results.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["src"], r["tgt"]) for r in rows) == sorted(corpus.directions())
+    assert all(r["spbleu_signature"].startswith("nrefs:1") for r in rows)
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| as target |" in (out / "tiers.md").read_text(encoding="utf-8")
+    assert res["groups"]["spbleu"]["M->L"]["n_directions"] == 1
+    assert res["groups"]["chrf"]["M->L"]["mean"] == row["chrf"]
+    assert recompute(out, check_pieces=True) < 1e-9
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_evaluate_subset_and_tiers_from_lslo_config(tokenizer, corpus, tmp_path, model):
+    from lslo import LSLoConfig, add_lslo
+
+    base = M2M100ForConditionalGeneration(model.config)
+    cfg = LSLoConfig(languages={"en": "low", "fr": "high", "zh": "medium", "sw": "low"})
+    lslo = add_lslo(base, cfg, tokenizer)
+    res = evaluate(lslo, tokenizer, corpus, tmp_path, directions=["en-fr", ("sw", "zh")], max_sentences=2,
+                   num_beams=1, max_new_tokens=4, progress=False)  # fmt: skip
+    assert list(res["directions"]) == ["en-fr", "sw-zh"]
+    assert res["directions"]["en-fr"]["src_tier"] == "low" and res["directions"]["en-fr"]["n"] == 2
+    assert res["languages"] == ["fr", "zh", "en", "sw"]
+    assert recompute(tmp_path) < 1e-9
+
+
+def test_evaluate_errors(model, tokenizer, corpus, tmp_path):
+    with pytest.raises(LsloError, match=r"--directions: language 'xx' .*not in the test set"):
+        evaluate(model, tokenizer, corpus, tmp_path, directions=["en-xx"], tiers=LANGS, progress=False)
+    with pytest.raises(LsloError, match="--directions: en-en"):
+        evaluate(model, tokenizer, corpus, tmp_path, directions=["en-en"], tiers=LANGS, progress=False)
+    with pytest.raises(LsloError, match="^--spm: no such file"):
+        evaluate(model, tokenizer, corpus, tmp_path, spm=tmp_path / "nope.model", tiers=LANGS, progress=False)
+    with pytest.raises(LsloError, match="'sw' has no resource tier"):
+        evaluate(
+            model,
+            tokenizer,
+            corpus,
+            tmp_path,
+            tiers={"en": "high", "fr": "high", "zh": "low"},
+            progress=False,
+        )
+    assert not (tmp_path / "results.json").exists()
