@@ -1,0 +1,138 @@
+"""The LSLo linear layer: a frozen base `nn.Linear` plus one LoRA per language. Math on tensors only.
+
+All languages' LoRAs of one layer live in two concatenated matrices: `lora_A` (sum of ranks x in) and
+`lora_B` (out x sum of ranks); language l owns rows/columns `offsets[l]:offsets[l+1]`. A forward computes
+
+    y = W x + B (g_l * (A x))
+
+where g_l is a gate row that holds language l's scale on its own rank slice and 0 elsewhere. One gather of
+gate rows per call routes every sample to its own language, so a batch that mixes languages and ranks is
+two dense matmuls: no Python loop over languages, and a language absent from the batch gets exactly zero
+gradient. When every sample of a batch routes to the same language, the layer slices that language's
+matrices instead (cost of a plain rank-r LoRA).
+
+Which language each sample routes to is read from a `Routing` shared by all layers of a model and set
+once per call by `LSLoModel`; the layer only knows whether it routes by "src" or "tgt".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Routing:
+    """Per-call routing state shared by every LSLo layer of one model.
+
+    Holds each sample's language index per route ("src", "tgt"). A layer asking for `n` rows when the
+    batch has `b` samples gets each index repeated `n // b` times, which is how `generate` expands a
+    batch for beam search and `num_return_sequences` (sample i occupies rows i*k .. i*k+k-1).
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[str, torch.Tensor] = {}
+        self._single: dict[str, int | None] = {}
+        self._expanded: dict[tuple[str, int], torch.Tensor] = {}
+
+    def set(self, route: str, index: list[int], device: torch.device | str) -> None:
+        """Route sample i to language `index[i]` on layers of route `route`."""
+        self._single[route] = index[0] if index and all(i == index[0] for i in index) else None
+        self._index[route] = torch.tensor(index, dtype=torch.long, device=device)
+        self._expanded = {k: v for k, v in self._expanded.items() if k[0] != route}
+
+    def clear(self) -> None:
+        self._index.clear()
+        self._single.clear()
+        self._expanded.clear()
+
+    def lookup(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None]:
+        """(per-row language index, or None when all rows share language `single`; single)."""
+        if route not in self._index:
+            raise RuntimeError(
+                "LSLo layer called without routing: call the LSLoModel (not its base model) with src_lang= and tgt_lang="
+            )
+        single = self._single[route]
+        if single is not None:
+            return None, single
+        index = self._index[route]
+        if rows == index.shape[0]:
+            return index, None
+        key = (route, rows)
+        if key not in self._expanded:
+            if rows % index.shape[0]:
+                raise RuntimeError(f"LSLo routing: {rows} rows for a batch of {index.shape[0]} samples")
+            self._expanded[key] = index.repeat_interleave(rows // index.shape[0])
+        return self._expanded[key], None
+
+
+class LSLoLinear(nn.Module):
+    """A frozen `nn.Linear` plus one LoRA per language, routed per sample by `route` ("src" or "tgt")."""
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        ranks: Sequence[int],
+        scales: Sequence[float],
+        route: str,
+        routing: Routing,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.route = route
+        self.routing = routing
+        self.ranks = list(ranks)
+        self.scales = list(scales)
+        self.offsets = [0]
+        for r in self.ranks:
+            self.offsets.append(self.offsets[-1] + r)
+        total = self.offsets[-1]
+        weight = base_layer.weight
+        self.lora_A = nn.Parameter(torch.empty(total, base_layer.in_features, device=weight.device, dtype=torch.float32))
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, total, device=weight.device, dtype=torch.float32))
+        # gates[l] holds scale_l on language l's rank slice and 0 elsewhere (derived, not saved).
+        gates = torch.zeros(len(self.ranks), total, device=weight.device)
+        for lang, (start, end) in enumerate(zip(self.offsets[:-1], self.offsets[1:], strict=True)):
+            gates[lang, start:end] = self.scales[lang]
+        self.register_buffer("gates", gates, persistent=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """A as peft/Kaiming-uniform, B = 0: an untrained layer is exactly the base layer."""
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def span(self, lang: int) -> slice:
+        return slice(self.offsets[lang], self.offsets[lang + 1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        index, single = self.routing.lookup(self.route, x.shape[0])
+        x = self.dropout(x)
+        if x.dtype != self.lora_A.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_A.dtype)  # e.g. a bf16 base without autocast: LoRA math stays in fp32
+        if single is not None:
+            s = self.span(single)
+            delta = F.linear(F.linear(x, self.lora_A[s]), self.lora_B[:, s]) * self.scales[single]
+        else:
+            h = F.linear(x, self.lora_A)
+            gate = self.gates[index].to(h.dtype)
+            h = h * gate.view(gate.shape[0], *([1] * (h.dim() - 2)), gate.shape[1])
+            delta = F.linear(h, self.lora_B)
+        return out + delta.to(out.dtype)
+
+    def delta_weight(self, lang: int) -> torch.Tensor:
+        """Language `lang`'s update of the base weight: scale * B_l @ A_l (out x in, fp32)."""
+        s = self.span(lang)
+        return (self.lora_B[:, s].float() @ self.lora_A[s].float()) * self.scales[lang]
+
+    def num_lora_parameters(self, lang: int) -> int:
+        return self.ranks[lang] * (self.base_layer.in_features + self.base_layer.out_features)
+
+    def extra_repr(self) -> str:
+        return f"route={self.route}, ranks={self.ranks}"
