@@ -337,8 +337,6 @@ def evaluate(
     Returns the results.json content. `max_sentences` keeps the first n sentence pairs per direction.
     Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables.
     """
-    from lslo import report
-
     if max_sentences is not None and max_sentences < 1:
         raise LsloError(
             f"--max-sentences: {max_sentences} is not a positive number; give e.g. 200 or leave it out"
@@ -355,36 +353,59 @@ def evaluate(
 
     pairs = {d: corpus.pairs(*d)[:max_sentences] for d in chosen}
     items = [(s, t, src) for (s, t), ps in pairs.items() for src, _ in ps]
-    hyps_all = translate_items(
-        model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress
-    )
+    hyps = translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress)
+    outputs, pos = {}, 0
+    for d, ps in pairs.items():
+        outputs[d] = ([x for x, _ in ps], hyps[pos : pos + len(ps)], [r for _, r in ps])
+        pos += len(ps)
+    settings = {
+        "num_beams": num_beams, "max_sentences": max_sentences, "max_tokens": max_tokens,
+        "max_new_tokens": max_new_tokens,
+    }  # fmt: skip
+    return write_results(out_dir, outputs, tier, pieces, settings, languages=used, progress=progress)
 
+
+def write_results(
+    out_dir: str | os.PathLike,
+    outputs: Mapping[tuple[str, str], tuple[Sequence[str], Sequence[str], Sequence[str]]],
+    tiers: Mapping[str, str],
+    pieces: PieceTokenizer,
+    settings: Mapping[str, Any] | None = None,
+    languages: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score `outputs[(src, tgt)] = (sources, hypotheses, references)` and write every file of `out_dir`.
+
+    Returns the results.json content. `languages` orders the languages within a tier (default: as they
+    first appear in `outputs`). Each file is written atomically; results.json is written last.
+    """
+    from lslo import report
+
+    if not outputs:
+        raise ValueError("write_results: no directions to write")
     out = Path(out_dir)
     rows: dict[str, Any] = {}
-    pos = 0
-    for (s, t), ps in tqdm(pairs.items(), desc="score", unit="dir", disable=not progress):
-        hyps, pos = hyps_all[pos : pos + len(ps)], pos + len(ps)
-        refs = [_clean(r) for _, r in ps]
+    for (s, t), (srcs, hyps, refs) in tqdm(outputs.items(), desc="score", unit="dir", disable=not progress):
+        hyps, refs = [_clean(h) for h in hyps], [_clean(r) for r in refs]
         scored = score_direction(hyps, refs, pieces)
-        rel = f"directions/{s}-{t}"
         texts = {
-            "src": [_clean(x) for x, _ in ps], "hyp": hyps, "ref": refs,
+            "src": [_clean(x) for x in srcs], "hyp": hyps, "ref": refs,
             "hyp_pieces": scored.pop("hyp_pieces"), "ref_pieces": scored.pop("ref_pieces"),
         }  # fmt: skip
-        files = {}
+        files = {key: f"directions/{s}-{t}/{key.replace('_', '.')}.txt" for key in texts}
         for key, lines in texts.items():
-            files[key] = f"{rel}/{key.replace('_', '.')}.txt"
             write_text(out / files[key], "".join(line + "\n" for line in lines))
         rows[f"{s}-{t}"] = {
             "src": s,
             "tgt": t,
-            "src_tier": tier[s],
-            "tgt_tier": tier[t],
+            "src_tier": tiers[s],
+            "tgt_tier": tiers[t],
             **scored,
             "files": files,
         }
 
-    order = report.order_by_tier(used, tier)
+    seen = list(dict.fromkeys(code for direction in outputs for code in direction))
+    order = report.order_by_tier([c for c in (languages or seen) if c in seen], tiers)
     first = next(iter(rows.values()))
     results = {
         "format": FORMAT,
@@ -392,16 +413,11 @@ def evaluate(
             "spbleu": {"name": pieces.metric, "pieces": pieces.info, "signature": first["spbleu_signature"]},
             "chrf": {"name": CHRF_NAME, "signature": first["chrf_signature"]},
         },
-        "settings": {
-            "num_beams": num_beams,
-            "max_sentences": max_sentences,
-            "max_tokens": max_tokens,
-            "max_new_tokens": max_new_tokens,
-        },  # fmt: skip
+        "settings": dict(settings or {}),
         "languages": order,
-        "tiers": {lang: tier[lang] for lang in order},
+        "tiers": {lang: tiers[lang] for lang in order},
         "directions": rows,
-        "groups": {m: report.tier_groups(rows, m) for m in ("spbleu", "chrf")},
+        "groups": {m: report.tier_groups(rows, m) for m in report.METRICS},
         "recompute": {
             "spbleu": "sacrebleu {ref_pieces} -i {hyp_pieces} -m bleu --tokenize none -b -w 4",
             "chrf": "sacrebleu {ref} -i {hyp} -m chrf --chrf-word-order 2 -b -w 4",
