@@ -423,6 +423,11 @@ def write_results(
             "chrf": "sacrebleu {ref} -i {hyp} -m chrf --chrf-word-order 2 -b -w 4",
         },
     }
+    if pieces.info["kind"] == "flores" and pieces.info["name"] in ("flores101", "flores200"):
+        results["recompute"]["spbleu_flores"] = (
+            f"sacrebleu {{ref}} -i {{hyp}} -m bleu --tokenize {pieces.info['name']} -b -w 4"
+            f"  (same score when sacrebleu's cached model is the file of sha256 {pieces.info['sha256']})"
+        )
     report.write_tables(results, out)
     write_json(out / "results.json", results)
     return results

@@ -14,6 +14,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers import tokenizer_spm
 from transformers import M2M100Config, M2M100ForConditionalGeneration
 
+from lslo.data.corpus import MultiwayCorpus, load_multiway, write_multiway
 from lslo.errors import LsloError
 from lslo.evaluate import evaluate, piece_tokenizer, score_direction, translate, translate_items
 from lslo.report import recompute
@@ -36,26 +37,6 @@ def _sentence(rng: random.Random, lang: str) -> str:
     return " ".join(
         "".join(rng.choice(letters) for _ in range(rng.randint(1, 7))) for _ in range(rng.randint(2, 8))
     )
-
-
-class TinyCorpus:
-    """A fully aligned multi-way test set with the MultiwayCorpus reading interface."""
-
-    def __init__(self, texts: dict[str, list[str]]) -> None:
-        self.texts = texts
-        self.languages = list(texts)
-
-    def sentences(self, lang: str) -> list[str]:
-        return self.texts[lang]
-
-    def ids(self, lang: str) -> list[str]:
-        return [f"GEN.1.{i + 1}" for i in range(len(self.texts[lang]))]
-
-    def pairs(self, src: str, tgt: str) -> list[tuple[str, str]]:
-        return list(zip(self.texts[src], self.texts[tgt], strict=True))
-
-    def directions(self) -> list[tuple[str, str]]:
-        return [(s, t) for s in self.languages for t in self.languages if s != t]
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +66,11 @@ def model(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def corpus(texts) -> TinyCorpus:
-    return TinyCorpus({lang: lines[:N_SENT] for lang, lines in texts.items()})
+def corpus(texts, tmp_path_factory) -> MultiwayCorpus:
+    """The test split as `lslo data` writes it, read back with the loader the CLI uses."""
+    folder = tmp_path_factory.mktemp("data")
+    write_multiway(MultiwayCorpus({lang: lines[:N_SENT] for lang, lines in texts.items()}), folder / "test")
+    return load_multiway(folder, split="test")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -196,7 +180,7 @@ def test_evaluate_subset_and_tiers_from_lslo_config(tokenizer, corpus, tmp_path,
     base = M2M100ForConditionalGeneration(model.config)
     cfg = LSLoConfig(languages={"en": "low", "fr": "high", "zh": "medium", "sw": "low"})
     lslo = add_lslo(base, cfg, tokenizer)
-    res = evaluate(lslo, tokenizer, corpus, tmp_path, directions=["en-fr", ("sw", "zh")], max_sentences=2,
+    res = evaluate(lslo, tokenizer, corpus, tmp_path, directions=["eng_Latn-fra", ("sw", "zh"), "en-fr"], max_sentences=2,
                    num_beams=1, max_new_tokens=4, progress=False)  # fmt: skip
     assert list(res["directions"]) == ["en-fr", "sw-zh"]
     assert res["directions"]["en-fr"]["src_tier"] == "low" and res["directions"]["en-fr"]["n"] == 2

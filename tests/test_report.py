@@ -130,6 +130,7 @@ def test_recompute_round_trip_and_tampering(tmp_path, spm_file):
     res = _write(tmp_path, spm_file)
     assert res["metrics"]["spbleu"]["name"].startswith("spBLEU(flores101 spm, sha256:")
     assert res["languages"] == ["en", "fr", "sw"]
+    assert "--tokenize flores101" in res["recompute"]["spbleu_flores"]
     assert recompute(tmp_path, check_pieces=True) < 1e-9
     assert (tmp_path / "directions/en-fr/src.txt").read_text(
         encoding="utf-8"
