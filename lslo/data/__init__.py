@@ -1,0 +1,6 @@
+"""Parallel data: the multi-way corpus, format readers and the bible12 builder."""
+
+from lslo.data.corpus import MultiwayCorpus, load_multiway, write_multiway
+from lslo.data.readers import read_corpus
+
+__all__ = ["MultiwayCorpus", "load_multiway", "read_corpus", "write_multiway"]
