@@ -280,6 +280,15 @@ def resolve_tiers(
     raise AssertionError("unreachable")
 
 
+def _corpus_code(code: str, held: Sequence[str]) -> str | None:
+    """The code under which `held` (the corpus languages) holds language `code` (any style), else None."""
+    lang = langs.lookup(code)
+    for c in held:
+        if c == code or (lang is not None and langs.lookup(c) is lang):
+            return c
+    return None
+
+
 def parse_directions(
     directions: Sequence[str | tuple[str, str]] | None, corpus: Any
 ) -> list[tuple[str, str]]:
@@ -287,34 +296,25 @@ def parse_directions(
     available = corpus.directions()
     if directions is None:
         return list(available)
-    by_lang = {}
-    for code in corpus.languages:
-        lang = langs.lookup(code)
-        by_lang[code.lower()] = code
-        if lang is not None:
-            for alias in (lang.m2m, lang.flores101, lang.flores200):
-                if alias:
-                    by_lang.setdefault(alias.lower(), code)
     out: list[tuple[str, str]] = []
     for item in directions:
-        src, tgt = item.split("-", 1) if isinstance(item, str) else item
-        pair = []
-        for code in (src, tgt):
-            lang = langs.lookup(code)
-            key = code.strip().lower()
-            found = by_lang.get(key) or (lang and by_lang.get((lang.m2m or lang.flores200 or "").lower()))
-            if not found:
+        parts = item.split("-", 1) if isinstance(item, str) else list(item)
+        if len(parts) != 2 or not all(parts):
+            raise LsloError(f"--directions: {item!r} is not a direction; write source-target, e.g. en-fr")
+        src, tgt = (p.strip() for p in parts)
+        pair = (_corpus_code(src, corpus.languages), _corpus_code(tgt, corpus.languages))
+        for code, found in zip((src, tgt), pair, strict=True):
+            if found is None:
                 raise LsloError(
                     f"--directions: language {code!r} of direction {src}-{tgt} is not in the test set "
                     f"(it has {', '.join(corpus.languages)})"
                 )
-            pair.append(found)
-        if pair[0] == pair[1] or (pair[0], pair[1]) not in available:
+        if pair not in available:
             raise LsloError(
                 f"--directions: {src}-{tgt} is not a direction of the test set (no shared sentences)"
             )
-        if (pair[0], pair[1]) not in out:
-            out.append((pair[0], pair[1]))
+        if pair not in out:
+            out.append(pair)  # type: ignore[arg-type]
     return out
 
 
@@ -331,11 +331,13 @@ def evaluate(
     max_tokens: int = 4096,
     max_new_tokens: int = 256,
     progress: bool = True,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Translate and score every direction (or `directions`) of `corpus`; write results to `out_dir`.
 
     Returns the results.json content. `max_sentences` keeps the first n sentence pairs per direction.
-    Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables.
+    Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables. `meta`
+    (e.g. the model and checkpoint paths) is stored as is under "meta" in results.json.
     """
     if max_sentences is not None and max_sentences < 1:
         raise LsloError(
@@ -362,7 +364,9 @@ def evaluate(
         "num_beams": num_beams, "max_sentences": max_sentences, "max_tokens": max_tokens,
         "max_new_tokens": max_new_tokens,
     }  # fmt: skip
-    return write_results(out_dir, outputs, tier, pieces, settings, languages=used, progress=progress)
+    return write_results(
+        out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta
+    )
 
 
 def write_results(
@@ -373,6 +377,7 @@ def write_results(
     settings: Mapping[str, Any] | None = None,
     languages: Sequence[str] | None = None,
     progress: bool = False,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score `outputs[(src, tgt)] = (sources, hypotheses, references)` and write every file of `out_dir`.
 
@@ -413,6 +418,7 @@ def write_results(
             "spbleu": {"name": pieces.metric, "pieces": pieces.info, "signature": first["spbleu_signature"]},
             "chrf": {"name": CHRF_NAME, "signature": first["chrf_signature"]},
         },
+        "meta": dict(meta or {}),
         "settings": dict(settings or {}),
         "languages": order,
         "tiers": {lang: tiers[lang] for lang in order},

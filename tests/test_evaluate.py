@@ -181,8 +181,8 @@ def test_evaluate_subset_and_tiers_from_lslo_config(tokenizer, corpus, tmp_path,
     cfg = LSLoConfig(languages={"en": "low", "fr": "high", "zh": "medium", "sw": "low"})
     lslo = add_lslo(base, cfg, tokenizer)
     res = evaluate(lslo, tokenizer, corpus, tmp_path, directions=["eng_Latn-fra", ("sw", "zh"), "en-fr"], max_sentences=2,
-                   num_beams=1, max_new_tokens=4, progress=False)  # fmt: skip
-    assert list(res["directions"]) == ["en-fr", "sw-zh"]
+                   num_beams=1, max_new_tokens=4, progress=False, meta={"adapter": "run/x"})  # fmt: skip
+    assert list(res["directions"]) == ["en-fr", "sw-zh"] and res["meta"] == {"adapter": "run/x"}
     assert res["directions"]["en-fr"]["src_tier"] == "low" and res["directions"]["en-fr"]["n"] == 2
     assert res["languages"] == ["fr", "zh", "en", "sw"]
     assert recompute(tmp_path) < 1e-9
@@ -191,6 +191,8 @@ def test_evaluate_subset_and_tiers_from_lslo_config(tokenizer, corpus, tmp_path,
 def test_evaluate_errors(model, tokenizer, corpus, tmp_path):
     with pytest.raises(LsloError, match=r"--directions: language 'xx' .*not in the test set"):
         evaluate(model, tokenizer, corpus, tmp_path, directions=["en-xx"], tiers=LANGS, progress=False)
+    with pytest.raises(LsloError, match="--directions: 'en' is not a direction"):
+        evaluate(model, tokenizer, corpus, tmp_path, directions=["en"], tiers=LANGS, progress=False)
     with pytest.raises(LsloError, match="--directions: en-en"):
         evaluate(model, tokenizer, corpus, tmp_path, directions=["en-en"], tiers=LANGS, progress=False)
     with pytest.raises(LsloError, match="^--spm: no such file"):
