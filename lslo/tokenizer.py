@@ -1,0 +1,145 @@
+"""Train a small multilingual SentencePiece tokenizer and save it as a Hugging Face `M2M100Tokenizer`.
+
+The saved directory (`sentencepiece.bpe.model`, `vocab.json`, `tokenizer_config.json`, special tokens)
+loads with `transformers.AutoTokenizer.from_pretrained(dir)`, exactly like `facebook/m2m100_418M`:
+ids 0-3 are `<s> <pad> </s> <unk>`, then the SentencePiece pieces, then one `__xx__` token for each of
+M2M-100's 100 languages. `tokenizer(text)` with `src_lang="xx"` gives `[__xx__] + pieces + [</s>]`.
+Byte fallback keeps every character encodable (rare CJK characters become UTF-8 byte pieces).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lslo.errors import LsloError
+from lslo.io import atomic_dir
+
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq dictionary order: ids 0, 1, 2, 3
+
+
+def balanced_sample(
+    texts_by_lang: Mapping[str, Sequence[str]], per_language: int, seed: int = 0
+) -> list[str]:
+    """About `per_language` sentences from each language (a random subset, or repeats of a small one).
+
+    Repeating a small language's sentences gives it the same weight as a large one in the piece counts,
+    so a low-resource script still earns its share of the vocabulary.
+    """
+    rng = random.Random(seed)
+    out: list[str] = []
+    for lang in sorted(texts_by_lang):
+        texts = [t.strip() for t in texts_by_lang[lang] if t.strip()]
+        if not texts:
+            raise LsloError(f"tokenizer training: language {lang!r} has no text; drop it or add its data")
+        if len(texts) >= per_language:
+            out += rng.sample(texts, per_language)
+        else:
+            reps, rest = divmod(per_language, len(texts))
+            out += texts * reps + rng.sample(texts, rest)
+    rng.shuffle(out)
+    return out
+
+
+def train_tokenizer(
+    texts_by_lang: Mapping[str, Sequence[str]],
+    out_dir: str | os.PathLike,
+    vocab_size: int = 8000,
+    model_type: str = "unigram",
+    per_language: int = 20000,
+    character_coverage: float = 0.9995,
+    seed: int = 0,
+    num_threads: int | None = None,
+) -> Path:
+    """Train SentencePiece on a language-balanced sample and write an M2M-100 tokenizer directory.
+
+    `vocab_size` counts the SentencePiece pieces (the final model vocabulary adds 4 specials and 100
+    language tokens). Returns `out_dir`, written atomically.
+    """
+    import sentencepiece as spm
+
+    if model_type not in ("unigram", "bpe"):
+        raise LsloError(f"tokenizer model_type {model_type!r}: use 'unigram' or 'bpe'")
+    sample = balanced_sample(texts_by_lang, per_language, seed)
+    proto = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sample),
+            model_writer=proto,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            normalization_rule_name="identity",  # keep the text as written (no NFKC: CJK punctuation)
+            byte_fallback=True,
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            hard_vocab_limit=False,
+            seed_sentencepiece_size=max(1000000, 10 * vocab_size),
+            num_threads=num_threads or os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as err:  # e.g. vocab_size larger than the text allows
+        detail = str(err).strip().splitlines()[-1].split("] ")[-1]
+        raise LsloError(f"tokenizer vocab_size={vocab_size}: training failed ({detail})") from None
+    return write_m2m100_tokenizer(proto.getvalue(), out_dir)
+
+
+def write_m2m100_tokenizer(spm_proto: bytes, out_dir: str | os.PathLike) -> Path:
+    """Save a serialized SentencePiece model as an M2M-100 tokenizer directory (atomically)."""
+    import sentencepiece as spm
+    from transformers import M2M100Tokenizer
+    from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+
+    sp = spm.SentencePieceProcessor(model_proto=spm_proto)
+    vocab: dict[str, int] = {tok: i for i, tok in enumerate(SPECIALS)}
+    for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        if sp.is_unknown(i) or sp.is_control(i) or piece in vocab:
+            continue
+        vocab[piece] = len(vocab)
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as scratch, atomic_dir(out_dir) as tmp:
+        spm_file = Path(scratch) / "sentencepiece.bpe.model"
+        spm_file.write_bytes(spm_proto)
+        vocab_file = Path(scratch) / "vocab.json"
+        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1), encoding="utf-8")
+        # Name the language tokens explicitly: transformers 5 does not register them by itself, and
+        # then `__xx__` would neither count in `len(tokenizer)` nor be skipped when decoding.
+        lang_tokens = [f"__{code}__" for code in FAIRSEQ_LANGUAGE_CODES["m2m100"]]
+        tok = M2M100Tokenizer(
+            vocab_file=str(vocab_file),
+            spm_file=str(spm_file),
+            additional_special_tokens=lang_tokens,
+            model_max_length=1024,
+        )
+        tok.save_pretrained(str(tmp))
+    return out_dir
+
+
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """`AutoTokenizer.from_pretrained(path)` from local files only, with a one-line error if missing."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise LsloError(f"tokenizer {path}: no such directory; give a model or tokenizer directory")
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise LsloError(f"tokenizer {path}: cannot load ({str(err).splitlines()[0]})") from None
+
+
+def model_vocab_size(tokenizer: Any, multiple: int = 8) -> int:
+    """Embedding rows a model needs for `tokenizer` (every id incl. language tokens), rounded up."""
+    n = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
+    return -(-n // multiple) * multiple

@@ -1,0 +1,630 @@
+"""Train LSLo, a shared LoRA or the full model on a multi-way corpus: `train(TrainConfig(...))`.
+
+The loop, top to bottom: draw `update_freq` global batches from the `BatchSampler`, give each process
+its share of every batch, run the model, back-propagate the label-smoothed cross-entropy divided by the
+global number of target tokens (so N processes compute exactly the gradient of one process with the
+same global batch), clip, step Adam and the inverse-square-root schedule, call the callbacks, log,
+validate, checkpoint. Everything goes through `accelerate.Accelerator`, so
+`accelerate launch --multi_gpu --num_processes 2 ...` also works on CPU (gloo).
+
+Output directory:
+    run.json                 the configuration (a different run here is refused)
+    metrics.jsonl            one JSON record per log / validation
+    checkpoints/step-N/      latest checkpoint (trainable weights, optimizer, schedule, sampler, RNG, log)
+    model/                   the trained adapter or model (`save_pretrained`), written at the end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lslo.data.batching import (
+    IGNORE_INDEX,
+    Batch,
+    BatchSampler,
+    batch_slice,
+    directions,
+    encode_corpus,
+    fixed_batches,
+    shard,
+)
+from lslo.errors import LsloError
+from lslo.io import atomic_dir, write_json, write_text
+
+METHODS = ("lslo", "lora", "full")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Keys that may change when a run is resumed (budget and display only).
+RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress")
+
+Callback = Callable[[int, nn.Module], None]
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a training run (loadable from YAML with `TrainConfig.from_yaml`)."""
+
+    data: str  # multi-way data folder (<data>/<split>/<lang>.txt)
+    base_model: str  # Hugging Face model directory (M2M-100 / NLLB architecture)
+    out_dir: str
+    method: str = "lslo"  # lslo | lora | full
+    tokenizer: str | None = None  # default: base_model
+    languages: list[str] | dict[str, str] | None = None  # codes, or code -> tier; None = every language
+    pairs: list[str] | None = None  # e.g. ["en-sw", "sw-en"]; None = every direction of `languages`
+    train_split: str = "train"
+    valid_split: str | None = "valid"
+    # method options
+    lslo: dict[str, Any] = field(default_factory=dict)  # extra LSLoConfig fields (ranks, routing, ...)
+    lora_rank: int = 8
+    dropout: float | None = None  # override the base model's dropout
+    # batching
+    max_tokens: int = 4096
+    max_len: int = 256
+    temperature: float = 5.0
+    update_freq: int = 1
+    # optimisation
+    lr: float = 1e-3
+    warmup_steps: int = 400
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0  # 0 = no clipping
+    label_smoothing: float = 0.2
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    # budget (at least one)
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_hours: float | None = None
+    # bookkeeping
+    seed: int = 1
+    log_every: int = 10
+    save_every: int = 1000
+    eval_every: int = 1000
+    valid_max_per_direction: int | None = 50
+    keep_checkpoints: int = 1
+    resume: bool = False
+    progress: bool = True
+
+    # -- loading and checking ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> TrainConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                raise LsloError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
+        missing = [k for k in ("data", "base_model", "out_dir") if k not in data]
+        if missing:
+            raise LsloError(f"{where}: missing key {missing[0]!r}; add it")
+        cfg = cls(**data)
+        cfg.check(where)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise LsloError(f"{path}: no such file; check the config path") from None
+        except yaml.YAMLError as err:
+            raise LsloError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise LsloError(f"{path}: expected a mapping of keys to values at the top level")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data, where=str(path))
+
+    def check(self, where: str = "config") -> None:
+        """Raise `LsloError` for a value that cannot work."""
+
+        def bad(key: str, fix: str) -> LsloError:
+            return LsloError(f"{where}: {key}={getattr(self, key)!r}; {fix}")
+
+        if self.method not in METHODS:
+            raise bad("method", f"use one of {', '.join(METHODS)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"use one of {', '.join(PRECISIONS)}")
+        for key in ("max_tokens", "max_len", "update_freq", "log_every", "save_every", "eval_every",
+                    "keep_checkpoints", "lora_rank"):  # fmt: skip
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(key, "use a whole number >= 1")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise bad("warmup_steps", "use a whole number >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", "use a value in [0, 1)")
+        if not self.lr > 0:
+            raise bad("lr", "use a learning rate > 0")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise bad("adam_betas", "give two values in [0, 1), e.g. [0.9, 0.98]")
+        if self.max_steps is None and self.max_epochs is None and self.max_hours is None:
+            raise LsloError(f"{where}: no budget; set max_steps, max_epochs or max_hours")
+        for key in ("max_steps", "max_epochs", "max_hours"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise bad(key, "use a value > 0 (or leave it out)")
+        if self.pairs is not None:
+            for p in self.pairs:
+                if not isinstance(p, str) or p.count("-") != 1:
+                    raise LsloError(f"{where}: pairs item {p!r}; write a direction as 'src-tgt', e.g. 'en-sw'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- loss and schedule ---------------------------------------------------------------------------
+
+
+def label_smoothed_nll(
+    logits: torch.Tensor, labels: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Summed label-smoothed cross-entropy, summed NLL, and the number of counted tokens.
+
+    Per token: (1 - eps) * -log p(y) + eps / V * sum_v -log p(v), the same as
+    `F.cross_entropy(..., label_smoothing=eps)`; positions labelled -100 are ignored.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    mask = labels != IGNORE_INDEX
+    target = labels.masked_fill(~mask, 0)
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(-1)
+    loss = (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth
+    return loss[mask].sum(), nll[mask].sum(), int(mask.sum())
+
+
+def inverse_sqrt(warmup_steps: int) -> Callable[[int], float]:
+    """LR factor at optimizer step s (0-based): linear warm-up to 1, then sqrt(warmup / step)."""
+
+    def factor(s: int) -> float:
+        step = s + 1
+        if warmup_steps and step < warmup_steps:
+            return step / warmup_steps
+        return math.sqrt(max(warmup_steps, 1) / step)
+
+    return factor
+
+
+# -- building blocks -----------------------------------------------------------------------------
+
+
+def resolve_languages(cfg: TrainConfig, available: Sequence[str]) -> dict[str, str | None]:
+    """Canonical code -> tier (None where no tier is needed or known) for the run's languages."""
+    from lslo.languages import BIBLE12_TIERS, LANG12_TIERS, canonical, tier_of
+
+    if cfg.languages is None:
+        codes: dict[str, str | None] = dict.fromkeys(available)
+    elif isinstance(cfg.languages, dict):
+        codes = {canonical(code): tier for code, tier in cfg.languages.items()}
+    else:
+        codes = dict.fromkeys(canonical(code) for code in cfg.languages)
+    tiers = {**LANG12_TIERS, **BIBLE12_TIERS}
+    for code, tier in codes.items():
+        if tier is None and cfg.method == "lslo":
+            try:
+                codes[code] = tier_of(code, tiers)
+            except LsloError:
+                raise LsloError(
+                    f"languages: {code!r} has no known resource tier; give languages as a mapping "
+                    "code -> tier (high | medium | low)"
+                ) from None
+    return codes
+
+
+def parse_pairs(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
+    from lslo.languages import canonical
+
+    if pairs is None:
+        return None
+    return [(canonical(p.split("-")[0]), canonical(p.split("-")[1])) for p in pairs]
+
+
+def load_base_model(path: str, dropout: float | None = None) -> nn.Module:
+    """An `M2M100ForConditionalGeneration` (or NLLB) from a local directory, in fp32."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    if not Path(path).is_dir():
+        raise LsloError(f"base_model {path}: no such directory; give a Hugging Face model directory")
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
+    if dropout is not None:
+        kwargs["dropout"] = dropout
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise LsloError(f"base_model {path}: cannot load ({str(err).splitlines()[0]})") from None
+
+
+def build_model(cfg: TrainConfig, base: nn.Module, languages: Mapping[str, str | None], lang_ids: dict[str, int]) -> nn.Module:
+    """Wrap `base` for the run's method: LSLo, a shared LoRA or full fine-tuning."""
+    from lslo.baselines import FullFineTune, SharedLoRA
+    from lslo.config import LSLoConfig
+    from lslo.model import add_lslo
+
+    if cfg.method == "full":
+        return FullFineTune(base, lang_ids)
+    tiers = {code: tier or "high" for code, tier in languages.items()}
+    try:
+        lslo_cfg = LSLoConfig(languages=tiers, lang_token_ids=dict(lang_ids), **cfg.lslo)
+    except (TypeError, ValueError) as err:
+        raise LsloError(f"lslo: {err}") from None
+    if cfg.method == "lora":
+        return SharedLoRA(base, lang_ids, r=cfg.lora_rank, placement=lslo_cfg, alpha=lslo_cfg.alpha,
+                          dropout=lslo_cfg.dropout)  # fmt: skip
+    return add_lslo(base, lslo_cfg)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# -- output directory and checkpoints ------------------------------------------------------------
+
+
+def _clean_partial(folder: Path) -> None:
+    """Remove what an interrupted atomic write left behind (`.<name>.*.tmp`, `.<name>.old`)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def checkpoints(out: Path) -> list[Path]:
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def check_out_dir(cfg: TrainConfig) -> bool:
+    """Check that `cfg.out_dir` may be used; True when there is a run to resume."""
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise LsloError(f"out_dir {out}: is a file; give a directory")
+    run_file = out / "run.json"
+    if not run_file.is_file():
+        if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+            raise LsloError(f"out_dir {out}: not empty and holds no lslo run; choose a new directory")
+        return False
+    saved = json.loads(run_file.read_text(encoding="utf-8"))
+    now = cfg.to_dict()
+    for key in sorted(set(saved) | set(now)):
+        if key not in RESUMABLE_KEYS and saved.get(key) != now.get(key):
+            raise LsloError(
+                f"out_dir {out}: holds a different run ({key}={saved.get(key)!r} there, {now.get(key)!r} now); "
+                "choose a new directory"
+            )
+    if not cfg.resume:
+        raise LsloError(f"out_dir {out}: already holds this run; resume it (resume: true / --resume) or choose a new directory")
+    return True
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def _make_accelerator(cfg: TrainConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if precision != "fp32" and not torch.cuda.is_available():
+        precision = "fp32"  # no autocast on CPU: it is slow there and changes results
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method != "full")
+    return Accelerator(mixed_precision="no" if precision == "fp32" else precision, kwargs_handlers=[ddp])
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, batches: Sequence[Batch], epsilon: float, accelerator: Any) -> dict[str, float]:
+    """Token-averaged smoothed loss and NLL over `batches` (each process takes every n-th batch)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for batch in batches[rank::world]:
+        b = batch.to(accelerator.device)
+        with accelerator.autocast():
+            logits = model(**b.model_inputs()).logits
+        loss, nll, n = label_smoothed_nll(logits, b.labels, epsilon)
+        sums += torch.tensor([loss.item(), nll.item(), n], dtype=torch.float64)
+    sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
+    model.train(was_training)
+    n = max(float(sums[2]), 1.0)
+    return {"valid_loss": float(sums[0]) / n, "valid_nll": float(sums[1]) / n, "valid_ppl": math.exp(float(sums[1]) / n)}
+
+
+class _Stop:
+    """Set by SIGTERM / SIGINT: the loop ends after the current step and checkpoints."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run (or resume) the training that `cfg` describes; returns a summary.
+
+    `callbacks` are called after every optimizer step as `callback(step, model)` (e.g. gradual
+    pruning); one with `state_dict()` / `load_state_dict()` has its state checkpointed too.
+    """
+    from lslo.data.corpus import load_multiway
+    from lslo.languages import lang_token_ids
+    from lslo.tokenizer import load_tokenizer
+
+    cfg.check()
+    accelerator = _make_accelerator(cfg)
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    out = Path(cfg.out_dir)
+    resuming = check_out_dir(cfg)
+    accelerator.wait_for_everyone()
+    if is_main:
+        _clean_partial(out)
+        _clean_partial(out / "checkpoints")
+        write_json(out / "run.json", cfg.to_dict())
+    accelerator.wait_for_everyone()
+
+    # Data.
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model)
+    with accelerator.main_process_first():
+        if cfg.languages is None:
+            corpus = load_multiway(cfg.data, split=cfg.train_split)
+            languages = resolve_languages(cfg, corpus.languages)
+        else:
+            languages = resolve_languages(cfg, [])
+            corpus = load_multiway(cfg.data, languages=list(languages), split=cfg.train_split)
+        enc = encode_corpus(corpus, tokenizer, cache_dir=out / "cache")
+    lang_ids = lang_token_ids(tokenizer, list(languages))
+    pairs = parse_pairs(cfg.pairs)
+    special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
+    sampler = BatchSampler(enc, directions(enc, list(languages), pairs), lang_ids, max_tokens=cfg.max_tokens,
+                           max_len=cfg.max_len, temperature=cfg.temperature, seed=cfg.seed, **special)  # fmt: skip
+    valid_batches: list[Batch] = []
+    if cfg.valid_split:
+        with accelerator.main_process_first():
+            vcorpus = load_multiway(cfg.data, languages=list(languages), split=cfg.valid_split)
+            venc = encode_corpus(vcorpus, tokenizer, cache_dir=out / "cache")
+        valid_batches = fixed_batches(venc, directions(venc, list(languages), pairs), lang_ids,
+                                      max_tokens=cfg.max_tokens, max_len=cfg.max_len,
+                                      max_per_direction=cfg.valid_max_per_direction, **special)  # fmt: skip
+
+    # Model, optimizer, schedule.
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, load_base_model(cfg.base_model, cfg.dropout), languages, lang_ids)
+    vocab_needed = max(tokenizer.get_vocab().values()) + 1
+    if model.config.vocab_size < vocab_needed:
+        raise LsloError(
+            f"base_model {cfg.base_model}: vocabulary of {model.config.vocab_size} is smaller than the "
+            f"tokenizer's ({vocab_needed}); use the model's own tokenizer"
+        )
+    torch.manual_seed(cfg.seed + 1 + rank)  # dropout differs between processes
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(cfg.warmup_steps))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    max_steps = cfg.max_steps
+    if cfg.max_epochs is not None:
+        epoch_steps = math.ceil(cfg.max_epochs * sampler.batches_per_epoch(0) / cfg.update_freq)
+        max_steps = epoch_steps if max_steps is None else min(max_steps, epoch_steps)
+
+    # State that a checkpoint restores.
+    step, tokens, elapsed_before = 0, 0, 0.0
+    log: list[dict[str, Any]] = []
+    window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
+    if resuming and checkpoints(out):
+        ckpt = checkpoints(out)[-1]
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        missing = set(trainable_state(unwrapped)) ^ set(state["model"])
+        if missing:
+            raise LsloError(f"{ckpt}: trainable weights do not match this model ({sorted(missing)[0]}); start a new run")
+        with torch.no_grad():
+            for name, p in unwrapped.named_parameters():
+                if p.requires_grad:
+                    p.copy_(state["model"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        if accelerator.scaler is not None and state.get("scaler"):
+            accelerator.scaler.load_state_dict(state["scaler"])
+        for i, cb in enumerate(callbacks):
+            if hasattr(cb, "load_state_dict") and f"callback{i}" in state:
+                cb.load_state_dict(state[f"callback{i}"])
+        step, tokens, elapsed_before = state["step"], state["tokens"], state["elapsed"]
+        log, window = state["log"], state["window"]
+        if len(state["rng"]) != world:
+            raise LsloError(f"{ckpt}: saved by {len(state['rng'])} processes, resumed with {world}; use the same number")
+        set_rng_state(state["rng"][rank])
+        if is_main:
+            write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+    elif is_main:
+        write_text(out / "metrics.jsonl", "")
+
+    def save_checkpoint() -> None:
+        from accelerate.utils import gather_object
+
+        rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
+        if is_main:
+            state = {
+                "model": trainable_state(unwrapped),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "rng": rngs,
+                "step": step,
+                "tokens": tokens,
+                "elapsed": elapsed(),
+                "log": log,
+                "window": window,
+            }
+            for i, cb in enumerate(callbacks):
+                if hasattr(cb, "state_dict"):
+                    state[f"callback{i}"] = cb.state_dict()
+            with atomic_dir(out / "checkpoints" / f"step-{step:08d}") as tmp:
+                torch.save(state, tmp / "state.pt")
+            for old in checkpoints(out)[: -cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+
+    def record(entry: dict[str, Any]) -> None:
+        log.append(entry)
+        if is_main:
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    t_start = time.time()
+    t_window = t_start
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t_start
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, initial=step, disable=not (cfg.progress and is_main), unit="step", dynamic_ncols=True)
+    model.train()
+    interrupted = False
+    last_saved = step
+    with _Stop() as stop:
+        while max_steps is None or step < max_steps:
+            if cfg.max_hours is not None:
+                flag = torch.tensor([float(elapsed() >= cfg.max_hours * 3600)], device=accelerator.device)
+                if world > 1:
+                    flag = accelerator.reduce(flag, "max")
+                if flag.item():
+                    break
+            if stop.requested:
+                interrupted = True
+                break
+            epoch_before = sampler.epoch
+            micro = [sampler.next_batch() for _ in range(cfg.update_freq)]
+            global_tokens = sum(b.num_tokens for b in micro)
+            for k, batch in enumerate(micro):
+                local, weight = shard(batch, rank, world), 1.0
+                if len(local) == 0:  # fewer samples than processes: run one, count nothing
+                    local, weight = batch_slice(batch, [0]), 0.0
+                local = local.to(accelerator.device)
+                sync = k == len(micro) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    with accelerator.autocast():
+                        logits = model(**local.model_inputs()).logits
+                    loss, nll, n = label_smoothed_nll(logits, local.labels, cfg.label_smoothing)
+                    accelerator.backward(loss * (weight * world / global_tokens))
+                window["loss"] += weight * loss.item()
+                window["nll"] += weight * nll.item()
+            if cfg.clip_norm > 0:
+                accelerator.clip_grad_norm_(params, cfg.clip_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += global_tokens
+            window["tokens"] += global_tokens
+            window["steps"] += 1
+            for cb in callbacks:
+                cb(step, unwrapped)
+            bar.update(1)
+
+            if step % cfg.log_every == 0:
+                sums = torch.tensor([window["loss"], window["nll"]], dtype=torch.float64, device=accelerator.device)
+                sums = accelerator.reduce(sums, "sum").cpu() if world > 1 else sums.cpu()
+                now = time.time()
+                n = max(window["tokens"], 1)
+                entry = {
+                    "step": step,
+                    "epoch": round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4),
+                    "loss": float(sums[0]) / n,
+                    "nll_loss": float(sums[1]) / n,
+                    "lr": lr,
+                    "tokens": tokens,
+                    "tokens_per_s": round(window["tokens"] / max(now - t_window, 1e-9), 1),
+                    "elapsed": round(elapsed(), 2),
+                }
+                record(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
+                window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
+                t_window = now
+            if valid_batches and step % cfg.eval_every == 0:
+                record({"step": step, **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator)})
+            if step % cfg.save_every == 0 or sampler.epoch != epoch_before:
+                save_checkpoint()
+                last_saved = step
+    bar.close()
+    if last_saved != step:
+        save_checkpoint()
+
+    summary: dict[str, Any] = {
+        "out_dir": str(out),
+        "steps": step,
+        "epochs": round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4),
+        "tokens": tokens,
+        "elapsed": round(elapsed(), 2),
+        "interrupted": interrupted,
+        "train_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None),
+    }
+    if not interrupted:
+        if valid_batches:
+            last_valid = next((r for r in reversed(log) if "valid_loss" in r), None)
+            if last_valid is None or last_valid["step"] != step:
+                last_valid = {"step": step, **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator)}
+                record(last_valid)
+            summary.update({k: v for k, v in last_valid.items() if k != "step"})
+        if is_main:
+            with atomic_dir(out / "model") as tmp:
+                unwrapped.save_pretrained(tmp)
+                if cfg.method == "full":
+                    tokenizer.save_pretrained(str(tmp))
+        summary["model_dir"] = str(out / "model")
+    accelerator.wait_for_everyone()
+    if world > 1:
+        accelerator.end_training()  # a process group left open aborts the process at exit
+    return summary
