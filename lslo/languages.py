@@ -216,17 +216,20 @@ def lang_token(code: str, style: str) -> str:
     raise ValueError(f"unknown language-token style {style!r}; expected one of {STYLES}")
 
 
-def _vocab(tokenizer: Any) -> Mapping[str, int]:
-    return tokenizer.get_vocab()
+def _token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of `token` in `tokenizer`, or None when the tokenizer maps it to its unknown token."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tid == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return int(tid)
 
 
 def detect_style(tokenizer: Any) -> str:
-    """Which language-token scheme `tokenizer` uses, "m2m100" or "nllb" (by `get_lang_id` or vocabulary)."""
+    """Which language-token scheme `tokenizer` uses, "m2m100" (`__en__`) or "nllb" (`eng_Latn`)."""
     if hasattr(tokenizer, "get_lang_id"):
         return "m2m100"
-    vocab = _vocab(tokenizer)
-    m2m = sum(f"__{lang.m2m}__" in vocab for lang in LANGUAGES if lang.m2m)
-    nllb = sum(lang.flores200 in vocab for lang in LANGUAGES if lang.flores200)
+    m2m = sum(_token_id(tokenizer, f"__{lang.m2m}__") is not None for lang in LANGUAGES if lang.m2m)
+    nllb = sum(_token_id(tokenizer, lang.flores200) is not None for lang in LANGUAGES if lang.flores200)
     if m2m == 0 and nllb == 0:
         raise LsloError(
             f"tokenizer {type(tokenizer).__name__} has no language tokens (neither __en__ nor eng_Latn); "
@@ -236,18 +239,18 @@ def detect_style(tokenizer: Any) -> str:
 
 
 def lang_token_ids(tokenizer: Any, codes: Iterable[str]) -> dict[str, int]:
-    """Map each code (as given) to the id of its language token in `tokenizer`."""
+    """Map each code (as given, any style) to the id of its language token in `tokenizer`."""
     style = detect_style(tokenizer)
-    vocab = _vocab(tokenizer)
     ids: dict[str, int] = {}
     for code in codes:
         token = lang_token(code, style)
-        if token not in vocab:
+        tid = _token_id(tokenizer, token)
+        if tid is None:
             raise LsloError(
                 f"tokenizer {type(tokenizer).__name__} has no token {token!r} for language {code!r}; "
                 "drop the language or use a model that covers it"
             )
-        ids[code] = int(vocab[token])
+        ids[code] = tid
     return ids
 
 
