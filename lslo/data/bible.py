@@ -21,6 +21,7 @@ CJK spacing, mojibake, and placeholder verses ("-", "(*)", "[本節欠如]", "(�
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -203,6 +204,12 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=4)
+def _db_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of the database, computed once per process for an unchanged file (size and mtime)."""
+    return _sha256_file(Path(path))
+
+
 def _connect(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise LsloError(f"{db_path}: no such database file; check db_path")
@@ -322,7 +329,7 @@ def build_bible12(
             "pretrain_fractions": {t: pretrain_fractions[t] for t in TIERS if t in pretrain_fractions},
             "max_length_ratio": MAX_LENGTH_RATIO,
             "format_version": FORMAT_VERSION,
-            "source_db_sha256": _sha256_file(db),
+            "source_db_sha256": _db_sha256(str(db.resolve()), db.stat().st_size, db.stat().st_mtime_ns),
         }
         _check_out_dir(out, config, force)
         raw = {lang: read_translation(con, bb) for lang, (bb, _) in spec.items()}

@@ -176,10 +176,13 @@ def check_nonempty(path: Path, lines: Sequence[str]) -> None:
             raise LsloError(f"{path}:{i}: empty line; remove it (and its id) or fill in the sentence")
 
 
-def language_files(folder: Path, suffixes: Sequence[str] | None = None) -> dict[str, Path]:
+def language_files(
+    folder: Path, suffixes: Sequence[str] | None = None, split: str | None = None
+) -> dict[str, Path]:
     """Map canonical language -> file for the files named `<lang>.<ext>` or `<prefix>.<lang>` in `folder`.
 
-    `suffixes` restricts `<lang>.<ext>` files to those extensions; `.ids` files are never returned.
+    `suffixes` restricts `<lang>.<ext>` files to those extensions; `split` keeps only `<lang>.<split>`
+    and `<split>.<lang>` files; `.ids` files are never returned.
     """
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -188,9 +191,9 @@ def language_files(folder: Path, suffixes: Sequence[str] | None = None) -> dict[
         stem, ext = path.name.rsplit(".", 1)
         if ext == "ids":
             continue
-        if lookup(stem) is not None and (suffixes is None or ext in suffixes):
+        if lookup(stem) is not None and (suffixes is None or ext in suffixes) and split in (None, ext):
             lang = canonical(stem)
-        elif suffixes is None and lookup(ext) is not None:
+        elif suffixes is None and lookup(ext) is not None and split in (None, stem):
             lang = canonical(ext)
         else:
             continue

@@ -56,19 +56,16 @@ def read_folder(
     """
     root = Path(path)
     if split is not None and (root / split).is_dir():
-        folder = root / split
-        files = language_files(folder)
+        folder, files = root / split, language_files(root / split)
     else:
         folder = _split_folder(root, None)
-        files = language_files(folder)
+        files = language_files(folder, split=split)
+        if not files and split is not None:
+            raise LsloError(
+                f"{folder}: no {split}.<lang> or <lang>.{split} files and no {split}/ folder; check the split"
+            )
         if not files and languages is None:
             check_not_split_root(folder)
-        if split is not None:
-            files = {
-                lang: p
-                for lang, p in files.items()
-                if split in (p.name.split(".", 1)[0], p.name.rsplit(".", 1)[-1])
-            }
     return read_language_folder(folder, files, languages, source=str(folder))
 
 
