@@ -86,8 +86,8 @@ CLEANING_RULES: list[dict[str, str]] = [
      "words), keeping the words"},
     {"name": "markup", "description": "remove markup and typographic marks: '*fq*'-style tags, '*', '†', "
      "a trailing ' -'"},
-    {"name": "whitespace", "description": "collapse whitespace (tabs, newlines) to single spaces, strip, and drop "
-     "spaces before '.' and ','"},
+    {"name": "whitespace", "description": "collapse whitespace (tabs, newlines) to single spaces, strip, and move "
+     "a space from before '.' or ',' to after it ('chết ,cũng' -> 'chết, cũng', 'mimi . Yuda' -> 'mimi. Yuda')"},
     {"name": "cjk_spacing", "description": "in Chinese/Japanese text remove spaces next to CJK characters and "
      "punctuation ('起初， 神创造天地。 ' -> '起初，神创造天地。')"},
     {"name": "empty", "description": "drop verses left without any letter ('-', '(*)', notes only)"},
@@ -116,6 +116,7 @@ _MARKUP_TAG = re.compile(r"\*[a-z]{1,4}\*")
 _MARKS = re.compile(r"[*†]")
 _TRAILING_DASH = re.compile(r"\s+-\s*$")
 _SPACE_BEFORE = re.compile(r"\s+([.,])")
+_SPACE_BEFORE_WORD = re.compile(r"\s+([.,])([^\W\d_])")
 _CJK_CHAR = "\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef\u2018\u2019\u201c\u201d\u2014\u2026\u2500"
 _CJK_SPACE = re.compile(rf"(?<=[{_CJK_CHAR}])\s+|\s+(?=[{_CJK_CHAR}])")
 
@@ -156,7 +157,7 @@ def clean_verse(text: str, book: int = 0, verse: int = 0, hits: Counter | None =
     before = text
     text = " ".join(text.split())
     if " ." in text or " ," in text:
-        text = _SPACE_BEFORE.sub(r"\1", text)
+        text = _SPACE_BEFORE.sub(r"\1", _SPACE_BEFORE_WORD.sub(r"\1 \2", text))
     if text != before:
         hits["whitespace"] += 1
     if cjk and " " in text:
