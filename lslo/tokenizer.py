@@ -25,24 +25,28 @@ SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq dictionary order: ids 0,
 
 
 def balanced_sample(
-    texts_by_lang: Mapping[str, Sequence[str]], per_language: int, seed: int = 0
+    texts_by_lang: Mapping[str, Sequence[str]], per_language: int, temperature: float = 5.0, seed: int = 0
 ) -> list[str]:
-    """About `per_language` sentences from each language (a random subset, or repeats of a small one).
+    """A sample of `per_language * L` sentences in which language l has the share p_l ~ n_l^(1/T).
 
-    Repeating a small language's sentences gives it the same weight as a large one in the piece counts,
-    so a low-resource script still earns its share of the vocabulary.
+    T=1 keeps the data's proportions, a large T gives every language the same share (a small language's
+    sentences are then repeated, which weights its pieces as if it had as much text). T=5 matches the
+    training sampler's default.
     """
     rng = random.Random(seed)
-    out: list[str] = []
-    for lang in sorted(texts_by_lang):
-        texts = [t.strip() for t in texts_by_lang[lang] if t.strip()]
-        if not texts:
+    langs = sorted(texts_by_lang)
+    texts = {lang: [t.strip() for t in texts_by_lang[lang] if t.strip()] for lang in langs}
+    for lang in langs:
+        if not texts[lang]:
             raise LsloError(f"tokenizer training: language {lang!r} has no text; drop it or add its data")
-        if len(texts) >= per_language:
-            out += rng.sample(texts, per_language)
-        else:
-            reps, rest = divmod(per_language, len(texts))
-            out += texts * reps + rng.sample(texts, rest)
+    weights = [len(texts[lang]) ** (1.0 / temperature) for lang in langs]
+    total = per_language * len(langs)
+    out: list[str] = []
+    for lang, w in zip(langs, weights, strict=True):
+        want = max(1, round(total * w / sum(weights)))
+        pool = texts[lang]
+        reps, rest = divmod(want, len(pool))
+        out += pool * reps + rng.sample(pool, rest)
     rng.shuffle(out)
     return out
 
@@ -53,20 +57,22 @@ def train_tokenizer(
     vocab_size: int = 8000,
     model_type: str = "unigram",
     per_language: int = 20000,
+    temperature: float = 5.0,
     character_coverage: float = 0.9995,
     seed: int = 0,
     num_threads: int | None = None,
 ) -> Path:
     """Train SentencePiece on a language-balanced sample and write an M2M-100 tokenizer directory.
 
-    `vocab_size` counts the SentencePiece pieces (the final model vocabulary adds 4 specials and 100
+    The sample holds about `per_language` sentences per language, shared out by `temperature` (see
+    `balanced_sample`). `vocab_size` counts the SentencePiece pieces (the final model vocabulary adds 4 specials and 100
     language tokens). Returns `out_dir`, written atomically.
     """
     import sentencepiece as spm
 
     if model_type not in ("unigram", "bpe"):
         raise LsloError(f"tokenizer model_type {model_type!r}: use 'unigram' or 'bpe'")
-    sample = balanced_sample(texts_by_lang, per_language, seed)
+    sample = balanced_sample(texts_by_lang, per_language, temperature, seed)
     proto = io.BytesIO()
     spm.set_random_generator_seed(seed)
     try:

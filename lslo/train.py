@@ -163,7 +163,9 @@ class TrainConfig:
         if self.pairs is not None:
             for p in self.pairs:
                 if not isinstance(p, str) or p.count("-") != 1:
-                    raise LsloError(f"{where}: pairs item {p!r}; write a direction as 'src-tgt', e.g. 'en-sw'")
+                    raise LsloError(
+                        f"{where}: pairs item {p!r}; write a direction as 'src-tgt', e.g. 'en-sw'"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -250,7 +252,9 @@ def load_base_model(path: str, dropout: float | None = None) -> nn.Module:
         raise LsloError(f"base_model {path}: cannot load ({str(err).splitlines()[0]})") from None
 
 
-def build_model(cfg: TrainConfig, base: nn.Module, languages: Mapping[str, str | None], lang_ids: dict[str, int]) -> nn.Module:
+def build_model(
+    cfg: TrainConfig, base: nn.Module, languages: Mapping[str, str | None], lang_ids: dict[str, int]
+) -> nn.Module:
     """Wrap `base` for the run's method: LSLo, a shared LoRA or full fine-tuning."""
     from lslo.baselines import FullFineTune, SharedLoRA
     from lslo.config import LSLoConfig
@@ -326,7 +330,9 @@ def check_out_dir(cfg: TrainConfig) -> bool:
                 "choose a new directory"
             )
     if not cfg.resume:
-        raise LsloError(f"out_dir {out}: already holds this run; resume it (resume: true / --resume) or choose a new directory")
+        raise LsloError(
+            f"out_dir {out}: already holds this run; resume it (resume: true / --resume) or choose a new directory"
+        )
     return True
 
 
@@ -347,7 +353,9 @@ def _make_accelerator(cfg: TrainConfig) -> Any:
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, batches: Sequence[Batch], epsilon: float, accelerator: Any) -> dict[str, float]:
+def validation_loss(
+    model: nn.Module, batches: Sequence[Batch], epsilon: float, accelerator: Any
+) -> dict[str, float]:
     """Token-averaged smoothed loss and NLL over `batches` (each process takes every n-th batch)."""
     was_training = model.training
     model.eval()
@@ -362,7 +370,11 @@ def validation_loss(model: nn.Module, batches: Sequence[Batch], epsilon: float, 
     sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
     model.train(was_training)
     n = max(float(sums[2]), 1.0)
-    return {"valid_loss": float(sums[0]) / n, "valid_nll": float(sums[1]) / n, "valid_ppl": math.exp(float(sums[1]) / n)}
+    return {
+        "valid_loss": float(sums[0]) / n,
+        "valid_nll": float(sums[1]) / n,
+        "valid_ppl": math.exp(float(sums[1]) / n),
+    }
 
 
 class _Stop:
@@ -465,7 +477,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
         missing = set(trainable_state(unwrapped)) ^ set(state["model"])
         if missing:
-            raise LsloError(f"{ckpt}: trainable weights do not match this model ({sorted(missing)[0]}); start a new run")
+            raise LsloError(
+                f"{ckpt}: trainable weights do not match this model ({sorted(missing)[0]}); start a new run"
+            )
         with torch.no_grad():
             for name, p in unwrapped.named_parameters():
                 if p.requires_grad:
@@ -481,7 +495,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         step, tokens, elapsed_before = state["step"], state["tokens"], state["elapsed"]
         log, window = state["log"], state["window"]
         if len(state["rng"]) != world:
-            raise LsloError(f"{ckpt}: saved by {len(state['rng'])} processes, resumed with {world}; use the same number")
+            raise LsloError(
+                f"{ckpt}: saved by {len(state['rng'])} processes, resumed with {world}; use the same number"
+            )
         set_rng_state(state["rng"][rank])
         if is_main:
             write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
@@ -529,7 +545,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=max_steps, initial=step, disable=not (cfg.progress and is_main), unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=max_steps, initial=step, disable=not (cfg.progress and is_main), unit="step", dynamic_ncols=True
+    )
     model.train()
     interrupted = False
     last_saved = step
@@ -575,13 +593,17 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
             bar.update(1)
 
             if step % cfg.log_every == 0:
-                sums = torch.tensor([window["loss"], window["nll"]], dtype=torch.float64, device=accelerator.device)
+                sums = torch.tensor(
+                    [window["loss"], window["nll"]], dtype=torch.float64, device=accelerator.device
+                )
                 sums = accelerator.reduce(sums, "sum").cpu() if world > 1 else sums.cpu()
                 now = time.time()
                 n = max(window["tokens"], 1)
                 entry = {
                     "step": step,
-                    "epoch": round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4),
+                    "epoch": round(
+                        sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4
+                    ),
                     "loss": float(sums[0]) / n,
                     "nll_loss": float(sums[1]) / n,
                     "lr": lr,
@@ -594,7 +616,12 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
                 window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
                 t_window = now
             if valid_batches and step % cfg.eval_every == 0:
-                record({"step": step, **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator)})
+                record(
+                    {
+                        "step": step,
+                        **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator),
+                    }
+                )
             if step % cfg.save_every == 0 or sampler.epoch != epoch_before:
                 save_checkpoint()
                 last_saved = step
@@ -615,7 +642,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         if valid_batches:
             last_valid = next((r for r in reversed(log) if "valid_loss" in r), None)
             if last_valid is None or last_valid["step"] != step:
-                last_valid = {"step": step, **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator)}
+                last_valid = {
+                    "step": step,
+                    **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator),
+                }
                 record(last_valid)
             summary.update({k: v for k, v in last_valid.items() if k != "step"})
         if is_main:

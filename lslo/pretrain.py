@@ -1,0 +1,338 @@
+"""Pretrain a small many-to-many base model from scratch: the demo's stand-in for M2M-100.
+
+`pretrain(data_dir, out_dir)` does, each step only once (so a killed run picks up where it stopped):
+
+1. train a SentencePiece tokenizer on the `pretrain` split  -> <out>/tokenizer
+2. build a random-init `M2M100ForConditionalGeneration`      -> <out>/init
+3. train every direction of the `pretrain` split with the same trainer as fine-tuning (method `full`,
+   checkpointed, resumable)                                   -> <out>/train
+4. export a standard Hugging Face directory (fp16 safetensors + tokenizer + `lslo_base.json` manifest)
+                                                               -> <out>/export (or `export_dir`)
+
+Run it in the background and resume it as often as needed:
+
+    python -m lslo.pretrain --data data/bible12 --out runs/base --hours 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lslo.errors import LsloError
+from lslo.io import atomic_dir
+
+# Model shapes (M2M100Config fields). "base" is the demo model; "tiny" is for tests.
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+    "small": dict(d_model=192, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
+                  decoder_attention_heads=4, encoder_ffn_dim=768, decoder_ffn_dim=768),
+    "base": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024),
+}  # fmt: skip
+
+# Trainer settings for pretraining from scratch (TrainConfig fields); callers may override any.
+PRETRAIN_DEFAULTS: dict[str, Any] = {
+    "method": "full",
+    "train_split": "pretrain",
+    "valid_split": "valid",
+    "max_tokens": 4096,
+    "max_len": 128,
+    "temperature": 5.0,
+    "lr": 1e-3,
+    "warmup_steps": 1000,
+    "label_smoothing": 0.1,
+    "dropout": 0.1,
+    "clip_norm": 1.0,
+    "log_every": 20,
+    "save_every": 100,
+    "eval_every": 1000,
+    "valid_max_per_direction": 10,
+}
+
+MANIFEST = "lslo_base.json"
+
+
+def build_base_model(
+    tokenizer: Any, size: str = "base", max_len: int = 256, seed: int = 1
+) -> torch.nn.Module:
+    """A random-init M2M-100 model of shape `MODEL_SIZES[size]` with the tokenizer's vocabulary."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    from lslo.tokenizer import model_vocab_size
+
+    if size not in MODEL_SIZES:
+        raise LsloError(f"model_size {size!r}: use one of {', '.join(MODEL_SIZES)}")
+    config = M2M100Config(
+        vocab_size=model_vocab_size(tokenizer),
+        max_position_embeddings=max(max_len, 128),
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0,
+        scale_embedding=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        **MODEL_SIZES[size],
+    )
+    torch.manual_seed(seed)
+    return M2M100ForConditionalGeneration(config)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(data_dir: str | os.PathLike) -> str:
+    """sha256 of the data manifest (`manifest.json`), else of every split file."""
+    root = Path(data_dir)
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        return _sha256_file(manifest)
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(_sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def prepare(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    languages: Sequence[str] | None = None,
+    model_size: str = "base",
+    vocab_size: int = 8000,
+    seed: int = 1,
+) -> tuple[Path, Path]:
+    """Steps 1 and 2 (skipped when already done): the tokenizer and the random-init model directories."""
+    from lslo.data.corpus import load_multiway
+    from lslo.tokenizer import load_tokenizer, train_tokenizer
+
+    out = Path(out_dir)
+    tok_dir, init_dir = out / "tokenizer", out / "init"
+    if not (tok_dir / "tokenizer_config.json").is_file():
+        corpus = load_multiway(data_dir, languages=languages, split="pretrain")
+        train_tokenizer(
+            {lang: corpus.sentences(lang) for lang in corpus.languages}, tok_dir, vocab_size, seed=seed
+        )
+    tokenizer = load_tokenizer(tok_dir)
+    if not (init_dir / "config.json").is_file():
+        model = build_base_model(tokenizer, model_size, seed=seed)
+        with atomic_dir(init_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(str(tmp))
+    return tok_dir, init_dir
+
+
+def pretrain(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    languages: Sequence[str] | None = None,
+    model_size: str = "base",
+    max_steps: int | None = None,
+    max_hours: float | None = None,
+    vocab_size: int = 8000,
+    seed: int = 1,
+    export_dir: str | os.PathLike | None = None,
+    chrf_sentences: int = 0,
+    progress: bool = True,
+    **train_overrides: Any,
+) -> dict[str, Any]:
+    """Pretrain (or resume pretraining) a base model; export it when the budget is spent.
+
+    `max_hours` counts training time over all sessions; calling again with a larger budget continues.
+    `train_overrides` are TrainConfig fields (e.g. max_tokens, lr). Returns the export manifest, or the
+    training summary when the run was interrupted (SIGTERM / SIGINT).
+    """
+    from lslo.train import TrainConfig, train
+
+    if max_steps is None and max_hours is None:
+        raise LsloError("pretrain: no budget; give --steps or --hours")
+    out = Path(out_dir)
+    _, init_dir = prepare(data_dir, out, languages, model_size, vocab_size, seed)
+    settings = {**PRETRAIN_DEFAULTS, **train_overrides}
+    cfg = TrainConfig(
+        data=str(Path(data_dir).resolve()),
+        base_model=str(init_dir.resolve()),
+        out_dir=str((out / "train").resolve()),
+        languages=list(languages) if languages is not None else None,
+        max_steps=max_steps,
+        max_hours=max_hours,
+        seed=seed,
+        resume=True,
+        progress=progress,
+        **settings,
+    )
+    summary = train(cfg)
+    if summary["interrupted"]:
+        return summary
+    return export(out, export_dir, data_dir=data_dir, model_size=model_size, chrf_sentences=chrf_sentences)
+
+
+def export(
+    out_dir: str | os.PathLike,
+    export_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    model_size: str | None = None,
+    chrf_sentences: int = 0,
+) -> dict[str, Any]:
+    """Write the latest pretrained weights as a Hugging Face directory in fp16 with the tokenizer.
+
+    The weights are those of the newest checkpoint (the final one once training has finished), so this
+    also exports a run that is still going.
+    With `chrf_sentences` > 0, the first that many `valid` sentences of every direction are translated
+    greedily and the mean chrF++ is recorded. Returns the manifest (also written as `lslo_base.json`).
+    """
+    from lslo.tokenizer import load_tokenizer
+    from lslo.train import checkpoints, load_base_model
+
+    out = Path(out_dir)
+    run_file = out / "train" / "run.json"
+    if not run_file.is_file():
+        raise LsloError(f"{out}: no pretraining run here; run `python -m lslo.pretrain --out {out}` first")
+    run = json.loads(run_file.read_text(encoding="utf-8"))
+    data_dir = data_dir or run["data"]
+    tokenizer = load_tokenizer(out / "tokenizer")
+    model = load_base_model(str(out / "init"))
+    ckpts = checkpoints(out / "train")
+    if not ckpts:
+        raise LsloError(f"{out}/train: no checkpoint yet; let the pretraining run for a while")
+    state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=False)
+    weights = {k.removeprefix("base_model."): v for k, v in state["model"].items()}
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    unloaded = [
+        name for name, _ in model.named_parameters() if name not in weights
+    ]  # tied weights count once
+    if unexpected or unloaded:
+        raise LsloError(f"{ckpts[-1]}: weights do not fit {out}/init ({(unexpected or unloaded)[0]})")
+    log = state["log"]
+    valid = next((r for r in reversed(log) if "valid_loss" in r), None)
+    manifest: dict[str, Any] = {
+        "kind": "lslo-base",
+        "model_size": model_size,
+        "shape": {
+            k: getattr(model.config, k)
+            for k in (
+                "d_model",
+                "encoder_layers",
+                "decoder_layers",
+                "encoder_ffn_dim",
+                "decoder_ffn_dim",
+                "encoder_attention_heads",
+                "vocab_size",
+            )
+        },  # fmt: skip
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": str(data_dir),
+        "data_sha256": data_fingerprint(data_dir),
+        "train_config": run,
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "steps": state["step"],
+        "tokens": state["tokens"],
+        "hours": round(state["elapsed"] / 3600, 3),
+        "valid": {k: v for k, v in valid.items()} if valid else None,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if chrf_sentences > 0:
+        manifest["chrf"] = quick_chrf(model, tokenizer, data_dir, run.get("languages"), chrf_sentences)
+    target = Path(export_dir) if export_dir is not None else out / "export"
+    with atomic_dir(target) as tmp:
+        model.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / MANIFEST).write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    manifest["export_dir"] = str(target)
+    manifest["size_mb"] = round((target / "model.safetensors").stat().st_size / 2**20, 2)
+    return manifest
+
+
+def quick_chrf(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data_dir: str | os.PathLike,
+    languages: Sequence[str] | None,
+    n: int,
+) -> dict[str, Any]:
+    """Mean chrF++ over all directions of the `valid` split on its first `n` sentences (greedy decoding)."""
+    from sacrebleu.metrics import CHRF
+
+    from lslo.data.corpus import load_multiway
+    from lslo.evaluate import translate_items
+
+    corpus = load_multiway(data_dir, languages=languages, split="valid")
+    dirs = corpus.directions()
+    items, refs = [], []
+    for src, tgt in dirs:
+        for s, t in corpus.pairs(src, tgt)[:n]:
+            items.append((src, tgt, s))
+            refs.append(t)
+    hyps = translate_items(model.float(), tokenizer, items, num_beams=1, max_new_tokens=128, progress=False)
+    chrf = CHRF(word_order=2)
+    scores: dict[str, float] = {}
+    for k, (src, tgt) in enumerate(dirs):
+        sl = slice(k * n, k * n + n)
+        scores[f"{src}-{tgt}"] = round(chrf.corpus_score(hyps[sl], [refs[sl]]).score, 2)
+    return {"sentences_per_direction": n, "decoding": "greedy", "mean": round(sum(scores.values()) / len(scores), 2),
+            "directions": scores}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lslo.pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="multi-way data folder with a `pretrain` split")
+    parser.add_argument("--out", required=True, help="run folder (resumed when it exists)")
+    parser.add_argument("--languages", nargs="+", default=None, help="language codes (default: all)")
+    parser.add_argument("--model-size", default="base", choices=sorted(MODEL_SIZES))
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument(
+        "--hours", type=float, default=None, help="stop after this much training time in total"
+    )
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--export-dir", default=None, help="where to export (default: <out>/export)")
+    parser.add_argument("--export-only", action="store_true", help="export the newest checkpoint and stop")
+    parser.add_argument(
+        "--chrf-sentences", type=int, default=0, help="score chrF++ on this many valid sentences"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.export_only:
+            result = export(args.out, args.export_dir, args.data, args.model_size, args.chrf_sentences)
+        else:
+            overrides = {"max_tokens": args.max_tokens} if args.max_tokens else {}
+            result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,
+                              args.vocab_size, args.seed, args.export_dir, args.chrf_sentences,
+                              progress=not args.no_progress, **overrides)  # fmt: skip
+    except LsloError as err:
+        print(f"lslo: error: {err}", file=sys.stderr)
+        return 2
+    if isinstance(result.get("chrf"), dict):
+        result["chrf"] = {k: v for k, v in result["chrf"].items() if k != "directions"}
+    print(json.dumps({k: v for k, v in result.items() if k != "train_config"}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
