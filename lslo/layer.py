@@ -13,6 +13,10 @@ matrices instead (cost of a plain rank-r LoRA).
 
 Which language each sample routes to is read from a `Routing` shared by all layers of a model and set
 once per call by `LSLoModel`; the layer only knows whether it routes by "src" or "tgt".
+
+Pruning (`lslo.pruning`) may attach boolean keep-masks `lora_A_mask` / `lora_B_mask` (same shapes as the
+matrices). They are applied to the weights after each optimizer step (`apply_masks`), never in forward;
+`num_lora_parameters` counts only the entries they keep.
 """
 
 from __future__ import annotations
@@ -99,6 +103,9 @@ class LSLoLinear(nn.Module):
         for lang, (start, end) in enumerate(zip(self.offsets[:-1], self.offsets[1:], strict=True)):
             gates[lang, start:end] = self.scales[lang]
         self.register_buffer("gates", gates, persistent=False)
+        # Keep-masks set by pruning (None = dense); saved through `LSLoModel.lora_state_dict`.
+        self.register_buffer("lora_A_mask", None, persistent=False)
+        self.register_buffer("lora_B_mask", None, persistent=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_parameters()
 
@@ -112,19 +119,21 @@ class LSLoLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        index, single = self.routing.lookup(self.route, x.shape[0])
+        return out + self.lora_delta(x, self.route, self.lora_A, self.lora_B).to(out.dtype)
+
+    def lora_delta(self, x: torch.Tensor, route: str, lora_A: torch.Tensor, lora_B: torch.Tensor) -> torch.Tensor:
+        """B (g_l * (A x)) with each row's language l on `route`: the LoRA term of forward (not yet cast)."""
+        index, single = self.routing.lookup(route, x.shape[0])
         x = self.dropout(x)
-        if x.dtype != self.lora_A.dtype and not torch.is_autocast_enabled(x.device.type):
-            x = x.to(self.lora_A.dtype)  # e.g. a bf16 base without autocast: LoRA math stays in fp32
+        if x.dtype != lora_A.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(lora_A.dtype)  # e.g. a bf16 base without autocast: LoRA math stays in fp32
         if single is not None:
             s = self.span(single)
-            delta = F.linear(F.linear(x, self.lora_A[s]), self.lora_B[:, s]) * self.scales[single]
-        else:
-            h = F.linear(x, self.lora_A)
-            gate = self.gates[index].to(h.dtype)
-            h = h * gate.view(gate.shape[0], *([1] * (h.dim() - 2)), gate.shape[1])
-            delta = F.linear(h, self.lora_B)
-        return out + delta.to(out.dtype)
+            return F.linear(F.linear(x, lora_A[s]), lora_B[:, s]) * self.scales[single]
+        h = F.linear(x, lora_A)
+        gate = self.gates[index].to(h.dtype)
+        h = h * gate.view(gate.shape[0], *([1] * (h.dim() - 2)), gate.shape[1])
+        return F.linear(h, lora_B)
 
     def delta_weight(self, lang: int) -> torch.Tensor:
         """Language `lang`'s update of the base weight: scale * B_l @ A_l (out x in, fp32)."""
@@ -132,7 +141,23 @@ class LSLoLinear(nn.Module):
         return (self.lora_B[:, s].float() @ self.lora_A[s].float()) * self.scales[lang]
 
     def num_lora_parameters(self, lang: int) -> int:
-        return self.ranks[lang] * (self.base_layer.in_features + self.base_layer.out_features)
+        """Entries of language `lang`'s A and B that are kept (all of them when the layer is not pruned)."""
+        s = self.span(lang)
+        n_a = self.ranks[lang] * self.base_layer.in_features
+        n_b = self.ranks[lang] * self.base_layer.out_features
+        if self.lora_A_mask is not None:
+            n_a = int(self.lora_A_mask[s].sum())
+        if self.lora_B_mask is not None:
+            n_b = int(self.lora_B_mask[:, s].sum())
+        return n_a + n_b
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero the pruned entries of A and B (in place; called after each optimizer step)."""
+        if self.lora_A_mask is not None:
+            self.lora_A.masked_fill_(~self.lora_A_mask, 0.0)
+        if self.lora_B_mask is not None:
+            self.lora_B.masked_fill_(~self.lora_B_mask, 0.0)
 
     def extra_repr(self) -> str:
         return f"route={self.route}, ranks={self.ranks}"

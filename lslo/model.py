@@ -113,13 +113,20 @@ class LSLoModel(TranslationModel):
 
     # -- save / load ---------------------------------------------------------------------------------
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        """Per-language LoRA matrices: `<layer>.lora_A.<lang>` (r x in) and `<layer>.lora_B.<lang>` (out x r)."""
+        """Per-language LoRA matrices: `<layer>.lora_A.<lang>` (r x in) and `<layer>.lora_B.<lang>` (out x r).
+
+        A pruned layer adds its keep-masks as bool tensors `<layer>.lora_A_mask.<lang>` / `.lora_B_mask.<lang>`.
+        """
         state = {}
         for name, layer in self.lslo_layers().items():
             for i, lang in enumerate(self.languages):
                 s = layer.span(i)
                 state[f"{name}.lora_A.{lang}"] = layer.lora_A[s].detach().cpu().contiguous()
                 state[f"{name}.lora_B.{lang}"] = layer.lora_B[:, s].detach().cpu().contiguous()
+                if layer.lora_A_mask is not None:
+                    state[f"{name}.lora_A_mask.{lang}"] = layer.lora_A_mask[s].cpu().contiguous()
+                if layer.lora_B_mask is not None:
+                    state[f"{name}.lora_B_mask.{lang}"] = layer.lora_B_mask[:, s].cpu().contiguous()
         return state
 
     @torch.no_grad()
@@ -135,6 +142,21 @@ class LSLoModel(TranslationModel):
                     if tuple(state[key].shape) != tuple(target.shape):
                         raise LsloError(f"{where}: tensor {key!r} has shape {tuple(state[key].shape)}, expected {tuple(target.shape)}")
                     target.copy_(state[key])
+            for kind in ("A", "B"):
+                keys = [f"{name}.lora_{kind}_mask.{lang}" for lang in self.languages]
+                if not any(k in state for k in keys):
+                    setattr(layer, f"lora_{kind}_mask", None)
+                    continue
+                weight = getattr(layer, f"lora_{kind}")
+                mask = torch.ones_like(weight, dtype=torch.bool)
+                for i, key in enumerate(keys):
+                    part = mask[layer.span(i)] if kind == "A" else mask[:, layer.span(i)]
+                    if key not in state or tuple(state[key].shape) != tuple(part.shape):
+                        raise LsloError(f"{where}: mask {key!r} is missing or has the wrong shape; the file is damaged")
+                    part.copy_(state[key].bool())
+                    expected.add(key)
+                setattr(layer, f"lora_{kind}_mask", mask)
+            layer.apply_masks()
         extra = sorted(set(state) - expected)
         if extra:
             raise LsloError(f"{where}: unexpected tensor {extra[0]!r}; the adapter was saved with another config")
@@ -150,7 +172,8 @@ class LSLoModel(TranslationModel):
     def parameter_report(self) -> dict[str, Any]:
         """Trainable parameters per language, per tier and in total, and as % of the base model (exact counts).
 
-        A language's parameters are the LoRA matrices it owns: rank x (in + out) for every LSLo layer.
+        A language's parameters are the LoRA matrices it owns: rank x (in + out) for every LSLo layer, or,
+        once pruned, only the entries its keep-masks keep.
         The base count is every parameter of the base model once (tied embeddings once). Works on `meta`.
         """
         layers = list(self.lslo_layers().values())
