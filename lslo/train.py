@@ -296,11 +296,22 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _clean_partial(folder: Path) -> None:
-    """Remove what an interrupted atomic write left behind (`.<name>.*.tmp`, `.<name>.old`)."""
+    """Undo what an interrupted atomic write left behind.
+
+    `.<name>.*.tmp` is a half-written output: removed. `.<name>.old` is the previous complete version
+    of a directory that was being replaced: put back when `<name>` is missing, else removed.
+    """
     if not folder.is_dir():
         return
-    for p in folder.iterdir():
-        if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+    for p in sorted(folder.iterdir()):
+        if not p.name.startswith("."):
+            continue
+        if p.name.endswith(".old"):
+            target = p.with_name(p.name[1:-4])
+            if not target.exists():
+                os.replace(p, target)
+                continue
+        if p.name.endswith(".tmp") or p.name.endswith(".old"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -348,8 +359,13 @@ def _make_accelerator(cfg: TrainConfig) -> Any:
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     if precision != "fp32" and not torch.cuda.is_available():
         precision = "fp32"  # no autocast on CPU: it is slow there and changes results
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.method != "full")
-    return Accelerator(mixed_precision="no" if precision == "fp32" else precision, kwargs_handlers=[ddp])
+    # LayerDrop (on in M2M-100's own config) and single-language batches can leave weights unused.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),  # without it, processes on CPU would not form a group
+        mixed_precision="no" if precision == "fp32" else precision,
+        kwargs_handlers=[ddp],
+    )
 
 
 @torch.no_grad()
@@ -626,6 +642,14 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
                 save_checkpoint()
                 last_saved = step
     bar.close()
+    last_valid = next((r for r in reversed(log) if "valid_loss" in r), None)
+    if valid_batches and not interrupted and (last_valid is None or last_valid["step"] != step):
+        last_valid = {
+            "step": step,
+            **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator),
+        }
+        record(last_valid)
+        last_saved = -1  # the log changed: the final checkpoint must hold it
     if last_saved != step:
         save_checkpoint()
 
@@ -638,16 +662,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         "interrupted": interrupted,
         "train_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None),
     }
+    if last_valid is not None:
+        summary.update({k: v for k, v in last_valid.items() if k != "step"})
     if not interrupted:
-        if valid_batches:
-            last_valid = next((r for r in reversed(log) if "valid_loss" in r), None)
-            if last_valid is None or last_valid["step"] != step:
-                last_valid = {
-                    "step": step,
-                    **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator),
-                }
-                record(last_valid)
-            summary.update({k: v for k, v in last_valid.items() if k != "step"})
         if is_main:
             with atomic_dir(out / "model") as tmp:
                 unwrapped.save_pretrained(tmp)

@@ -1,0 +1,326 @@
+"""The trainer: loss, schedule, config and output-dir errors, exact resume after SIGKILL, 2 processes == 1."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lslo.data.corpus import MultiwayCorpus, write_multiway
+from lslo.errors import LsloError
+from lslo.train import TrainConfig, checkpoints, inverse_sqrt, label_smoothed_nll, train
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["a", "bo", "ci", "du", "ek", "fa", "gi", "ho", "ja", "ku", "lo", "mi"]
+
+
+def _write_data(root: Path, langs=("en", "fr", "sw"), n: int = 90) -> None:
+    rng = random.Random(0)
+    for split, ids in (("train", range(n)), ("pretrain", range(n)), ("valid", range(n, n + 6))):
+        sents: dict[str, list[str]] = {lang: [] for lang in langs}
+        sids: dict[str, list[str]] = {lang: [] for lang in langs}
+        for i in ids:
+            words = [rng.randrange(len(WORDS)) for _ in range(rng.randint(2, 8))]
+            for lang in langs:
+                if split != "valid" and lang == "sw" and i % 3:
+                    continue  # sw is low-resource: directions of different sizes
+                sents[lang].append(" ".join(lang + WORDS[w] for w in words))
+                sids[lang].append(f"s.{i}")
+        write_multiway(MultiwayCorpus(sents, sids), root / split)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A tiny data set, a tokenizer trained on it and a random tiny M2M-100 model (dropout on)."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    from lslo.data.corpus import load_multiway
+    from lslo.tokenizer import load_tokenizer, model_vocab_size, train_tokenizer
+
+    root = tmp_path_factory.mktemp("world")
+    _write_data(root / "data")
+    corpus = load_multiway(root / "data", split="train")
+    train_tokenizer(
+        {lang: corpus.sentences(lang) for lang in corpus.languages}, root / "tok", 300, per_language=100
+    )
+    tok = load_tokenizer(root / "tok")
+    config = M2M100Config(
+        vocab_size=model_vocab_size(tok), d_model=16, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_position_embeddings=64, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        decoder_start_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    M2M100ForConditionalGeneration(config).save_pretrained(root / "model")
+    tok.save_pretrained(str(root / "model"))
+    return root
+
+
+def config(world: Path, out: Path, **kw) -> TrainConfig:
+    args = dict(
+        data=str(world / "data"), base_model=str(world / "model"), out_dir=str(out), method="full",
+        max_steps=12, max_tokens=96, max_len=24, warmup_steps=3, lr=3e-3, log_every=2, save_every=5,
+        eval_every=6, progress=False, seed=3,
+    )  # fmt: skip
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)["model"]
+
+
+def losses(out: Path) -> list[tuple[int, float]]:
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("loss", r.get("valid_loss"))) for r in log]
+
+
+# -- loss and schedule ---------------------------------------------------------------------------
+
+
+def test_label_smoothed_loss_matches_a_hand_computation():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5)
+    labels = torch.tensor([[4, 0, -100], [1, -100, -100]])
+    eps = 0.2
+    want_loss = want_nll = 0.0
+    for b in range(2):
+        for t in range(3):
+            y = int(labels[b, t])
+            if y == -100:
+                continue
+            z = [float(v) for v in logits[b, t]]
+            log_norm = math.log(sum(math.exp(v) for v in z))
+            logp = [v - log_norm for v in z]
+            want_nll += -logp[y]
+            want_loss += (1 - eps) * -logp[y] + eps / 5 * sum(-p for p in logp)
+    loss, nll, n = label_smoothed_nll(logits, labels, eps)
+    assert n == 3
+    assert loss.item() == pytest.approx(want_loss, rel=1e-6) and nll.item() == pytest.approx(
+        want_nll, rel=1e-6
+    )
+    torch_ce = F.cross_entropy(logits.view(-1, 5), labels.view(-1), label_smoothing=eps, reduction="sum")
+    assert loss.item() == pytest.approx(torch_ce.item(), rel=1e-6)
+
+
+def test_inverse_sqrt_schedule():
+    f = inverse_sqrt(4)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(15) == pytest.approx(math.sqrt(4 / 16))
+    assert inverse_sqrt(0)(0) == 1.0 and inverse_sqrt(0)(3) == pytest.approx(0.5)
+
+
+# -- configuration and output directory errors ---------------------------------------------------
+
+
+def test_yaml_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: d\nbase_model: m\nout_dir: o\nmax_steps: 5\nlearning_rate: 0.1\n")
+    with pytest.raises(LsloError, match=r"run.yaml: unknown key 'learning_rate'"):
+        TrainConfig.from_yaml(path)
+    path.write_text("data: d\nbase_model: m\nout_dir: o\nmax_steps: 5\nmethod: adapters\n")
+    with pytest.raises(LsloError, match=r"method='adapters'; use one of lslo, lora, full"):
+        TrainConfig.from_yaml(path)
+    path.write_text("data: d\nbase_model: m\nout_dir: o\n")
+    with pytest.raises(LsloError, match="no budget"):
+        TrainConfig.from_yaml(path)
+    cfg = TrainConfig.from_yaml(path, max_epochs=2)
+    assert cfg.max_epochs == 2 and cfg.method == "lslo"
+
+
+def test_output_dir_holding_something_else_is_refused(world, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(LsloError, match="not empty and holds no lslo run"):
+        train(config(world, foreign, max_steps=1))
+    out = tmp_path / "run"
+    train(config(world, out, max_steps=2, valid_split=None))
+    with pytest.raises(LsloError, match=r"holds a different run \(lr=0.003 there, 0.01 now\)"):
+        train(config(world, out, max_steps=2, valid_split=None, lr=0.01, resume=True))
+    with pytest.raises(LsloError, match="already holds this run; resume it"):
+        train(config(world, out, max_steps=2, valid_split=None))
+    # A larger budget on the same run resumes it.
+    assert train(config(world, out, max_steps=3, valid_split=None, resume=True))["steps"] == 3
+
+
+def test_interrupted_atomic_writes_are_undone(tmp_path):
+    from lslo.train import _clean_partial
+
+    (tmp_path / ".step-00000004.old").mkdir()  # killed between moving the old copy away and renaming
+    (tmp_path / ".step-00000004.old" / "state.pt").write_text("complete")
+    (tmp_path / ".step-00000006.x1.tmp").mkdir()  # killed while writing
+    (tmp_path / "step-00000002").mkdir()
+    (tmp_path / ".step-00000002.old").mkdir()  # killed after the rename, before removing the old copy
+    _clean_partial(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000004"]
+    assert (tmp_path / "step-00000004" / "state.pt").read_text() == "complete"
+
+
+# -- exact resume after SIGKILL ------------------------------------------------------------------
+
+CHILD = """
+import sys, time, torch
+from pathlib import Path
+from lslo.train import TrainConfig, train
+
+cfg = TrainConfig(**__import__("json").loads(Path(sys.argv[1]).read_text()))
+marker = Path(sys.argv[2])
+real_save, calls = torch.save, []
+
+def stalling_save(obj, path, *a, **k):
+    # Second checkpoint (step 10): write half a file, tell the parent, and hang until killed.
+    calls.append(path)
+    if len(calls) < 2:
+        return real_save(obj, path, *a, **k)
+    Path(path).write_bytes(b"partial")
+    marker.write_text(str(path))
+    time.sleep(300)
+
+torch.save = stalling_save
+train(cfg)
+"""
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(world, tmp_path):
+    ref = tmp_path / "ref"
+    train(config(world, ref))
+
+    out = tmp_path / "killed"
+    cfg = config(world, out, resume=True)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    (tmp_path / "child.py").write_text(CHILD)
+    marker = tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "child.py"), str(tmp_path / "cfg.json"), str(marker)], env=env
+    )
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the child never reached its second checkpoint"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = Path(marker.read_text())
+    assert partial.read_bytes() == b"partial" and partial.parent.name.endswith(".tmp")  # the kill left debris
+    assert [p.name for p in checkpoints(out)] == ["step-00000005"]  # only the complete checkpoint counts
+    state = torch.load(checkpoints(out)[0] / "state.pt", weights_only=False)
+    assert state["sampler"]["index"] > 0  # the killed run stopped in the middle of an epoch
+
+    summary = train(cfg)
+    assert summary["steps"] == 12
+    debris = [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.endswith(".old")]
+    assert debris == []
+    want, got = final_weights(ref), final_weights(out)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.allclose(want[name], got[name], rtol=0, atol=1e-6), name
+    ref_log, log = losses(ref), losses(out)
+    assert [s for s, _ in ref_log] == [s for s, _ in log]
+    assert all(abs(a - b) <= 1e-6 for (_, a), (_, b) in zip(ref_log, log, strict=True))
+    assert (out / "model" / "model.safetensors").is_file() and (
+        out / "model" / "tokenizer_config.json"
+    ).is_file()
+
+
+# -- two processes equal one ---------------------------------------------------------------------
+
+LAUNCHED = """
+import json, sys
+from pathlib import Path
+from lslo.train import TrainConfig, train
+
+train(TrainConfig(**json.loads(Path(sys.argv[1]).read_text())))
+"""
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path):
+    if shutil.which("accelerate") is None:
+        pytest.fail("the `accelerate` command is not installed")
+    common = dict(method="lslo", dropout=0.0, update_freq=2, max_steps=6, max_tokens=160, save_every=100,
+                  valid_split=None, lslo={"ranks": {"high": 2, "medium": 2, "low": 4}})  # fmt: skip
+    one = tmp_path / "one"
+    train(config(world, one, **{**common, "save_every": 2, "keep_checkpoints": 5}))
+
+    two = tmp_path / "two"
+    (tmp_path / "cfg.json").write_text(json.dumps(config(world, two, **common).to_dict()))
+    (tmp_path / "launched.py").write_text(LAUNCHED)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "launched.py"), str(tmp_path / "cfg.json")]  # fmt: skip
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((two / "run.json").read_text())["out_dir"] == str(two)
+
+    # Each process sees half of every global batch and the loss is divided by the global token count,
+    # so the summed gradient is the single-process one up to float32 rounding (other padding widths,
+    # the all-reduce's summation order), ~1e-7 relative; weights of magnitude ~0.1-1 then agree to
+    # ~1e-8 after 6 steps (seen: 1.5e-8). 1e-5 leaves room for other BLAS builds, while any real bug
+    # (a share counted twice, per-process normalisation, desynchronised batches) changes the step
+    # itself, which Adam makes ~lr = 3e-3 per coordinate: hundreds of times the tolerance.
+    assert len(torch.load(checkpoints(two)[-1] / "state.pt", weights_only=False)["rng"]) == 2  # 2 ranks ran
+    want, got = final_weights(one), final_weights(two)
+    assert want.keys() == got.keys()
+    worst = max((want[k] - got[k]).abs().max().item() for k in want)
+    assert worst < 1e-5, worst
+    step4 = torch.load(checkpoints(one)[-2] / "state.pt", weights_only=False)["model"]
+    assert max((want[k] - step4[k]).abs().max().item() for k in want) > 100 * 1e-5  # two steps move far more
+    for (sa, a), (sb, b) in zip(losses(one), losses(two), strict=True):
+        assert sa == sb and a == pytest.approx(b, rel=1e-5)
+
+    # The saved adapter is the trained one: it loads onto the base model with the checkpoint's weights.
+    from lslo.model import load_lslo
+    from lslo.train import load_base_model
+
+    loaded = load_lslo(load_base_model(str(world / "model")), one / "model")
+    params = dict(loaded.named_parameters())
+    assert all(torch.equal(params[k], want[k]) for k in want)
+
+
+# -- pretraining ---------------------------------------------------------------------------------
+
+
+def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from lslo.pretrain import MANIFEST, pretrain
+    from lslo.tokenizer import load_tokenizer
+
+    out = tmp_path / "base"
+    small = dict(vocab_size=300, model_size="tiny", progress=False, max_tokens=96, max_len=24, save_every=2)
+    first = pretrain(world / "data", out, max_steps=2, **small)
+    second = pretrain(world / "data", out, max_steps=4, **small)  # a later session: continues to step 4
+    assert (first["steps"], second["steps"]) == (2, 4) and second["tokens"] > first["tokens"]
+    export = Path(second["export_dir"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(export), local_files_only=True)
+    from safetensors import safe_open
+
+    with safe_open(str(export / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    final = final_weights(out / "train")
+    got = dict(model.named_parameters())
+    for name, weight in final.items():
+        assert torch.equal(got[name.removeprefix("base_model.")].half(), weight.half()), name
+    tok = load_tokenizer(export)
+    assert type(tok).__name__ == "M2M100Tokenizer" and len(tok) <= model.config.vocab_size
+    manifest = json.loads((export / MANIFEST).read_text())
+    assert manifest["steps"] == 4 and manifest["data_sha256"] and manifest["valid"]["valid_loss"] > 0
+    assert (
+        manifest["train_config"]["train_split"] == "pretrain" and manifest["train_config"]["method"] == "full"
+    )
