@@ -40,6 +40,7 @@ def base_identity(model: nn.Module) -> dict[str, Any]:
     identity: dict[str, Any] = {"architecture": type(model).__name__}
     identity.update({k: getattr(cfg, k, None) for k in SHAPE_FIELDS})
     identity["fingerprint"] = weight_fingerprint(model)
+    identity["name_or_path"] = getattr(cfg, "_name_or_path", "") or ""
     return identity
 
 
