@@ -26,6 +26,9 @@ def load_base(name_or_path: str, dtype: torch.dtype = torch.float32, **kwargs: A
 
     where = f"base model {name_or_path}"
     local = Path(name_or_path).is_dir()
+    first = Path(name_or_path).parts[0] if Path(name_or_path).parts else ""
+    if not local and (Path(name_or_path).exists() or Path(first).is_dir() or name_or_path.startswith((".", "/", "~"))):
+        raise LsloError(f"{where}: no such model directory; give a Hugging Face model directory or hub id")
     try:
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
     except (OSError, ValueError) as err:

