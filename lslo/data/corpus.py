@@ -171,6 +171,8 @@ def read_lines(path: Path) -> list[str]:
 
 
 def check_nonempty(path: Path, lines: Sequence[str]) -> None:
+    if not lines:
+        raise LsloError(f"{path}: the file has no sentences; fill it or leave the language out")
     for i, line in enumerate(lines, 1):
         if not line.strip():
             raise LsloError(f"{path}:{i}: empty line; remove it (and its id) or fill in the sentence")

@@ -1,0 +1,114 @@
+"""The `lslo` command line on bad input: one line naming the file/flag, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lslo.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lslo: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def folder(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_missing_data_path(capsys, tmp_path):
+    code, _, err = run(capsys, "data", "info", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, err, "nowhere")
+
+
+def test_mismatched_line_counts_name_the_file(capsys, tmp_path):
+    d = folder(tmp_path / "d", {"en.txt": "a\nb\nc\n", "fr.txt": "x\ny\n"})
+    code, _, err = run(capsys, "data", "info", str(d))
+    assert_one_line_error(code, err, "fr.txt" if "fr.txt" in err else "en.txt")
+
+
+def test_empty_line_is_reported_with_its_line_number(capsys, tmp_path):
+    d = folder(tmp_path / "d", {"en.txt": "a\n\nc\n", "fr.txt": "x\ny\nz\n"})
+    code, _, err = run(capsys, "data", "info", str(d))
+    assert_one_line_error(code, err, "en.txt", "2")
+
+
+def test_empty_data(capsys, tmp_path):
+    d = folder(tmp_path / "d", {"en.txt": "", "fr.txt": ""})
+    code, _, err = run(capsys, "data", "info", str(d))
+    assert_one_line_error(code, err)
+
+
+def test_unknown_language_code(capsys, tmp_path):
+    d = folder(tmp_path / "d", {"en.txt": "a\n", "fr.txt": "b\n"})
+    code, _, err = run(capsys, "data", "info", str(d), "--languages", "en", "qq_Zzzz")
+    assert_one_line_error(code, err, "qq_Zzzz")
+
+
+def test_bad_yaml_and_unknown_key_and_missing_config(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    code, _, err = run(capsys, "train", str(bad))
+    assert_one_line_error(code, err, "bad.yaml")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("data: d\nbase_model: b\nout_dir: o\nmax_steps: 1\nlearning_rat: 0.1\n")
+    code, _, err = run(capsys, "train", str(unknown))
+    assert_one_line_error(code, err, "learning_rat")
+    code, _, err = run(capsys, "train", str(tmp_path / "none.yaml"))
+    assert_one_line_error(code, err, "none.yaml")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_option_and_bad_override(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "x.yaml", "--bogus")
+    assert_one_line_error(code, err, "--bogus")
+    code, _, err = run(capsys, "train", "x.yaml", "--set", "lr")
+    assert_one_line_error(code, err, "--set")
+
+
+def test_checkpoint_of_another_architecture(capsys, tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path / "bert")
+    d = folder(tmp_path / "d" / "test", {"en.txt": "a\n", "fr.txt": "b\n"}).parent
+    out = tmp_path / "eval"
+    code, _, err = run(capsys, "eval", str(tmp_path / "bert"), "--data", str(d), "--out", str(out))
+    assert_one_line_error(code, err, "bert", "m2m_100")
+    assert not out.exists()
+
+
+def test_missing_local_model_does_not_go_to_the_hub(capsys, tmp_path):
+    d = folder(tmp_path / "d" / "test", {"en.txt": "a\n", "fr.txt": "b\n"}).parent
+    code, _, err = run(capsys, "eval", str(tmp_path / "no-model"), "--data", str(d), "--out", str(tmp_path / "e"))
+    assert_one_line_error(code, err, "no-model")
+
+
+def test_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lslo.cli", "data", "info", str(tmp_path / "missing")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["data", "bible", "--help"]])
+def test_help_works(argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
