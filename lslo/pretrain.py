@@ -227,6 +227,12 @@ def export(
         raise LsloError(f"{ckpts[-1]}: weights do not fit {out}/init ({(unexpected or unloaded)[0]})")
     log = state["log"]
     valid = next((r for r in reversed(log) if "valid_loss" in r), None)
+    if model_size is None:
+        shapes = {
+            name: all(getattr(model.config, k) == v for k, v in dims.items())
+            for name, dims in MODEL_SIZES.items()
+        }
+        model_size = next((name for name, same in shapes.items() if same), "custom")
     manifest: dict[str, Any] = {
         "kind": "lslo-base",
         "model_size": model_size,
@@ -319,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.export_only:
-            result = export(args.out, args.export_dir, args.data, args.model_size, args.chrf_sentences)
+            result = export(args.out, args.export_dir, args.data, None, args.chrf_sentences)
         else:
             overrides = {"max_tokens": args.max_tokens} if args.max_tokens else {}
             result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,

@@ -90,7 +90,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
     # budget (at least one)
     max_steps: int | None = None
-    max_epochs: float | None = None
+    max_epochs: float | None = (
+        None  # epoch = N = sum_d n_d temperature-sampled pairs, ~ tokens / max_tokens batches
+    )
     max_hours: float | None = None
     # bookkeeping
     seed: int = 1
@@ -334,10 +336,14 @@ def check_out_dir(cfg: TrainConfig) -> bool:
         return False
     saved = json.loads(run_file.read_text(encoding="utf-8"))
     now = cfg.to_dict()
+    defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                for f in dataclasses.fields(TrainConfig)}  # fmt: skip
     for key in sorted(set(saved) | set(now)):
-        if key not in RESUMABLE_KEYS and saved.get(key) != now.get(key):
+        # A key that a newer lslo added is compared with its default, so older runs still resume.
+        before = saved.get(key, defaults.get(key))
+        if key not in RESUMABLE_KEYS and before != now.get(key):
             raise LsloError(
-                f"out_dir {out}: holds a different run ({key}={saved.get(key)!r} there, {now.get(key)!r} now); "
+                f"out_dir {out}: holds a different run ({key}={before!r} there, {now.get(key)!r} now); "
                 "choose a new directory"
             )
     if not cfg.resume:
@@ -417,8 +423,10 @@ class _Stop:
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Run (or resume) the training that `cfg` describes; returns a summary.
 
-    `callbacks` are called after every optimizer step as `callback(step, model)` (e.g. gradual
-    pruning); one with `state_dict()` / `load_state_dict()` has its state checkpointed too.
+    `callbacks` are called after every optimizer step as `callback(step, model)` with the unwrapped
+    model (e.g. gradual pruning). A callback with `state_dict()` / `load_state_dict(state)` has its
+    state saved in every checkpoint and handed back on resume, before the first step; state the model
+    holds outside its trainable weights (e.g. pruning masks) must travel that way.
     """
     from lslo.data.corpus import load_multiway
     from lslo.languages import lang_token_ids

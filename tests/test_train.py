@@ -152,7 +152,10 @@ def test_output_dir_holding_something_else_is_refused(world, tmp_path):
         train(config(world, out, max_steps=2, valid_split=None, lr=0.01, resume=True))
     with pytest.raises(LsloError, match="already holds this run; resume it"):
         train(config(world, out, max_steps=2, valid_split=None))
-    # A larger budget on the same run resumes it.
+    # A larger budget on the same run resumes it, also when its run.json predates a newer key.
+    saved = json.loads((out / "run.json").read_text())
+    del saved["keep_checkpoints"]
+    (out / "run.json").write_text(json.dumps(saved))
     assert train(config(world, out, max_steps=3, valid_split=None, resume=True))["steps"] == 3
 
 
