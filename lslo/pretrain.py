@@ -252,7 +252,7 @@ def export(
         "data": str(data_dir),
         "data_sha256": data_fingerprint(data_dir),
         "train_config": run,
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": _command_line(),
         "steps": state["step"],
         "tokens": state["tokens"],
         "hours": round(state["elapsed"] / 3600, 3),
@@ -271,6 +271,13 @@ def export(
     manifest["export_dir"] = str(target)
     manifest["size_mb"] = round((target / "model.safetensors").stat().st_size / 2**20, 2)
     return manifest
+
+
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("lslo", "pretrain.py")):
+        argv = ["python", "-m", "lslo.pretrain", *argv[1:]]
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def quick_chrf(

@@ -577,14 +577,15 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     last_saved = step
     with _Stop() as stop:
         while max_steps is None or step < max_steps:
-            if cfg.max_hours is not None:
-                flag = torch.tensor([float(elapsed() >= cfg.max_hours * 3600)], device=accelerator.device)
-                if world > 1:
-                    flag = accelerator.reduce(flag, "max")
-                if flag.item():
-                    break
-            if stop.requested:
+            # Out of time, or asked to stop: every process must agree, or one would wait forever.
+            out_of_time = cfg.max_hours is not None and elapsed() >= cfg.max_hours * 3600
+            flags = torch.tensor([float(out_of_time), float(stop.requested)], device=accelerator.device)
+            if world > 1:
+                flags = accelerator.reduce(flags, "max")
+            if flags[1].item():
                 interrupted = True
+                break
+            if flags[0].item():
                 break
             epoch_before = sampler.epoch
             micro = [sampler.next_batch() for _ in range(cfg.update_freq)]

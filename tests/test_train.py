@@ -159,6 +159,22 @@ def test_output_dir_holding_something_else_is_refused(world, tmp_path):
     assert train(config(world, out, max_steps=3, valid_split=None, resume=True))["steps"] == 3
 
 
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_hours_budget_stops(world, tmp_path):
+    def terminate_at_3(step, model):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "term"
+    handler = signal.getsignal(signal.SIGTERM)
+    summary = train(config(world, out, valid_split=None), callbacks=[terminate_at_3])
+    assert summary["interrupted"] and summary["steps"] == 3
+    assert [p.name for p in checkpoints(out)] == ["step-00000003"] and not (out / "model").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler  # the handler is given back
+
+    summary = train(config(world, tmp_path / "hours", max_steps=None, max_hours=1e-9, valid_split=None))
+    assert summary["steps"] == 0 and not summary["interrupted"] and (tmp_path / "hours" / "model").is_dir()
+
+
 def test_interrupted_atomic_writes_are_undone(tmp_path):
     from lslo.train import _clean_partial
 
