@@ -424,7 +424,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     """Run (or resume) the training that `cfg` describes; returns a summary.
 
     `callbacks` are called after every optimizer step as `callback(step, model)` with the unwrapped
-    model (e.g. gradual pruning). A callback with `state_dict()` / `load_state_dict(state)` has its
+    model (e.g. gradual pruning). One with `setup` gets `setup(model, optimizer, steps_per_epoch)`
+    before training starts. A callback with `state_dict()` / `load_state_dict(state)` has its
     state saved in every checkpoint and handed back on resume, before the first step; state the model
     holds outside its trainable weights (e.g. pruning masks) must travel that way.
     """
@@ -491,6 +492,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     if cfg.max_epochs is not None:
         epoch_steps = math.ceil(cfg.max_epochs * sampler.batches_per_epoch(0) / cfg.update_freq)
         max_steps = epoch_steps if max_steps is None else min(max_steps, epoch_steps)
+
+    for cb in callbacks:  # e.g. GradualPruner.setup(model, optimizer, steps_per_epoch)
+        if hasattr(cb, "setup"):
+            raw_optimizer = getattr(optimizer, "optimizer", optimizer)
+            cb.setup(unwrapped, raw_optimizer, max(1, sampler.batches_per_epoch(0) // cfg.update_freq))
 
     # State that a checkpoint restores.
     step, tokens, elapsed_before = 0, 0, 0.0

@@ -175,6 +175,28 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_hours_budget_sto
     assert summary["steps"] == 0 and not summary["interrupted"] and (tmp_path / "hours" / "model").is_dir()
 
 
+def test_callbacks_are_set_up_and_their_state_resumes(world, tmp_path):
+    """The pruning hook: a GradualPruner gets the model and optimizer; its masks survive a resume."""
+    from lslo.pruning import GradualPruner, PruningConfig
+
+    def pruner():
+        return GradualPruner(cfg=PruningConfig(ratio=0.5, start=2, duration=4, unit="step", every=2))
+
+    common = dict(
+        method="lslo", valid_split=None, save_every=3, lslo={"ranks": {"high": 2, "medium": 2, "low": 4}}
+    )
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    first = pruner()
+    train(config(world, straight, max_steps=10, **common), callbacks=[first])
+    assert first.optimizer is not None and first.ratio == 0.5
+    train(config(world, split, max_steps=5, **common), callbacks=[pruner()])
+    train(config(world, split, max_steps=10, resume=True, **common), callbacks=[pruner()])
+    want, got = final_weights(straight), final_weights(split)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    b = torch.cat([v.flatten() for k, v in got.items() if k.endswith("lora_B")])
+    assert (b == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+
+
 def test_interrupted_atomic_writes_are_undone(tmp_path):
     from lslo.train import _clean_partial
 
