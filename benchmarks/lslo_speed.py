@@ -1,0 +1,299 @@
+"""Speed and memory of one training step and of beam-5 generation: LSLo against its baselines.
+
+    python benchmarks/lslo_speed.py                 # CPU shape: d_model 512, 6+6 layers, FFN 2048, vocab 16k, 16 x 32 tokens
+    python benchmarks/lslo_speed.py --shape 418m    # on a GPU: the M2M-100 418M shape in bf16, ~4,000-token batches
+
+Every variant starts from the same random base. Timings are interleaved round-robin over the variants
+(so drift on a shared machine hits them alike) and reported as medians with ratios to baselines measured
+in the same run. Memory: on CUDA the peak allocated bytes of a step; on CPU, where no allocator reports a
+peak, the bytes a step must hold: parameters + gradients + optimizer state + tensors saved for backward
+(counted with `torch.autograd.graph.saved_tensors_hooks`, each storage once).
+Writes `benchmarks/results/lslo_speed_<device>.json` and a section of `benchmarks/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import HERE, machine, update_section  # noqa: E402
+
+from lslo import LSLoConfig, add_lslo  # noqa: E402
+from lslo.baselines import FullFineTune, SharedLoRA  # noqa: E402
+from lslo.io import write_json  # noqa: E402
+from lslo.translation import TranslationModel  # noqa: E402
+
+SHAPES = {
+    "cpu": dict(d_model=512, layers=6, ffn=2048, heads=8, vocab=16000, batch=16, seq=32),
+    "418m": dict(d_model=1024, layers=12, ffn=4096, heads=16, vocab=128112, batch=128, seq=32),
+}
+BIBLE12 = {"en": "high", "fr": "high", "it": "high", "de": "high", "zh": "medium", "ja": "medium", "ko": "medium",
+           "ru": "medium", "sw": "low", "tl": "low", "fa": "low", "vi": "low"}  # fmt: skip
+
+
+def lang30() -> dict[str, str]:
+    """30 languages, 10 per tier; the first 4 of each tier are bible12's."""
+    tiers = ["high"] * 10 + ["medium"] * 10 + ["low"] * 10
+    order = ["en", "fr", "it", "de", "es", "pt", "pl", "nl", "ro", "uk",
+             "zh", "ja", "ko", "ru", "tr", "ar", "hi", "id", "vi", "fa",
+             "sw", "tl", "bn", "ne", "si", "my", "km", "ha", "yo", "zu"]  # fmt: skip
+    return dict(zip(order, tiers, strict=True))
+
+
+def build_base(shape: dict, dtype: torch.dtype, device: str) -> M2M100ForConditionalGeneration:
+    cfg = M2M100Config(
+        vocab_size=shape["vocab"], d_model=shape["d_model"], encoder_layers=shape["layers"], decoder_layers=shape["layers"],
+        encoder_ffn_dim=shape["ffn"], decoder_ffn_dim=shape["ffn"], encoder_attention_heads=shape["heads"],
+        decoder_attention_heads=shape["heads"], max_position_embeddings=1024, encoder_layerdrop=0.0, decoder_layerdrop=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return M2M100ForConditionalGeneration(cfg).to(device=device, dtype=dtype)
+
+
+def lang_ids(shape: dict, langs: list[str]) -> dict[str, int]:
+    return {lang: shape["vocab"] - 1 - i for i, lang in enumerate(langs)}
+
+
+def make_batch(shape: dict, langs: list[str], mixed: bool, device: str, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b, t = shape["batch"], shape["seq"]
+    ids = torch.randint(3, shape["vocab"] - 200, (b, t), generator=g)
+    labels = torch.randint(3, shape["vocab"] - 200, (b, t), generator=g)
+    if mixed:
+        src = [langs[int(i)] for i in torch.randint(len(langs), (b,), generator=g)]
+        tgt = [langs[int(i)] for i in torch.randint(len(langs), (b,), generator=g)]
+    else:
+        src, tgt = [langs[0]] * b, [langs[1]] * b
+    dec = torch.cat([torch.full((b, 1), 2), labels[:, :-1]], dim=1)
+    return {
+        "input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "decoder_input_ids": dec.to(device),
+        "labels": labels.to(device), "src_lang": src, "tgt_lang": tgt,
+    }  # fmt: skip
+
+
+class Variant:
+    """One model under test with its training-step closure."""
+
+    def __init__(self, name: str, model: torch.nn.Module, batch: dict, device: str, autocast: bool, optimize: bool = True):
+        self.name, self.model, self.batch, self.device, self.autocast = name, model, batch, device, autocast
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.trainable = sum(p.numel() for p in params)
+        self.optimizer = torch.optim.Adam(params, lr=1e-5, betas=(0.9, 0.98)) if optimize and params else None
+        self.times: list[float] = []
+        self.memory = 0
+
+    def loss(self) -> torch.Tensor:
+        b = self.batch
+        kwargs = {k: b[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
+            if isinstance(self.model, TranslationModel):
+                logits = self.model(**kwargs, src_lang=b["src_lang"], tgt_lang=b["tgt_lang"]).logits
+            else:
+                logits = self.model(**kwargs).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), b["labels"].flatten(), label_smoothing=0.2)
+
+    def step(self) -> None:
+        self.loss().backward()
+        if self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.model.zero_grad(set_to_none=True)
+
+
+def timed(fn: Callable[[], None], device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def step_memory(v: Variant) -> int:
+    """Bytes a training step holds (see module docstring)."""
+    if v.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        v.step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        if not isinstance(t, torch.nn.Parameter) and t.requires_grad is not None:
+            storage = t.untyped_storage()
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    params = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in v.model.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = v.loss()
+    activations = sum(n for ptr, n in saved.items() if ptr not in params)
+    loss.backward()
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in v.model.parameters() if p.grad is not None)
+    if v.optimizer is not None:
+        v.optimizer.step()
+        v.optimizer.zero_grad(set_to_none=True)
+        state = sum(t.numel() * t.element_size() for s in v.optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+    else:
+        v.model.zero_grad(set_to_none=True)
+        state = 0
+    return sum(params.values()) + grads + state + activations
+
+
+def randomize_lora(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="cpu")
+    ap.add_argument("--rounds", type=int, default=5, help="round-robin rounds; each times --steps steps per variant")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--gen-reps", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write JSON or RESULTS.md")
+    args = ap.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = SHAPES[args.shape]
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    autocast = device == "cuda"
+    langs12, langs30 = list(BIBLE12), list(lang30())
+    ids30 = lang_ids(shape, langs30)
+    ids12 = {k: ids30[k] for k in langs12}
+    base = build_base(shape, torch.float32, "cpu")
+    placement = LSLoConfig(languages=dict(BIBLE12))
+
+    def fresh():
+        return copy.deepcopy(base).to(device=device, dtype=dtype if device == "cuda" else torch.float32).train()
+
+    def lslo(languages):
+        m = add_lslo(fresh(), LSLoConfig(languages=languages, lang_token_ids={k: ids30[k] for k in languages}))
+        randomize_lora(m)
+        return m
+
+    mixed12 = make_batch(shape, langs12, True, device)
+    one12 = make_batch(shape, langs12, False, device)
+    mixed30 = make_batch(shape, langs30, True, device)
+    frozen = fresh().requires_grad_(False)
+    frozen.enable_input_require_grads()
+    lora = SharedLoRA(fresh(), ids12, r=8, placement=placement)
+    randomize_lora(lora)
+    lslo12 = lslo(dict(BIBLE12))
+    variants = [
+        Variant("frozen base (activation grads only)", frozen, mixed12, device, autocast, optimize=False),
+        Variant("peft shared LoRA r=8", lora, mixed12, device, autocast),
+        Variant("LSLo-12 mixed batch", lslo12, mixed12, device, autocast),
+        Variant("LSLo-12 one-language batch", lslo12, one12, device, autocast),
+        Variant("LSLo-30 mixed batch", lslo(lang30()), mixed30, device, autocast),
+        Variant("full fine-tuning", FullFineTune(fresh(), ids12), mixed12, device, autocast),
+    ]
+    print(f"device={device} shape={args.shape} {shape}", flush=True)
+    for v in variants:  # warm-up, then memory (one extra step each)
+        v.step()
+        v.memory = step_memory(v)
+    for r in range(args.rounds):
+        for v in variants:
+            for _ in range(args.steps):
+                v.times.append(timed(v.step, device))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v.name.split(' (')[0]} {statistics.median(v.times):.3f}s" for v in variants), flush=True)
+
+    # Generation: beam 5, a fixed number of new tokens (min = max) so every variant decodes the same length.
+    gen = dict(num_beams=5, max_new_tokens=shape["seq"], min_new_tokens=shape["seq"], do_sample=False)
+    lslo12.eval()
+    merged = lslo12.merge_direction("en", "fr").eval()
+    gen_base = fresh().eval()
+    src_ids, mask = mixed12["input_ids"], mixed12["attention_mask"]
+    prompt = torch.tensor([[2, ids12["fr"]]] * src_ids.shape[0], device=device)
+    gens = {
+        "base": lambda: gen_base.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
+        "LSLo-12 unmerged, mixed batch": lambda: lslo12.generate(src_ids, mask, src_lang=mixed12["src_lang"], tgt_lang=mixed12["tgt_lang"], **gen),
+        "LSLo merged (one direction)": lambda: merged.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
+    }  # fmt: skip
+    gen_times: dict[str, list[float]] = {k: [] for k in gens}
+    with torch.no_grad():
+        for fn in gens.values():
+            fn()
+        for _ in range(args.gen_reps):
+            for k, fn in gens.items():
+                gen_times[k].append(timed(fn, device))
+
+    tokens = shape["batch"] * shape["seq"]
+    by_name = {v.name: v for v in variants}
+    med = {v.name: statistics.median(v.times) for v in variants}
+    rows = [
+        {"variant": v.name, "step_s": med[v.name], "target_tokens_per_s": tokens / med[v.name], "trainable_params": v.trainable,
+         "memory_bytes": v.memory, "steps_timed": len(v.times)}
+        for v in variants
+    ]  # fmt: skip
+    gmed = {k: statistics.median(t) for k, t in gen_times.items()}
+    lora_t, full = med["peft shared LoRA r=8"], by_name["full fine-tuning"]
+    ratios = {
+        "LSLo-12 mixed / peft LoRA (target <= 1.10)": med["LSLo-12 mixed batch"] / lora_t,
+        "LSLo-12 one-language / peft LoRA (target <= 1.03)": med["LSLo-12 one-language batch"] / lora_t,
+        "LSLo-30 mixed / peft LoRA (target <= 1.20)": med["LSLo-30 mixed batch"] / lora_t,
+        "LSLo-12 mixed / full FT, time (target <= 0.75)": med["LSLo-12 mixed batch"] / med[full.name],
+        "LSLo-12 mixed / full FT, memory (target <= 0.6)": by_name["LSLo-12 mixed batch"].memory / full.memory,
+        "merged generation / base (target <= 1.02)": gmed["LSLo merged (one direction)"] / gmed["base"],
+        "unmerged mixed generation / base": gmed["LSLo-12 unmerged, mixed batch"] / gmed["base"],
+    }
+    memory_kind = "peak CUDA allocated" if device == "cuda" else "params + grads + optimizer state + saved activations"
+    result = {
+        "benchmark": "lslo_speed", "command": "python benchmarks/lslo_speed.py" + (f" --shape {args.shape}" if args.shape != "cpu" else ""),
+        "machine": machine(), "device": device, "dtype": str(dtype).removeprefix("torch."), "shape": shape,
+        "memory_kind": memory_kind, "train_step": rows,
+        "generation_beam5": [{"variant": k, "seconds": v, "reps": args.gen_reps} for k, v in gmed.items()], "ratios": ratios,
+    }  # fmt: skip
+    print(json.dumps(ratios, indent=2))
+    if args.no_write:
+        return
+    tag = device if args.shape == "cpu" else f"{device}_{args.shape}"
+    out = HERE / "results" / f"lslo_speed_{tag}.json"
+    write_json(out, result)
+    update_section(f"lslo_speed_{tag}", render(result, out))
+    print(f"wrote {out} and benchmarks/RESULTS.md")
+
+
+def render(r: dict, path: Path) -> str:
+    m, s = r["machine"], r["shape"]
+    lines = [
+        f"## Training-step speed and memory ({r['device']}, {r['dtype']})",
+        "",
+        f"Command: `{r['command']}` · machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, torch {m['torch']} "
+        f"· {m['date']} · commit {m['git_commit']} · JSON: `{path.relative_to(HERE.parent)}`",
+        "",
+        f"Shape: d_model {s['d_model']}, {s['layers']}+{s['layers']} layers, FFN {s['ffn']}, vocab {s['vocab']}, "
+        f"batches of {s['batch']} x {s['seq']} tokens. Memory = {r['memory_kind']}.",
+        "",
+        "| variant | step (s, median) | target tok/s | trainable params | memory (MiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['variant']} | {row['step_s']:.3f} | {row['target_tokens_per_s']:.0f} | {row['trainable_params']:,} | {row['memory_bytes'] / 2**20:.0f} |"
+        for row in r["train_step"]
+    ]
+    lines += ["", "| beam-5 generation | seconds (median) |", "|---|---:|"]
+    lines += [f"| {g['variant']} | {g['seconds']:.2f} |" for g in r["generation_beam5"]]
+    lines += ["", "| ratio (same run) | measured |", "|---|---:|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in r["ratios"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
