@@ -73,6 +73,7 @@ class TrainConfig:
     # method options
     lslo: dict[str, Any] = field(default_factory=dict)  # extra LSLoConfig fields (ranks, routing, ...)
     lora_rank: int = 8
+    prune: dict[str, Any] | None = None  # PruningConfig fields (ratio, start, duration, unit, every, scope, matrices)
     dropout: float | None = None  # override the base model's dropout
     # batching
     max_tokens: int = 4096
@@ -162,6 +163,15 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise bad(key, "use a value > 0 (or leave it out)")
+        if self.prune is not None:
+            if self.method != "lslo":
+                raise bad("prune", "gradual pruning applies to LSLo weights; use method lslo or drop prune")
+            from lslo.pruning import PruningConfig
+
+            try:
+                PruningConfig(**self.prune)
+            except TypeError as err:
+                raise LsloError(f"{where}: prune: {err}; known keys: ratio, start, duration, unit, every, scope, matrices") from None
         if self.pairs is not None:
             for p in self.pairs:
                 if not isinstance(p, str) or p.count("-") != 1:
@@ -240,18 +250,10 @@ def parse_pairs(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
 
 
 def load_base_model(path: str, dropout: float | None = None) -> nn.Module:
-    """An `M2M100ForConditionalGeneration` (or NLLB) from a local directory, in fp32."""
-    from transformers import AutoModelForSeq2SeqLM
+    """An `M2M100ForConditionalGeneration` (M2M-100 / NLLB) from a local directory or hub id, in fp32."""
+    from lslo.loading import load_base
 
-    if not Path(path).is_dir():
-        raise LsloError(f"base_model {path}: no such directory; give a Hugging Face model directory")
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
-    if dropout is not None:
-        kwargs["dropout"] = dropout
-    try:
-        return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise LsloError(f"base_model {path}: cannot load ({str(err).splitlines()[0]})") from None
+    return load_base(path, **({"dropout": dropout} if dropout is not None else {}))
 
 
 def build_model(
@@ -429,11 +431,15 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     state saved in every checkpoint and handed back on resume, before the first step; state the model
     holds outside its trainable weights (e.g. pruning masks) must travel that way.
     """
-    from lslo.data.corpus import load_multiway
+    from lslo.data.readers import read_corpus
     from lslo.languages import lang_token_ids
     from lslo.tokenizer import load_tokenizer
 
     cfg.check()
+    if cfg.prune is not None:
+        from lslo.pruning import GradualPruner, PruningConfig
+
+        callbacks = [GradualPruner(cfg=PruningConfig(**cfg.prune)), *callbacks]
     accelerator = _make_accelerator(cfg)
     rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     out = Path(cfg.out_dir)
@@ -449,11 +455,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model)
     with accelerator.main_process_first():
         if cfg.languages is None:
-            corpus = load_multiway(cfg.data, split=cfg.train_split)
+            corpus = read_corpus(cfg.data, split=cfg.train_split)
             languages = resolve_languages(cfg, corpus.languages)
         else:
             languages = resolve_languages(cfg, [])
-            corpus = load_multiway(cfg.data, languages=list(languages), split=cfg.train_split)
+            corpus = read_corpus(cfg.data, languages=list(languages), split=cfg.train_split)
         enc = encode_corpus(corpus, tokenizer, cache_dir=out / "cache")
     lang_ids = lang_token_ids(tokenizer, list(languages))
     pairs = parse_pairs(cfg.pairs)
@@ -463,7 +469,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     valid_batches: list[Batch] = []
     if cfg.valid_split:
         with accelerator.main_process_first():
-            vcorpus = load_multiway(cfg.data, languages=list(languages), split=cfg.valid_split)
+            vcorpus = read_corpus(cfg.data, languages=list(languages), split=cfg.valid_split)
             venc = encode_corpus(vcorpus, tokenizer, cache_dir=out / "cache")
         valid_batches = fixed_batches(venc, directions(venc, list(languages), pairs), lang_ids,
                                       max_tokens=cfg.max_tokens, max_len=cfg.max_len,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -17,57 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lslo.data.corpus import MultiwayCorpus, write_multiway
 from lslo.errors import LsloError
 from lslo.train import TrainConfig, checkpoints, inverse_sqrt, label_smoothed_nll, train
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ["a", "bo", "ci", "du", "ek", "fa", "gi", "ho", "ja", "ku", "lo", "mi"]
-
-
-def _write_data(root: Path, langs=("en", "fr", "sw"), n: int = 90) -> None:
-    rng = random.Random(0)
-    for split, ids in (("train", range(n)), ("pretrain", range(n)), ("valid", range(n, n + 6))):
-        sents: dict[str, list[str]] = {lang: [] for lang in langs}
-        sids: dict[str, list[str]] = {lang: [] for lang in langs}
-        for i in ids:
-            words = [rng.randrange(len(WORDS)) for _ in range(rng.randint(2, 8))]
-            for lang in langs:
-                if split != "valid" and lang == "sw" and i % 3:
-                    continue  # sw is low-resource: directions of different sizes
-                sents[lang].append(" ".join(lang + WORDS[w] for w in words))
-                sids[lang].append(f"s.{i}")
-        write_multiway(MultiwayCorpus(sents, sids), root / split)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    """A tiny data set, a tokenizer trained on it and a random tiny M2M-100 model (dropout on)."""
-    from transformers import M2M100Config, M2M100ForConditionalGeneration
-
-    from lslo.data.corpus import load_multiway
-    from lslo.tokenizer import load_tokenizer, model_vocab_size, train_tokenizer
-
-    root = tmp_path_factory.mktemp("world")
-    _write_data(root / "data")
-    corpus = load_multiway(root / "data", split="train")
-    train_tokenizer(
-        {lang: corpus.sentences(lang) for lang in corpus.languages}, root / "tok", 300, per_language=100
-    )
-    tok = load_tokenizer(root / "tok")
-    config = M2M100Config(
-        vocab_size=model_vocab_size(tok), d_model=16, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-        max_position_embeddings=64, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
-        encoder_layerdrop=0.0, decoder_layerdrop=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        decoder_start_token_id=2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    M2M100ForConditionalGeneration(config).save_pretrained(root / "model")
-    tok.save_pretrained(str(root / "model"))
-    return root
-
-
 def config(world: Path, out: Path, **kw) -> TrainConfig:
     args = dict(
         data=str(world / "data"), base_model=str(world / "model"), out_dir=str(out), method="full",
@@ -365,3 +317,31 @@ def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
     assert (
         manifest["train_config"]["train_split"] == "pretrain" and manifest["train_config"]["method"] == "full"
     )
+
+
+def test_prune_key_in_the_config_prunes_the_final_adapter(world, tmp_path):
+    from lslo.loading import load_model
+
+    out = tmp_path / "pruned"
+    summary = train(config(world, out, method="lslo", max_steps=6, prune={"ratio": 0.75, "start": 1, "duration": 3,
+                                                                         "unit": "step", "every": 1}))
+    assert not summary["interrupted"]
+    model, _, _ = load_model(str(out))
+    report = model.parameter_report()
+    for lang, row in report["languages"].items():
+        layers = model.lslo_layers().values()
+        i = model.languages.index(lang)
+        b_total = sum(layer.lora_B[:, layer.span(i)].numel() for layer in layers)
+        b_kept = sum(int(layer.lora_B_mask[:, layer.span(i)].sum()) for layer in layers)
+        assert abs(b_kept - round(0.25 * b_total)) <= 1, lang
+        assert all(torch.count_nonzero(layer.lora_B[:, layer.span(i)][~layer.lora_B_mask[:, layer.span(i)]]) == 0
+                   for layer in layers)
+        assert row["params"] < sum(layer.ranks[i] * (layer.base_layer.in_features + layer.base_layer.out_features)
+                                   for layer in layers)
+
+
+def test_prune_needs_lslo_and_known_keys(world, tmp_path):
+    with pytest.raises(LsloError, match="prune"):
+        config(world, tmp_path / "a", method="full", prune={"ratio": 0.5}).check()
+    with pytest.raises(LsloError, match="prune"):
+        config(world, tmp_path / "b", method="lslo", prune={"ratoi": 0.5}).check()
