@@ -4,6 +4,7 @@
     lslo data info PATH                         languages, splits, sentence counts of a data set
     lslo pretrain --data DIR --out DIR --hours H
     lslo train CONFIG.yaml [--set key=value ...] [--resume]
+    lslo search routing|placement CONFIG.yaml --steps N --out DIR
     lslo eval MODEL --data DIR --out DIR        all directions: spBLEU, chrF++, tier table, heatmap
     lslo translate MODEL --src en --tgt fr < in.txt
     lslo export MODEL --out DIR [--merge en-fr]
@@ -103,6 +104,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import itertools
+
+    from lslo.search import search_placement, search_routing
+    from lslo.train import TrainConfig, load_base_model, lslo_config, training_data
+
+    overrides = _overrides(args.set)
+    cfg = TrainConfig.from_yaml(args.config, **{"method": "lslo", "max_steps": args.steps, **overrides})
+    _, languages, lang_ids, sampler = training_data(cfg)
+    config = lslo_config(cfg, languages, lang_ids)
+    base = load_base_model(cfg.base_model, cfg.dropout)
+    batches = (sampler.next_batch() for _ in itertools.count())
+    if args.kind == "routing":
+        result = search_routing(base, config, batches, args.steps, lr=cfg.lr, arch_lr=args.arch_lr,
+                                per_position=args.per_position)  # fmt: skip
+        print(f"encoder_routing: {result.config.encoder_routing}")
+        print(f"decoder_routing: {result.config.decoder_routing}")
+    else:
+        result = search_placement(base, config, batches, args.steps, lr=cfg.lr)
+        print(f"encoder_modules: {result.config.encoder_modules}")
+        print(f"decoder_modules: {result.config.decoder_modules}")
+    result.save(args.out)
+    print(f"wrote {args.out} (lslo_config.json, table/weights JSON, plot)")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lslo.data.readers import read_corpus
     from lslo.evaluate import evaluate
@@ -164,6 +191,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             merged.save_pretrained(tmp)
             tokenizer.save_pretrained(str(tmp))
         print(f"wrote {args.out}: a plain transformers model for {src}->{tgt} (load with from_pretrained)")
+    elif args.compact:
+        from lslo.pruning import save_compact
+
+        if not isinstance(model, LSLoModel):
+            raise LsloError(f"--compact: {args.model} is a {info['method']} model; compact export stores pruned LSLo adapters")
+        stats = save_compact(model, args.out, dtype=args.dtype)
+        print(f"wrote {args.out}: compact adapter ({json.dumps(stats, default=str)})")
     else:
         model.save_pretrained(args.out)
         print(f"wrote {args.out}: {info['method']} model/adapter")
@@ -174,10 +208,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lslo.io import write_text
     from lslo.report import compare_runs
 
+    if args.subspace:
+        return _subspace_report(args)
+    if not args.results:
+        raise LsloError("report: give results.json files or eval folders (or --subspace RUN)")
     table = compare_runs(args.results, names=args.names)
     if args.out:
         write_text(args.out, table + "\n")
     print(table)
+    return 0
+
+
+def _subspace_report(args: argparse.Namespace) -> int:
+    from lslo.io import write_json
+    from lslo.loading import load_model
+    from lslo.model import LSLoModel
+    from lslo.pruning import plot_subspace, subspace_report
+
+    model, _, info = load_model(args.subspace)
+    if not isinstance(model, LSLoModel):
+        raise LsloError(f"--subspace: {args.subspace} is a {info['method']} model; give an LSLo run or adapter")
+    params = model.parameter_report()
+    lines = ["| tier | languages | surviving params | % of base | % per language |", "|---|---|---:|---:|---:|"]
+    for tier, row in params["tiers"].items():
+        lines.append(f"| {tier} | {' '.join(row['languages'])} | {row['params']:,} | {row['percent_of_base']:.3f} | {row['percent_per_language']:.3f} |")
+    lines.append(f"| all | {len(params['languages'])} | {params['total']:,} | {params['percent_of_base']:.3f} | |")
+    report = subspace_report(model)
+    lines += ["", "| position | surviving share |", "|---|---:|"]
+    lines += [f"| {row['side']} {row['position']} | {row['share']:.3f} |" for row in report["positions"]]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        write_json(out / "subspace.json", {"parameters": params, "subspace": report})
+        plot_subspace(report, out / "subspace.png")
+        print(f"wrote {out}/subspace.json and subspace.png")
     return 0
 
 
@@ -220,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("search", help="architecture learning: routing (src vs tgt per layer) or placement")
+    s.add_argument("kind", choices=["routing", "placement"])
+    s.add_argument("config", help="YAML run config (data, base_model, languages, lslo options)")
+    s.add_argument("--steps", type=int, required=True, help="optimizer steps of the search run")
+    s.add_argument("--out", required=True, help="folder for lslo_config.json, the tables and the plot")
+    s.add_argument("--arch-lr", type=float, default=1e-2, help="learning rate of the routing weights")
+    s.add_argument("--per-position", action="store_true", help="one routing weight pair per position, not per layer")
+    s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    s.set_defaults(func=cmd_search)
+
     def model_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
         q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
@@ -250,12 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(x)
     x.add_argument("--out", required=True)
     x.add_argument("--merge", default=None, metavar="SRC-TGT", help="fold this direction's LoRAs into the weights")
+    x.add_argument("--compact", action="store_true", help="store only surviving entries of a pruned LSLo adapter")
+    x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="values dtype (--compact)")
     x.set_defaults(func=cmd_export)
 
     r = sub.add_parser("report", help="compare evaluation results side by side")
-    r.add_argument("results", nargs="+", help="results.json files or eval folders; the first is the reference")
+    r.add_argument("results", nargs="*", help="results.json files or eval folders; the first is the reference")
     r.add_argument("--names", nargs="+", default=None)
-    r.add_argument("--out", default=None, help="also write the markdown here")
+    r.add_argument("--subspace", default=None, metavar="RUN", help="surviving parameters of an LSLo run by tier/position")
+    r.add_argument("--out", default=None, help="write the markdown here (with --subspace: a folder for JSON + PNG)")
     r.set_defaults(func=cmd_report)
     return p
 

@@ -256,21 +256,27 @@ def load_base_model(path: str, dropout: float | None = None) -> nn.Module:
     return load_base(path, **({"dropout": dropout} if dropout is not None else {}))
 
 
+def lslo_config(cfg: TrainConfig, languages: Mapping[str, str | None], lang_ids: dict[str, int]) -> Any:
+    """The run's LSLoConfig: its languages and tiers (untiered languages count as high) + `cfg.lslo`."""
+    from lslo.config import LSLoConfig
+
+    tiers = {code: tier or "high" for code, tier in languages.items()}
+    try:
+        return LSLoConfig(languages=tiers, lang_token_ids=dict(lang_ids), **cfg.lslo)
+    except (TypeError, ValueError) as err:
+        raise LsloError(f"lslo: {err}") from None
+
+
 def build_model(
     cfg: TrainConfig, base: nn.Module, languages: Mapping[str, str | None], lang_ids: dict[str, int]
 ) -> nn.Module:
     """Wrap `base` for the run's method: LSLo, a shared LoRA or full fine-tuning."""
     from lslo.baselines import FullFineTune, SharedLoRA
-    from lslo.config import LSLoConfig
     from lslo.model import add_lslo
 
     if cfg.method == "full":
         return FullFineTune(base, lang_ids)
-    tiers = {code: tier or "high" for code, tier in languages.items()}
-    try:
-        lslo_cfg = LSLoConfig(languages=tiers, lang_token_ids=dict(lang_ids), **cfg.lslo)
-    except (TypeError, ValueError) as err:
-        raise LsloError(f"lslo: {err}") from None
+    lslo_cfg = lslo_config(cfg, languages, lang_ids)
     if cfg.method == "lora":
         return SharedLoRA(base, lang_ids, r=cfg.lora_rank, placement=lslo_cfg, alpha=lslo_cfg.alpha,
                           dropout=lslo_cfg.dropout)  # fmt: skip
@@ -422,6 +428,27 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Any, dict[str, str | None], dict[str, int], BatchSampler]:
+    """(tokenizer, languages -> tier, language token ids, batch sampler) of the run's training split."""
+    from lslo.data.readers import read_corpus
+    from lslo.languages import lang_token_ids
+    from lslo.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model)
+    if cfg.languages is None:
+        corpus = read_corpus(cfg.data, split=cfg.train_split)
+        languages = resolve_languages(cfg, corpus.languages)
+    else:
+        languages = resolve_languages(cfg, [])
+        corpus = read_corpus(cfg.data, languages=list(languages), split=cfg.train_split)
+    enc = encode_corpus(corpus, tokenizer, cache_dir=cache_dir)
+    lang_ids = lang_token_ids(tokenizer, list(languages))
+    sampler = BatchSampler(enc, directions(enc, list(languages), parse_pairs(cfg.pairs)), lang_ids,
+                           max_tokens=cfg.max_tokens, max_len=cfg.max_len, temperature=cfg.temperature,
+                           seed=cfg.seed, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id)  # fmt: skip
+    return tokenizer, languages, lang_ids, sampler
+
+
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Run (or resume) the training that `cfg` describes; returns a summary.
 
@@ -432,8 +459,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     holds outside its trainable weights (e.g. pruning masks) must travel that way.
     """
     from lslo.data.readers import read_corpus
-    from lslo.languages import lang_token_ids
-    from lslo.tokenizer import load_tokenizer
 
     cfg.check()
     if cfg.prune is not None:
@@ -452,20 +477,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     accelerator.wait_for_everyone()
 
     # Data.
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model)
     with accelerator.main_process_first():
-        if cfg.languages is None:
-            corpus = read_corpus(cfg.data, split=cfg.train_split)
-            languages = resolve_languages(cfg, corpus.languages)
-        else:
-            languages = resolve_languages(cfg, [])
-            corpus = read_corpus(cfg.data, languages=list(languages), split=cfg.train_split)
-        enc = encode_corpus(corpus, tokenizer, cache_dir=out / "cache")
-    lang_ids = lang_token_ids(tokenizer, list(languages))
+        tokenizer, languages, lang_ids, sampler = training_data(cfg, out / "cache")
     pairs = parse_pairs(cfg.pairs)
     special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
-    sampler = BatchSampler(enc, directions(enc, list(languages), pairs), lang_ids, max_tokens=cfg.max_tokens,
-                           max_len=cfg.max_len, temperature=cfg.temperature, seed=cfg.seed, **special)  # fmt: skip
     valid_batches: list[Batch] = []
     if cfg.valid_split:
         with accelerator.main_process_first():

@@ -54,3 +54,42 @@ def test_cli_pipeline(world, tmp_path, capsys):
     dec = torch.tensor([[2, tok.convert_tokens_to_ids("__sw__")]])
     want = model.eval()(**batch, decoder_input_ids=dec, src_lang="en", tgt_lang="sw").logits
     torch.testing.assert_close(merged.eval()(**batch, decoder_input_ids=dec).logits, want, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_pruned_run_subspace_report_compact_export_and_search(world, tmp_path, capsys):
+    cfg = {
+        "data": str(world / "data"), "base_model": str(world / "model"), "out_dir": str(tmp_path / "run"),
+        "method": "lslo", "languages": {"en": "high", "fr": "high", "sw": "low"}, "max_steps": 4, "max_tokens": 96,
+        "max_len": 24, "warmup_steps": 2, "lr": 3e-3, "progress": False, "valid_split": None,
+        "lslo": {"encoder_routing": "src*1,tgt*1"},
+        "prune": {"ratio": 0.9, "start": 1, "duration": 2, "unit": "step", "every": 1, "scope": "layer"},
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "run.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["report", "--subspace", str(tmp_path / "run"), "--out", str(tmp_path / "sub")]) == 0
+    sub = json.loads((tmp_path / "sub" / "subspace.json").read_text())
+    shares = [r["share"] for r in sub["subspace"]["positions"]]
+    assert all(abs(share - 0.1) < 0.02 for share in shares)  # layer scope: every LSLo linear keeps 10% of B
+    assert (tmp_path / "sub" / "subspace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "compact"), "--compact"]) == 0
+    from lslo.loading import load_model
+    from lslo.pruning import load_compact
+
+    model, tok, _ = load_model(str(tmp_path / "run"))
+    again = load_compact(M2M100ForConditionalGeneration.from_pretrained(world / "model"), tmp_path / "compact")
+    batch = tok(["ena bo"], return_tensors="pt")
+    kw = dict(decoder_input_ids=torch.tensor([[2, 5]]), src_lang="sw", tgt_lang="en")
+    assert torch.equal(model.eval()(**batch, **kw).logits, again.eval()(**batch, **kw).logits)
+
+    del cfg["prune"]
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump({**cfg, "out_dir": str(tmp_path / "unused")}))
+    assert main(["search", "routing", str(tmp_path / "search.yaml"), "--steps", "3", "--out", str(tmp_path / "routing")]) == 0
+    routed = json.loads((tmp_path / "routing" / "lslo_config.json").read_text())
+    from lslo.config import parse_routing
+
+    assert len(parse_routing(routed["encoder_routing"], 2, "encoder_routing")) == 2
+    assert (tmp_path / "routing" / "routing.png").is_file()
+    assert main(["search", "placement", str(tmp_path / "search.yaml"), "--steps", "3", "--out", str(tmp_path / "place")]) == 0
+    assert (tmp_path / "place" / "placement.json").is_file()
+    assert not (tmp_path / "unused").exists()  # a search writes only its --out folder
