@@ -57,6 +57,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        for child in tmp.rglob("*"):  # libraries that write via mkstemp leave 0600 files
+            if child.is_file() and not child.is_symlink():
+                os.chmod(child, 0o666 & ~_umask())
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
