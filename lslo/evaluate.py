@@ -128,7 +128,9 @@ def translate_items(
                     mask[row, : len(sources[i])] = 1
                 kwargs: dict[str, Any] = dict(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                    num_beams=num_beams, max_new_tokens=max_new_tokens,
+                    # Cap the output at 2 x the longest source + 10 tokens (fairseq's max_len_a/b idea):
+                    # a weak model that never emits </s> must not decode to max_new_tokens.
+                    num_beams=num_beams, max_new_tokens=min(max_new_tokens, 2 * width + 10),
                 )  # fmt: skip
                 if plain:
                     prompt = [[start, lang_ids[items[i][1]]] for i in batch]
@@ -363,6 +365,7 @@ def evaluate(
     settings = {
         "num_beams": num_beams, "max_sentences": max_sentences, "max_tokens": max_tokens,
         "max_new_tokens": max_new_tokens,
+        "max_new_tokens_rule": "min(max_new_tokens, 2 x longest source in batch + 10)",
     }  # fmt: skip
     return write_results(
         out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta
