@@ -213,11 +213,17 @@ def add_lslo(model: nn.Module, config: LSLoConfig, tokenizer: Any = None) -> LSL
         from lslo.languages import lang_token_ids
 
         config.lang_token_ids = lang_token_ids(tokenizer, list(config.languages))
-    identity = base_identity(model)
+    return _inject(model, config, base_identity(model))
+
+
+def rank_scales(config: LSLoConfig) -> tuple[list[int], list[float]]:
+    """Per-language ranks and output scales, in the config's language order (the layers' order)."""
+    return [config.rank(lang) for lang in config.languages], [config.scale(lang) for lang in config.languages]
+
+
+def _inject(model: nn.Module, config: LSLoConfig, identity: dict[str, Any]) -> LSLoModel:
     model.requires_grad_(False)
-    langs = list(config.languages)
-    ranks = [config.rank(lang) for lang in langs]
-    scales = [config.scale(lang) for lang in langs]
+    ranks, scales = rank_scales(config)
     routing = Routing()
     for name, route in config.targets(len(model.model.encoder.layers), len(model.model.decoder.layers)):
         base = model.get_submodule(name)
@@ -227,20 +233,34 @@ def add_lslo(model: nn.Module, config: LSLoConfig, tokenizer: Any = None) -> LSL
     return LSLoModel(model, config, routing, identity)
 
 
-def load_lslo(base_model: nn.Module, directory: str | Path) -> LSLoModel:
-    """Load an adapter saved by `LSLoModel.save_pretrained` onto `base_model` (checked to be the same base)."""
+def open_adapter(
+    base_model: nn.Module, directory: str | Path, config_name: str, weights_name: str, fmt: str, writer: str
+) -> tuple[LSLoModel, dict[str, Any], Path]:
+    """Check an adapter folder and that it was made for `base_model`; inject its (not yet loaded) LSLo.
+
+    Returns (model, the folder's JSON metadata, the weights file). `writer` names what writes such folders.
+    """
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    config_path, weights_path = directory / config_name, directory / weights_name
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise LsloError(f"{path}: not found; give a directory written by LSLoModel.save_pretrained / lslo train")
+            raise LsloError(f"{path}: not found; give a directory written by {writer}")
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
+        if meta.get("format") != fmt:
+            raise KeyError(f"format is {meta.get('format')!r}, not {fmt!r}")
         config = LSLoConfig.from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise LsloError(f"{config_path}: not a valid lslo adapter config ({exc})") from None
-    require_m2m100(base_model, "load_lslo")
-    check_identity(meta.get("base_model", {}), base_identity(base_model), str(directory))
-    model = add_lslo(base_model, config)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LsloError(f"{config_path}: not a valid {fmt} adapter config ({exc})") from None
+    require_m2m100(base_model, "load")
+    identity = base_identity(base_model)
+    check_identity(meta.get("base_model", {}), identity, str(directory))
+    return _inject(base_model, config, identity), meta, weights_path
+
+
+def load_lslo(base_model: nn.Module, directory: str | Path) -> LSLoModel:
+    """Load an adapter saved by `LSLoModel.save_pretrained` onto `base_model` (checked to be the same base)."""
+    model, _, weights_path = open_adapter(base_model, directory, CONFIG_NAME, WEIGHTS_NAME, "lslo",
+                                          "LSLoModel.save_pretrained / lslo train")  # fmt: skip
     model.load_lora_state_dict(load_file(str(weights_path)), where=str(weights_path))
     return model

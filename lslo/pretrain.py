@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from lslo.errors import LsloError
-from lslo.io import atomic_dir
+from lslo.io import atomic_dir, sha256_file
 
 # Model shapes (M2M100Config fields). "base" is the demo model; "tiny" is for tests.
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -94,25 +94,17 @@ def build_base_model(
     return M2M100ForConditionalGeneration(config)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_fingerprint(data_dir: str | os.PathLike) -> str:
     """sha256 of the data manifest (`manifest.json`), else of every split file."""
     root = Path(data_dir)
     manifest = root / "manifest.json"
     if manifest.is_file():
-        return _sha256_file(manifest)
+        return sha256_file(manifest)
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.name.startswith("."):
             h.update(str(p.relative_to(root)).encode())
-            h.update(_sha256_file(p).encode())
+            h.update(sha256_file(p).encode())
     return h.hexdigest()
 
 

@@ -33,11 +33,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lslo.config import POSITIONS, LSLoConfig
+from lslo.config import POSITIONS
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, atomic_path
 from lslo.layer import LSLoLinear
-from lslo.model import LSLoModel, add_lslo, base_identity, check_identity
+from lslo.model import LSLoModel, open_adapter
 
 SCOPES = ("language", "layer", "matrix")
 UNITS = ("epoch", "step")
@@ -448,20 +448,9 @@ def save_compact(model: LSLoModel, directory: str | Path, dtype: str = "float32"
 @torch.no_grad()
 def load_compact(base_model: nn.Module, directory: str | Path) -> LSLoModel:
     """Load an adapter written by `save_compact` onto `base_model` (masks restored: it can train on)."""
-    directory = Path(directory)
-    config_path, weights_path = directory / COMPACT_CONFIG, directory / COMPACT_WEIGHTS
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise LsloError(f"{path}: not found; give a directory written by lslo.pruning.save_compact")
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-        if meta.get("format") != "lslo-compact":
-            raise KeyError("format")
-        config = LSLoConfig.from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise LsloError(f"{config_path}: not a compact lslo adapter ({exc})") from None
-    check_identity(meta.get("base_model", {}), base_identity(base_model), str(directory))
-    model = add_lslo(base_model, config)
+    model, meta, weights_path = open_adapter(base_model, directory, COMPACT_CONFIG, COMPACT_WEIGHTS, "lslo-compact",
+                                             "lslo.pruning.save_compact / lslo export --compact")  # fmt: skip
+    config_path = Path(directory) / COMPACT_CONFIG
     layers = model.lslo_layers()
     if list(layers) != meta["layers"]:
         raise LsloError(f"{config_path}: its layers do not match the config's; the file is damaged")

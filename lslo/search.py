@@ -33,7 +33,7 @@ from lslo.config import DECODER_POSITIONS, ENCODER_POSITIONS, POSITIONS, LSLoCon
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, atomic_path, write_json
 from lslo.layer import LSLoLinear, Routing
-from lslo.model import LSLoModel, base_identity
+from lslo.model import LSLoModel, base_identity, rank_scales
 from lslo.pruning import GradualPruner, PruningConfig, locate, plot_subspace, subspace_report
 from lslo.translation import require_m2m100
 
@@ -151,9 +151,7 @@ def add_routing_search(model: nn.Module, config: LSLoConfig, per_position: bool 
     require_m2m100(model, "search_routing")
     identity = base_identity(model)
     model.requires_grad_(False)
-    langs = list(config.languages)
-    ranks = [config.rank(lang) for lang in langs]
-    scales = [config.scale(lang) for lang in langs]
+    ranks, scales = rank_scales(config)
     routing = Routing()
     mixes: dict[str, nn.Parameter] = {}
     device = model.get_input_embeddings().weight.device

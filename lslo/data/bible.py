@@ -22,7 +22,6 @@ CJK spacing, mojibake, and placeholder verses ("-", "(*)", "[本節欠如]", "(�
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -37,7 +36,7 @@ from typing import Any
 
 from lslo.data.corpus import MultiwayCorpus, write_multiway
 from lslo.errors import LsloError
-from lslo.io import atomic_dir, write_json
+from lslo.io import atomic_dir, sha256_file, write_json
 from lslo.languages import BIBLE12_TIERS, TIERS, canonical, lookup
 
 # bbName of each translation in the database -> its language (M2M-100 code).
@@ -197,18 +196,10 @@ def default_db_path() -> Path:
     return path
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def _db_sha256(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of the database, computed once per process for an unchanged file (size and mtime)."""
-    return _sha256_file(Path(path))
+    return sha256_file(Path(path))
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
@@ -412,7 +403,7 @@ def build_bible12(
                 source=f"bible/{split}",
             )
             for name, path in sorted(write_multiway(corpus, tmp / split).items()):
-                manifest["files"][f"{split}/{name}"] = _sha256_file(path)
+                manifest["files"][f"{split}/{name}"] = sha256_file(path)
             manifest["counts"][split] = corpus.counts()
         write_json(tmp / "manifest.json", manifest)
     return manifest
