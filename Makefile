@@ -36,3 +36,8 @@ demo: install data
 # the bible12 `pretrain` split. Resumable: run it again to continue; BASE_HOURS counts all sessions.
 base: install data
 	$(LSLO) pretrain --data $(DATA) --out runs/base --hours $(BASE_HOURS) --max-tokens 2048 --export-dir $(BASE) --chrf-sentences 20
+
+# The paper's experiment matrix on bible12 (benchmarks/bible12/run.py; RESULTS.md section "bible12"). Resumable:
+# run it again to continue where it stopped. Pass options with BENCH_ARGS, e.g. BENCH_ARGS="--only lslo-228".
+bench: install data
+	$(PYTHON) benchmarks/bible12/run.py --base $(BASE) --data $(DATA) $(BENCH_ARGS)

@@ -1,0 +1,229 @@
+"""benchmarks/bible12/run.py: planning, resuming and rendering on synthetic result JSONs (nothing trains)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "bible12" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_bible12_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def no_real_results_md(bench, tmp_path, monkeypatch):
+    """Nothing here may touch benchmarks/RESULTS.md."""
+    monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "default-RESULTS.md")
+
+
+TIERS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
+
+
+def fake_result(bench, experiment: str, seed: int | None, shift: float, low_shift: float = 0.0) -> dict:
+    """A result JSON whose every direction scores 10 + shift (+ low_shift where a low language is in it)."""
+    directions = {}
+    for s in TIERS:
+        for t in TIERS:
+            if s != t:
+                low = "low" in (TIERS[s], TIERS[t])
+                value = 10.0 + shift + (low_shift if low else 0.0)
+                directions[f"{s}-{t}"] = {"spbleu": value, "chrf": 3 * value, "n": 100}
+    groups = {}
+    for metric in ("spbleu", "chrf"):
+        from lslo.report import tier_groups
+
+        rows = {k: {**d, "src_tier": TIERS[k.split("-")[0]], "tgt_tier": TIERS[k.split("-")[1]]} for k, d in directions.items()}
+        groups[metric] = {g: v["mean"] for g, v in tier_groups(rows, metric).items()}
+    run = "base" if experiment == "base" else f"{experiment}.seed{seed}"
+    result = {
+        "format": bench.FORMAT, "run": run, "experiment": experiment, "seed": seed, "about": "x",
+        "budget": {"steps": 1000, "max_tokens": 2048},
+        "eval": {"split": "test", "sentences_per_direction": 100, "beams": 5, "directions": len(directions)},
+        "metrics": {"spbleu": "spBLEU[tok=bible12-small spm]", "chrf": "chrF++"}, "tiers": TIERS,
+        "overall": {m: groups[m]["all"] for m in groups}, "groups": groups, "directions": directions,
+        "base_model": "base/bible12-small", "git_commit": "abc1234",
+        "machine": {"cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"},
+        "params": {"trainable": 0 if experiment == "base" else 1000, "base": 100000, "percent_of_base": 1.0},
+    }  # fmt: skip
+    if experiment != "base":
+        result["train"] = {"seconds": 600.0 + 60 * (seed or 0), "peak_rss_mib": 900.0, "steps": 1000}
+    return result
+
+
+def write(results_dir: Path, result: dict) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{result['run']}.json").write_text(json.dumps(result))
+
+
+def opts(bench, tmp_path, *extra):
+    return bench.parse_args(["--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                             "--results-md", str(tmp_path / "RESULTS.md"), "--steps", "200", *extra])  # fmt: skip
+
+
+def test_plan_same_budget_seeds_and_schedules(bench, tmp_path):
+    runs = bench.plan(opts(bench, tmp_path))
+    names = [r["run"] for r in runs]
+    assert names[0] == "base" and len(names) == len(set(names))
+    for exp in ("full", "lora", "lslo-228"):
+        assert sum(r["experiment"] == exp for r in runs) >= 2  # at least two seeds
+    wanted = {"full", "lora", "lslo-888", "lslo-228", "lslo-228-src", "lslo-228-attn", "lslo-228-ffn",
+              "lslo-228-prune-lang", "lslo-228-prune-layer", "lslo-228-searched"}  # fmt: skip
+    assert wanted <= {r["experiment"] for r in runs}
+    trained = [r for r in runs if r["run"] != "base"]
+    assert {(r["config"]["max_steps"], r["config"]["max_tokens"], r["config"]["max_epochs"]) for r in trained} == {(200, 2048, None)}
+    by = {r["run"]: r["config"] for r in trained}
+    assert by["full.seed1"]["lr"] < by["lslo-228.seed1"]["lr"]
+    assert by["lslo-228.seed2"]["seed"] == 2
+    assert by["lslo-228.seed1"]["lslo"]["ranks"] == {"high": 2, "medium": 2, "low": 8}
+    assert by["lslo-228-ffn.seed1"]["lslo"]["encoder_modules"] == ["fc1", "fc2"]
+    assert by["lslo-228-ffn.seed1"]["lslo"]["decoder_routing"] == "tgt"  # the YAML's other lslo keys survive
+    assert by["lslo-228-src.seed1"]["lslo"]["encoder_routing"] == "src"
+    prune = by["lslo-228-prune-layer.seed1"]["prune"]
+    assert prune == {"ratio": 0.9, "unit": "step", "start": 20, "duration": 120, "every": 10, "scope": "layer"}
+    assert by["lslo-228-prune-lang.seed1"]["prune"]["scope"] == "language"
+    from lslo.pruning import PruningConfig
+    from lslo.train import TrainConfig
+
+    for r in trained:  # every config is a valid TrainConfig once the placeholders are filled
+        cfg = dict(r["config"])
+        if cfg.get("lora_rank") == bench.MATCH:
+            cfg["lora_rank"] = 8
+        for key in ("encoder_routing", "decoder_routing"):
+            if cfg["lslo"].get(key) == bench.SEARCHED:
+                cfg["lslo"] = {**cfg["lslo"], key: None}
+        TrainConfig.from_dict(cfg)
+        if cfg.get("prune"):
+            PruningConfig(**cfg["prune"])
+    assert by["lora.seed1"]["lora_rank"] == bench.MATCH
+    assert by["lslo-228-searched.seed1"]["lslo"]["encoder_routing"] == bench.SEARCHED
+    assert [r["run"] for r in bench.select(runs, ["lslo-228", "base"])] == ["base", "lslo-228.seed1", "lslo-228.seed2"]
+    assert [r["run"] for r in bench.select(runs, ["full.seed2"])] == ["full.seed2"]
+    with pytest.raises(SystemExit):
+        bench.select(runs, ["nope"])
+
+
+def test_resume_skips_finished_runs_and_steps(bench, tmp_path):
+    o = opts(bench, tmp_path)
+    runs = bench.select(bench.plan(o), ["base", "lslo-228", "lslo-228-searched"])
+    write(tmp_path / "results", fake_result(bench, "lslo-228", 1, 0.0))
+    called = []
+    done = bench.run_matrix(runs, o, do=lambda run, _: called.append(run["run"]))
+    assert called == done == ["base", "lslo-228-searched.seed1", "lslo-228.seed2"]
+    assert (tmp_path / "results" / "lslo-228.seed1.json").is_file()
+    assert "| lslo-228 | 1 |" in (tmp_path / "RESULTS.md").read_text()  # rendered after each run
+    assert not (tmp_path / "default-RESULTS.md").exists()
+
+    # Within a run: a finished training and a finished search are not redone.
+    run = next(r for r in runs if r["run"] == "lslo-228-searched.seed1")
+    assert bench.steps_left(run, o.runs_dir, o.results_dir) == ["search", "train", "eval", "write"]
+    search = tmp_path / "runs" / bench.SEARCH_STEP / "lslo_config.json"
+    search.parent.mkdir(parents=True)
+    search.write_text("{}")
+    bench.write_state(tmp_path / "runs" / run["run"], {"train": {"done": True}})
+    assert bench.steps_left(run, o.runs_dir, o.results_dir) == ["eval", "write"]
+    (tmp_path / "runs" / run["run"] / "eval").mkdir()
+    (tmp_path / "runs" / run["run"] / "eval" / "results.json").write_text("{}")
+    assert bench.steps_left(run, o.runs_dir, o.results_dir) == ["write"]
+    base = next(r for r in runs if r["run"] == "base")
+    assert bench.steps_left(base, o.runs_dir, o.results_dir) == ["eval", "write"]  # the base never trains
+
+
+def test_train_summary_is_read_from_the_log(bench):
+    log = 'warning: something {odd}\n{\n  "steps": 5,\n  "interrupted": false\n}\nmore noise\n'
+    assert bench.last_json(log) == {"steps": 5, "interrupted": False}
+    with pytest.raises(ValueError):
+        bench.last_json("no summary")
+
+
+def test_spread_and_verdicts(bench, tmp_path):
+    results = tmp_path / "results"
+    write(results, fake_result(bench, "base", None, -5.0))
+    write(results, fake_result(bench, "full", 1, 0.0))
+    write(results, fake_result(bench, "full", 2, 0.4))
+    write(results, fake_result(bench, "lslo-228", 1, 1.0, low_shift=0.0))
+    write(results, fake_result(bench, "lslo-228", 2, 1.2, low_shift=0.0))
+    write(results, fake_result(bench, "lslo-228-ffn", 1, 1.3))
+    write(results, fake_result(bench, "lslo-228-attn", 1, 1.0))
+    write(results, fake_result(bench, "lslo-228-prune-lang", 1, -1.0))
+    data = bench.load_all(results)
+    assert [r["seed"] for r in data["full"]] == [1, 2]
+    s = bench.agg(data["full"], "spbleu", "all")
+    assert s["mean"] == pytest.approx(10.2) and s["spread"] == pytest.approx(0.4) and s["n"] == 2
+    assert bench.agg(data["lslo-228-ffn"], "spbleu", "all")["spread"] is None
+
+    claims = {c["claim"]: c for c in bench.CLAIMS}
+    overall = bench.verdict(claims["LSLo (2/2/8) matches or beats full fine-tuning, overall"], data)
+    assert overall["delta"] == pytest.approx(0.9) and overall["spread"] == pytest.approx(0.4)
+    assert overall["verdict"].startswith("supported") and "beyond the seed spread" in overall["verdict"]
+    # FFN vs attention: one seed each, so lslo-228's spread (0.2) stands in; 0.3 exceeds it.
+    ffn = bench.verdict(claims["LSLo in the fully connected layers beats LSLo in attention"], data)
+    assert ffn["spread"] == pytest.approx(0.2) and "stand-in" in ffn["spread_of"]
+    assert ffn["verdict"].startswith("supported")
+    pruned = bench.verdict(claims["90% pruning (language scope) keeps the quality"], data)
+    assert pruned["delta"] == pytest.approx(-2.1) and pruned["verdict"].startswith("contradicted")
+    missing = bench.verdict(claims["90% pruning (layer scope) keeps the quality"], data)
+    assert missing["delta"] is None and missing["verdict"].startswith(bench.NOT_MEASURED)
+    assert "lslo-228-prune-layer" in missing["verdict"]
+
+    # Within the spread: not resolved for a "better" claim, supported for a "kept" claim.
+    write(results, fake_result(bench, "lslo-228-ffn", 1, 1.15))
+    near = bench.verdict(claims["LSLo in the fully connected layers beats LSLo in attention"], bench.load_all(results))
+    assert near["verdict"].startswith("not resolved")
+    # The low-resource group averages only directions with a low language.
+    write(results, fake_result(bench, "lslo-228", 1, 0.0, low_shift=3.0))
+    write(results, fake_result(bench, "lslo-228", 2, 0.0, low_shift=3.0))
+    data = bench.load_all(results)
+    assert bench.score(data["lslo-228"][0], "spbleu", "low") == pytest.approx(13.0)
+    low = bench.verdict(claims["LSLo (2/2/8) beats full fine-tuning on low-resource directions"], data)
+    assert low["delta"] == pytest.approx(2.8) and low["verdict"].startswith("supported")
+
+
+def test_one_seed_everywhere_says_spread_not_measured(bench, tmp_path):
+    results = tmp_path / "results"
+    write(results, fake_result(bench, "lslo-228-ffn", 1, 1.0))
+    write(results, fake_result(bench, "lslo-228-attn", 1, 0.5))
+    claim = next(c for c in bench.CLAIMS if c["a"] == "lslo-228-ffn")
+    v = bench.verdict(claim, bench.load_all(results))
+    assert v["spread"] is None and bench.NOT_MEASURED in v["verdict"] and "+0.50" in v["verdict"]
+
+
+def test_render_and_results_md(bench, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    write(results, fake_result(bench, "base", None, -5.0))
+    write(results, fake_result(bench, "full", 1, 0.0))
+    write(results, fake_result(bench, "full", 2, 0.4))
+    text = bench.render(results)
+    assert "| full | 2 | 10.20 ± 0.20 |" in text
+    assert "| base | 1 | 5.00 |" in text
+    assert "| lslo-228 | 0 | not measured yet |" in text
+    assert "spBLEU[tok=bible12-small spm]" in text and "1000 steps of <= 2048 tokens" in text
+    claims = [line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches")]
+    assert len(claims) == 1 and "not measured yet (missing: lslo-228)" in claims[0] and "| – | – | – |" in claims[0]
+    cost = next(line for line in text.splitlines() if line.startswith("| full | full fine-tuning"))
+    assert "| 1,000 | 1.000 | 11.5 ± 0.5 | 900 ± 0 |" in cost
+
+    empty = bench.render(tmp_path / "nothing")
+    assert "No run has finished yet" in empty
+    scores = empty.split("### spBLEU")[1].split("### Cost")[0]
+    rows = [line.split("|")[3:-1] for line in scores.splitlines() if line.startswith("| ") and "---" not in line
+            and not line.startswith("| experiment")]  # fmt: skip
+    assert rows and all(cell.strip() in ("", "not measured yet") for row in rows for cell in row)  # nothing invented
+    claim_rows = [line for line in empty.splitlines() if line.startswith("| ") and " vs " in line]
+    assert len(claim_rows) == len(bench.CLAIMS) and all("not measured yet" in line for line in claim_rows)
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmark results\n\n<!-- begin other -->\nkeep me\n<!-- end other -->\n")
+    assert bench.main(["--render", "--results-dir", str(results), "--results-md", str(md)]) == 0
+    out = md.read_text()
+    assert "keep me" in out and "<!-- begin bible12 -->" in out and "| full | 2 |" in out
