@@ -563,7 +563,7 @@ def render(results_dir: str | os.PathLike) -> str:
     lines.append(f"Command: `make bench` (= `python benchmarks/bible12/run.py`) · rendered from `{rel_text}/*.json` "
                  "with `python benchmarks/bible12/run.py --render`.")  # fmt: skip
     if any_run is None:
-        lines += ["", f"No run has finished yet: every number below is {NOT_MEASURED}."]
+        lines += ["", f"No run has finished yet: every result below is \"{NOT_MEASURED}\"."]
     else:
         m = any_run["machine"]
         commits = sorted({r["git_commit"] for runs in data.values() for r in runs})
