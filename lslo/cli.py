@@ -83,7 +83,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from lslo import pretrain
 
-    return pretrain.main(args.rest)
+    return pretrain.run(args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -269,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--languages", nargs="+", default=None)
     i.set_defaults(func=cmd_data_info)
 
-    pre = sub.add_parser("pretrain", help="pretrain a small M2M-100-architecture base from scratch", add_help=False)
-    pre.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m lslo.pretrain (see --help)")
+    pre = sub.add_parser("pretrain", help="pretrain a small M2M-100-architecture base from scratch (resumable)")
+    from lslo.pretrain import add_arguments
+
+    add_arguments(pre)
     pre.set_defaults(func=cmd_pretrain)
 
     t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA or fully")

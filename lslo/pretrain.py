@@ -302,8 +302,8 @@ def quick_chrf(
             "directions": scores}  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lslo.pretrain", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pretraining options (shared by `python -m lslo.pretrain` and `lslo pretrain`)."""
     parser.add_argument("--data", required=True, help="multi-way data folder with a `pretrain` split")
     parser.add_argument("--out", required=True, help="run folder (resumed when it exists)")
     parser.add_argument("--languages", nargs="+", default=None, help="language codes (default: all)")
@@ -321,22 +321,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--chrf-sentences", type=int, default=0, help="score chrF++ on this many valid sentences"
     )
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        if args.export_only:
-            result = export(args.out, args.export_dir, args.data, None, args.chrf_sentences)
-        else:
-            overrides = {"max_tokens": args.max_tokens} if args.max_tokens else {}
-            result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,
-                              args.vocab_size, args.seed, args.export_dir, args.chrf_sentences,
-                              progress=not args.no_progress, **overrides)  # fmt: skip
-    except LsloError as err:
-        print(f"lslo: error: {err}", file=sys.stderr)
-        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pretrain or export as `args` says; print the manifest or summary. LsloError propagates."""
+    if args.export_only:
+        result = export(args.out, args.export_dir, args.data, None, args.chrf_sentences)
+    else:
+        overrides = {"max_tokens": args.max_tokens} if args.max_tokens else {}
+        result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,
+                          args.vocab_size, args.seed, args.export_dir, args.chrf_sentences,
+                          progress=not args.no_progress, **overrides)  # fmt: skip
     if isinstance(result.get("chrf"), dict):
         result["chrf"] = {k: v for k, v in result["chrf"].items() if k != "directions"}
     print(json.dumps({k: v for k, v in result.items() if k != "train_config"}, indent=2, default=str))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lslo.pretrain", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except LsloError as err:
+        print(f"lslo: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
