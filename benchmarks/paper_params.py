@@ -44,6 +44,7 @@ from results_md import HERE, machine, update_section  # noqa: E402
 from lslo import LSLoConfig, add_lslo  # noqa: E402
 from lslo.io import write_json  # noqa: E402
 from lslo.languages import LANG12_TIERS  # noqa: E402
+from lslo.model import summarize_languages  # noqa: E402
 from lslo.pruning import prune  # noqa: E402
 
 ROOT = HERE.parent
@@ -156,17 +157,7 @@ def count_lslo(
         n = kept["A"] + kept["B"]
         per_lang[lang] = {"tier": tier, "rank": r, "params": n, "percent_of_base": 100 * n / base,
                           "A_total": sizes["A"], "B_total": sizes["B"], "A_kept": kept["A"], "B_kept": kept["B"]}  # fmt: skip
-    tiers: dict[str, dict[str, Any]] = {}
-    for lang, row in per_lang.items():
-        t = tiers.setdefault(row["tier"], {"languages": [], "params": 0})
-        t["languages"].append(lang)
-        t["params"] += row["params"]
-    for t in tiers.values():
-        t["percent_of_base"] = 100 * t["params"] / base
-        t["percent_per_language"] = t["percent_of_base"] / len(t["languages"])
-    total = sum(row["params"] for row in per_lang.values())
-    return {"languages": per_lang, "tiers": tiers, "total": total, "base_params": base,
-            "percent_of_base": 100 * total / base, "lslo_layers": len(linears)}  # fmt: skip
+    return summarize_languages(per_lang, base, len(linears))
 
 
 # -- checks against the library --------------------------------------------------------------------------

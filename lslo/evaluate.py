@@ -17,7 +17,6 @@ pieces come from the model's own tokenizer and the metric is named so ("spBLEU[t
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from lslo import languages as langs
 from lslo.errors import LsloError
-from lslo.io import write_json, write_text
+from lslo.io import sha256_file, write_json, write_text
 
 FORMAT = "lslo-eval/1"
 CHRF_NAME = "chrF++"
@@ -180,14 +179,6 @@ class PieceTokenizer:
         return " ".join(self.encode(line))
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _flores_name(path: Path) -> str:
     """Which FLORES model a file is, by the names sacrebleu and FLORES give them."""
     name = path.name.lower()
@@ -218,7 +209,7 @@ def piece_tokenizer(tokenizer: Any = None, spm: str | os.PathLike | None = None)
                 f"--spm: no such file {str(spm)!r}; give the FLORES-101 or FLORES-200 SentencePiece model "
                 "(e.g. flores200_sacrebleu_tokenizer_spm.model) or leave --spm out"
             )
-        sp, sha, name = _load_spm(path, "--spm"), _sha256(path), _flores_name(path)
+        sp, sha, name = _load_spm(path, "--spm"), sha256_file(path), _flores_name(path)
         info = {"kind": "flores", "name": name, "path": str(path.resolve()), "sha256": sha}
         return PieceTokenizer(
             f"spBLEU({name} spm, sha256:{sha[:16]})", info, lambda s: sp.encode(s, out_type=str)
@@ -231,7 +222,7 @@ def piece_tokenizer(tokenizer: Any = None, spm: str | os.PathLike | None = None)
     sp_file = getattr(tokenizer, "spm_file", None) or getattr(tokenizer, "vocab_file", None)
     if sp_file and Path(sp_file).is_file() and str(sp_file).endswith(".model"):
         sp = _load_spm(sp_file, "tokenizer")
-        info.update(path=str(Path(sp_file).resolve()), sha256=_sha256(sp_file))
+        info.update(path=str(Path(sp_file).resolve()), sha256=sha256_file(sp_file))
         return PieceTokenizer(metric, info, lambda s: sp.encode(s, out_type=str))
     return PieceTokenizer(metric, info, tokenizer.tokenize)
 

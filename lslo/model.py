@@ -184,23 +184,22 @@ class LSLoModel(TranslationModel):
             n = sum(layer.num_lora_parameters(i) for layer in layers)
             tier = self.lslo_config.languages[lang]
             per_lang[lang] = {"tier": tier, "rank": self.lslo_config.rank(lang), "params": n, "percent_of_base": 100 * n / base}
-        tiers: dict[str, dict[str, Any]] = {}
-        for lang, row in per_lang.items():
-            t = tiers.setdefault(row["tier"], {"languages": [], "params": 0})
-            t["languages"].append(lang)
-            t["params"] += row["params"]
-        for t in tiers.values():
-            t["percent_of_base"] = 100 * t["params"] / base
-            t["percent_per_language"] = t["percent_of_base"] / len(t["languages"])
-        total = sum(row["params"] for row in per_lang.values())
-        return {
-            "languages": per_lang,
-            "tiers": tiers,
-            "total": total,
-            "base_params": base,
-            "percent_of_base": 100 * total / base,
-            "lslo_layers": len(layers),
-        }
+        return summarize_languages(per_lang, base, len(layers))
+
+
+def summarize_languages(per_lang: dict[str, dict[str, Any]], base: int, num_layers: int) -> dict[str, Any]:
+    """`parameter_report`'s shape from per-language rows ({"tier", "params", ...}): tiers, total, % of base."""
+    tiers: dict[str, dict[str, Any]] = {}
+    for lang, row in per_lang.items():
+        t = tiers.setdefault(row["tier"], {"languages": [], "params": 0})
+        t["languages"].append(lang)
+        t["params"] += row["params"]
+    for t in tiers.values():
+        t["percent_of_base"] = 100 * t["params"] / base
+        t["percent_per_language"] = t["percent_of_base"] / len(t["languages"])
+    total = sum(row["params"] for row in per_lang.values())
+    return {"languages": per_lang, "tiers": tiers, "total": total, "base_params": base,
+            "percent_of_base": 100 * total / base, "lslo_layers": num_layers}  # fmt: skip
 
 
 def add_lslo(model: nn.Module, config: LSLoConfig, tokenizer: Any = None) -> LSLoModel:
