@@ -33,6 +33,15 @@ def tiny_model(seed: int = 0, **overrides) -> M2M100ForConditionalGeneration:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def make_model():
     return tiny_model
 

@@ -31,13 +31,7 @@ LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
 RANKS = {"high": 2, "medium": 2, "low": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int = 0, scale: dict[str, float] | None = None):

@@ -22,12 +22,7 @@ FFN = dict(encoder_modules=["fc1", "fc2"], decoder_modules=["fc1", "fc2"])
 TRUE_ENCODER, TRUE_DECODER = "src*2,tgt*2", "tgt*4"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
