@@ -332,6 +332,16 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
+PATH_KEYS = ("data", "base_model", "out_dir", "tokenizer")
+
+
+def _same_setting(key: str, before: Any, now: Any) -> bool:
+    """Equal settings; paths are compared after resolving symlinks (a run reached by another path)."""
+    if key in PATH_KEYS and isinstance(before, str) and isinstance(now, str):
+        return os.path.realpath(before) == os.path.realpath(now)
+    return before == now
+
+
 def check_out_dir(cfg: TrainConfig) -> bool:
     """Check that `cfg.out_dir` may be used; True when there is a run to resume."""
     out = Path(cfg.out_dir)
@@ -349,7 +359,7 @@ def check_out_dir(cfg: TrainConfig) -> bool:
     for key in sorted(set(saved) | set(now)):
         # A key that a newer lslo added is compared with its default, so older runs still resume.
         before = saved.get(key, defaults.get(key))
-        if key not in RESUMABLE_KEYS and before != now.get(key):
+        if key not in RESUMABLE_KEYS and not _same_setting(key, before, now.get(key)):
             raise LsloError(
                 f"out_dir {out}: holds a different run ({key}={before!r} there, {now.get(key)!r} now); "
                 "choose a new directory"

@@ -109,6 +109,10 @@ def test_output_dir_holding_something_else_is_refused(world, tmp_path):
     del saved["keep_checkpoints"]
     (out / "run.json").write_text(json.dumps(saved))
     assert train(config(world, out, max_steps=3, valid_split=None, resume=True))["steps"] == 3
+    # The same run reached through a symlink (a moved work tree) is still the same run.
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    assert train(config(world, link, max_steps=4, valid_split=None, resume=True))["steps"] == 4
 
 
 def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_hours_budget_stops(world, tmp_path):
