@@ -243,12 +243,21 @@ def export(
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": str(data_dir),
         "data_sha256": data_fingerprint(data_dir),
-        "train_config": run,
+        # Paths as given (relative to the work tree), not the machine's absolute ones.
+        "train_config": {
+            **run,
+            "data": str(data_dir),
+            "base_model": str(out / "init"),
+            "out_dir": str(out / "train"),
+        },
         "command": _command_line(),
         "steps": state["step"],
         "tokens": state["tokens"],
         "hours": round(state["elapsed"] / 3600, 3),
         "valid": {k: v for k, v in valid.items()} if valid else None,
+        "valid_curve": [
+            {k: r[k] for k in ("step", "valid_loss", "valid_ppl") if k in r} for r in log if "valid_loss" in r
+        ],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if chrf_sentences > 0:

@@ -321,6 +321,11 @@ def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
     assert (
         manifest["train_config"]["train_split"] == "pretrain" and manifest["train_config"]["method"] == "full"
     )
+    # Paths as the user gave them (no machine-specific absolute paths), and the validation curve.
+    assert manifest["train_config"]["out_dir"] == str(out / "train")
+    logged = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in manifest["valid_curve"]] == [r["step"] for r in logged if "valid_loss" in r]
+    assert manifest["valid_curve"]
 
 
 def test_prune_key_in_the_config_prunes_the_final_adapter(world, tmp_path):
