@@ -86,6 +86,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return pretrain.run(args)
 
 
+PRUNE_FLAGS = ("start", "duration", "unit", "every", "scope", "matrices")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lslo.train import TrainConfig, train
 
@@ -98,7 +101,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["resume"] = True
     if args.no_progress:
         overrides["progress"] = False
+    prune = {key: getattr(args, f"prune_{key}") for key in PRUNE_FLAGS if getattr(args, f"prune_{key}") is not None}
+    if args.prune is not None:
+        prune["ratio"] = args.prune
     cfg = TrainConfig.from_yaml(args.config, **overrides)
+    if prune:
+        if args.prune is None and cfg.prune is None:
+            raise LsloError(f"--prune-{next(iter(prune))}: needs --prune R (or a `prune:` key in {args.config})")
+        cfg = TrainConfig.from_yaml(args.config, **{**overrides, "prune": {**(cfg.prune or {}), **prune}})
     summary = train(cfg)
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -285,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-hours", type=float, default=None)
     t.add_argument("--resume", action="store_true", help="continue the run in --out-dir exactly")
     t.add_argument("--no-progress", action="store_true")
+    pg = t.add_argument_group("gradual pruning of the LSLo weights (the config's `prune:` key; these override it)")
+    pg.add_argument("--prune", type=float, default=None, metavar="R", help="final pruned fraction, e.g. 0.9")
+    pg.add_argument("--prune-start", type=float, default=None, metavar="T1", help="first pruning (default 2)")
+    pg.add_argument("--prune-duration", type=float, default=None, metavar="T2", help="R is reached at T1 + T2 (default 10)")
+    pg.add_argument("--prune-unit", choices=["epoch", "step"], default=None, help="what T1, T2 and --prune-every count")
+    pg.add_argument("--prune-every", type=float, default=None, help="recompute the masks every this many units")
+    pg.add_argument("--prune-scope", choices=["language", "layer", "matrix"], default=None)
+    pg.add_argument("--prune-matrices", choices=["B", "AB"], default=None, help="prune B only (default) or A and B")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("search", help="architecture learning: routing (src vs tgt per layer) or placement")

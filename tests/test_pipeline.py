@@ -62,10 +62,15 @@ def test_cli_pruned_run_subspace_report_compact_export_and_search(world, tmp_pat
         "method": "lslo", "languages": {"en": "high", "fr": "high", "sw": "low"}, "max_steps": 4, "max_tokens": 96,
         "max_len": 24, "warmup_steps": 2, "lr": 3e-3, "progress": False, "valid_split": None,
         "lslo": {"encoder_routing": "src*1,tgt*1"},
-        "prune": {"ratio": 0.9, "start": 1, "duration": 2, "unit": "step", "every": 1, "scope": "layer"},
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["train", str(tmp_path / "run.yaml")]) == 0
+    assert main(["train", str(tmp_path / "run.yaml"), "--prune-scope", "layer"]) == 2
+    assert "--prune-scope: needs --prune R" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    flags = ["--prune", "0.9", "--prune-start", "1", "--prune-duration", "2", "--prune-unit", "step", "--prune-every", "1",
+             "--prune-scope", "layer"]  # fmt: skip
+    assert main(["train", str(tmp_path / "run.yaml"), *flags]) == 0
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["prune"]
+    assert recorded == {"ratio": 0.9, "start": 1, "duration": 2, "unit": "step", "every": 1, "scope": "layer"}
     capsys.readouterr()
     assert main(["report", "--subspace", str(tmp_path / "run"), "--out", str(tmp_path / "sub")]) == 0
     sub = json.loads((tmp_path / "sub" / "subspace.json").read_text())
@@ -82,7 +87,6 @@ def test_cli_pruned_run_subspace_report_compact_export_and_search(world, tmp_pat
     kw = dict(decoder_input_ids=torch.tensor([[2, 5]]), src_lang="sw", tgt_lang="en")
     assert torch.equal(model.eval()(**batch, **kw).logits, again.eval()(**batch, **kw).logits)
 
-    del cfg["prune"]
     (tmp_path / "search.yaml").write_text(yaml.safe_dump({**cfg, "out_dir": str(tmp_path / "unused")}))
     assert main(["search", "routing", str(tmp_path / "search.yaml"), "--steps", "3", "--out", str(tmp_path / "routing")]) == 0
     routed = json.loads((tmp_path / "routing" / "lslo_config.json").read_text())
