@@ -15,7 +15,10 @@ from lslo.io import write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS_MD = HERE / "RESULTS.md"
-HEADER = "# Benchmark results\n\nEvery section below is generated from the JSON next to it by the command it names; nothing is typed in.\n"
+HEADER = (
+    "# Benchmark results\n\nEvery number below is generated from the JSON next to it by the command its section names;"
+    " nothing is typed in.\n"
+)
 
 
 def machine() -> dict:
