@@ -82,6 +82,7 @@ def translate_items(
     max_new_tokens: int = 256,
     max_source_tokens: int = 256,
     progress: bool = True,
+    early_stopping: bool = True,
 ) -> list[str]:
     """Translate `(src_lang, tgt_lang, text)` items; batches mix directions; output in input order.
 
@@ -89,7 +90,9 @@ def translate_items(
     starts with `[decoder_start, target language token]`. A batch holds as many sources as fit
     `batch size x longest source <= max_tokens` (sources sorted by length, so padding stays small).
     `model` is an LSLoModel / FullFineTune / SharedLoRA (given per-sample src_lang/tgt_lang) or a bare
-    transformers M2M100ForConditionalGeneration (given decoder_input_ids).
+    transformers M2M100ForConditionalGeneration (given decoder_input_ids). With `early_stopping` (the
+    default, as fairseq's beam search that the paper used, and M2M-100's own generation config), a
+    sentence is done once it has `num_beams` finished hypotheses.
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
@@ -130,6 +133,7 @@ def translate_items(
                     # Cap the output at 2 x the longest source + 10 tokens (fairseq's max_len_a/b idea):
                     # a weak model that never emits </s> must not decode to max_new_tokens.
                     num_beams=num_beams, max_new_tokens=min(max_new_tokens, 2 * width + 10),
+                    early_stopping=early_stopping if num_beams > 1 else False,
                 )  # fmt: skip
                 if plain:
                     prompt = [[start, lang_ids[items[i][1]]] for i in batch]
