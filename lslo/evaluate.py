@@ -361,6 +361,7 @@ def evaluate(
         "num_beams": num_beams, "max_sentences": max_sentences, "max_tokens": max_tokens,
         "max_new_tokens": max_new_tokens,
         "max_new_tokens_rule": "min(max_new_tokens, 2 x longest source in batch + 10)",
+        "early_stopping": num_beams > 1,  # a sentence is done at num_beams finished hypotheses
     }  # fmt: skip
     return write_results(
         out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta
