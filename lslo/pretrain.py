@@ -251,6 +251,9 @@ def export(
             "out_dir": str(out / "train"),
         },
         "command": _command_line(),
+        # What rebuilds these weights from scratch (`make base` runs it): the same run, stopped at this step.
+        "rebuild": f"lslo pretrain --data {data_dir} --out {out} --steps {state['step']} --max-tokens {run['max_tokens']}"
+        + (f" --languages {' '.join(run['languages'])}" if run.get("languages") else ""),
         "steps": state["step"],
         "tokens": state["tokens"],
         "hours": round(state["elapsed"] / 3600, 3),

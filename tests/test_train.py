@@ -323,6 +323,7 @@ def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
     )
     # Paths as the user gave them (no machine-specific absolute paths), and the validation curve.
     assert manifest["train_config"]["out_dir"] == str(out / "train")
+    assert manifest["rebuild"] == f"lslo pretrain --data {world / 'data'} --out {out} --steps 4 --max-tokens 96"
     logged = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in manifest["valid_curve"]] == [r["step"] for r in logged if "valid_loss" in r]
     assert manifest["valid_curve"]

@@ -1,0 +1,122 @@
+"""Time `make demo` from scratch and record what it shows: the figures the README quotes.
+
+    python benchmarks/demo_run.py            # runs `make demo DEMO=runs/demo-timed` (a fresh folder)
+
+Runs the demo exactly as a new user does (install, bible12, LSLo training on the shipped base, evaluation
+of the base and of the LSLo model on all 132 directions) and times each phase by wall clock. Then writes
+`benchmarks/results/demo.json` and the `demo` section of `benchmarks/RESULTS.md`: wall time, the tier-group
+scores of the base and the fine-tuned model, and how many directions improved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import HERE, machine, update_section  # noqa: E402
+
+ROOT = HERE.parent
+GROUPS = ("H->*", "M->*", "L->*", "*->H", "*->M", "*->L", "all")
+
+
+def overall(results: dict, metric: str) -> float:
+    scores = [d[metric] for d in results["directions"].values()]
+    return sum(scores) / len(scores)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demo-dir", default="runs/demo-timed", help="a fresh folder (removed first)")
+    ap.add_argument("--make-args", nargs="*", default=[], help="extra make variables, e.g. DEMO_STEPS=200")
+    args = ap.parse_args()
+
+    demo = ROOT / args.demo_dir
+    shutil.rmtree(demo, ignore_errors=True)
+    cmd = ["make", "demo", f"DEMO={args.demo_dir}", *args.make_args]
+    started = time.time()
+    marks: list[tuple[float, str]] = []
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if " -m lslo.cli " in line or " -m pip " in line:  # a command that make echoes
+                marks.append((time.time() - started, line.strip()))
+    if proc.returncode != 0:
+        raise SystemExit(f"demo_run.py: `{' '.join(cmd)}` failed (exit {proc.returncode})")
+    wall = time.time() - started
+    phases = [
+        {"command": cmd_line, "start_s": round(t, 1), "seconds": round((marks[i + 1][0] if i + 1 < len(marks) else wall) - t, 1)}
+        for i, (t, cmd_line) in enumerate(marks)
+    ]  # fmt: skip
+    base = json.loads((demo / "eval-base" / "results.json").read_text(encoding="utf-8"))
+    lslo = json.loads((demo / "eval-lslo" / "results.json").read_text(encoding="utf-8"))
+    train_log = [json.loads(x) for x in (demo / "lslo" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    improved = {
+        m: sum(lslo["directions"][d][m] > base["directions"][d][m] for d in base["directions"]) for m in ("spbleu", "chrf")
+    }  # fmt: skip
+    result = {
+        "format": "lslo-demo/1",
+        "command": "python benchmarks/demo_run.py " + " ".join(sys.argv[1:]),
+        "make": " ".join(cmd),
+        "wall_s": round(wall, 1),
+        "phases": phases,
+        "metric_names": {"spbleu": base["metrics"]["spbleu"]["name"], "chrf": base["metrics"]["chrf"]["name"]},
+        "settings": lslo["settings"],
+        "directions": len(base["directions"]),
+        "train_steps": max(r.get("step", 0) for r in train_log),
+        "scores": {
+            name: {m: {**{g: r["groups"][m][g]["mean"] for g in GROUPS if g in r["groups"][m]}, "all": overall(r, m)}
+                   for m in ("spbleu", "chrf")}
+            for name, r in (("base", base), ("lslo", lslo))
+        },  # fmt: skip
+        "directions_improved": improved,
+        "machine": machine(),
+    }
+    out = HERE / "results" / "demo.json"
+    from lslo.io import write_json
+
+    write_json(out, result)
+    update_section("demo", render(result))
+    print(f"wrote {out.relative_to(ROOT)} and the `demo` section of benchmarks/RESULTS.md")
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "## `make demo`: time and what it shows",
+        "",
+        f"Command: `{r['command'].strip()}` (= `{r['make']}` from scratch, timed by phase) · machine: {m['cpu']}, "
+        f"{m['cpu_cores']} cores, torch {m['torch']} · {m['date']} · commit {m['git_commit']} · JSON: `benchmarks/results/demo.json`",
+        "",
+        f"Wall time: **{r['wall_s'] / 60:.1f} min** (target: 15). LSLo trained {r['train_steps']} steps on the shipped base; "
+        f"both models evaluated on {r['directions']} directions x {r['settings']['max_sentences']} test verses, beam "
+        f"{r['settings']['num_beams']}.",
+        "",
+        "| phase | seconds |",
+        "|---|---:|",
+        *[f"| `{p['command'][:110]}` | {p['seconds']:.0f} |" for p in r["phases"]],
+        "",
+    ]
+    for metric in ("spbleu", "chrf"):
+        lines += [
+            f"| {r['metric_names'][metric]} | " + " | ".join(GROUPS) + " |",
+            "|---|" + "---:|" * len(GROUPS),
+        ]
+        for name in ("base", "lslo"):
+            lines.append(f"| {name} | " + " | ".join(f"{r['scores'][name][metric][g]:.2f}" for g in GROUPS) + " |")
+        lines.append("")
+    lines.append(
+        f"Directions where LSLo beats the base: {r['directions_improved']['spbleu']} of {r['directions']} (spBLEU), "
+        f"{r['directions_improved']['chrf']} of {r['directions']} (chrF++)."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
