@@ -1,6 +1,7 @@
 """Time `make demo` from scratch and record what it shows: the figures the README quotes.
 
     python benchmarks/demo_run.py            # runs `make demo DEMO=runs/demo-timed` (a fresh folder)
+    python benchmarks/demo_run.py --render   # the RESULTS.md section from the committed JSON only
 
 Runs the demo exactly as a new user does (install, bible12, LSLo training on the shipped base, evaluation
 of the base and of the LSLo model on all 132 directions) and times each phase by wall clock. Then writes
@@ -30,11 +31,25 @@ def overall(results: dict, metric: str) -> float:
     return sum(scores) / len(scores)
 
 
+def base_info(folder: Path) -> dict | None:
+    """Which base the demo fine-tuned: its pretraining steps, hours and validation figures (lslo_base.json)."""
+    path = folder / "lslo_base.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text(encoding="utf-8"))
+    return {"steps": m.get("steps"), "hours": m.get("hours"), "valid_loss": (m.get("valid") or {}).get("valid_loss"),
+            "valid_chrf_greedy": (m.get("chrf") or {}).get("mean")}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo-dir", default="runs/demo-timed", help="a fresh folder (removed first)")
     ap.add_argument("--make-args", nargs="*", default=[], help="extra make variables, e.g. DEMO_STEPS=200")
+    ap.add_argument("--render", action="store_true", help="only re-render the section from the committed JSON")
     args = ap.parse_args()
+    if args.render:
+        update_section("demo", render(json.loads((HERE / "results" / "demo.json").read_text(encoding="utf-8"))))
+        return
 
     demo = ROOT / args.demo_dir
     shutil.rmtree(demo, ignore_errors=True)
@@ -76,6 +91,7 @@ def main() -> None:
             for name, r in (("base", base), ("lslo", lslo))
         },  # fmt: skip
         "directions_improved": improved,
+        "base": base_info(ROOT / "base" / "bible12-small"),
         "machine": machine(),
     }
     out = HERE / "results" / "demo.json"
@@ -115,6 +131,14 @@ def render(r: dict) -> str:
         f"Directions where LSLo beats the base: {r['directions_improved']['spbleu']} of {r['directions']} (spBLEU), "
         f"{r['directions_improved']['chrf']} of {r['directions']} (chrF++)."
     )
+    gains = {m: r["scores"]["lslo"][m]["all"] - r["scores"]["base"][m]["all"] for m in ("spbleu", "chrf")}
+    verdict = "above" if min(gains.values()) > 0 else "NOT above"
+    lines += ["", f"Verdict: LSLo is **{verdict}** the base on both metrics (all directions: spBLEU {gains['spbleu']:+.2f}, "
+              f"chrF++ {gains['chrf']:+.2f})."]  # fmt: skip
+    if r.get("base"):
+        b = r["base"]
+        lines.append(f"Base: {b['steps']:,} pretraining steps ({b['hours']} CPU hours), validation loss {b['valid_loss']:.3f}, "
+                     f"greedy validation chrF++ {b['valid_chrf_greedy']}.")  # fmt: skip
     return "\n".join(lines)
 
 
