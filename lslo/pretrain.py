@@ -251,9 +251,11 @@ def export(
             "out_dir": str(out / "train"),
         },
         "command": _command_line(),
-        # What rebuilds these weights from scratch (`make base` runs it): the same run, stopped at this step.
-        "rebuild": f"lslo pretrain --data {data_dir} --out {out} --steps {state['step']} --max-tokens {run['max_tokens']}"
-        + (f" --languages {' '.join(run['languages'])}" if run.get("languages") else ""),
+        # Which steps ran in which autocast precision (None: before lslo recorded it; on CPU that was fp32).
+        "precision_history": state.get("precision_history"),
+        # What rebuilds these weights from scratch (`make base` runs it): the same run, stopped at this step,
+        # one command per precision segment.
+        "rebuild": _rebuild_command(data_dir, out, run, state),
         "steps": state["step"],
         "tokens": state["tokens"],
         "hours": round(state["elapsed"] / 3600, 3),
@@ -275,6 +277,21 @@ def export(
     manifest["export_dir"] = str(target)
     manifest["size_mb"] = round((target / "model.safetensors").stat().st_size / 2**20, 2)
     return manifest
+
+
+def _rebuild_command(data_dir: Any, out: Path, run: dict[str, Any], state: dict[str, Any]) -> str:
+    base = f"lslo pretrain --data {data_dir} --out {out}"
+    tail = f" --max-tokens {run['max_tokens']}" + (
+        f" --languages {' '.join(run['languages'])}" if run.get("languages") else ""
+    )
+    history = state.get("precision_history") or [[0, None]]
+    commands = []
+    for i, (start, precision) in enumerate(history):
+        end = history[i + 1][0] if i + 1 < len(history) else state["step"]
+        if end > start or i == len(history) - 1:
+            flag = f" --precision {precision}" if precision is not None else ""
+            commands.append(f"{base} --steps {end}{tail}{flag}")
+    return " && ".join(commands)
 
 
 def _command_line() -> str:
@@ -332,6 +349,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chrf-sentences", type=int, default=0, help="score chrF++ on this many valid sentences"
     )
+    parser.add_argument(
+        "--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast (default auto: bf16 on a GPU that has it, else fp32; bf16 on CPU is faster where supported)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -341,6 +362,8 @@ def run(args: argparse.Namespace) -> int:
         result = export(args.out, args.export_dir, args.data, None, args.chrf_sentences)
     else:
         overrides = {"max_tokens": args.max_tokens} if args.max_tokens else {}
+        if args.precision:
+            overrides["precision"] = args.precision
         result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,
                           args.vocab_size, args.seed, args.export_dir, args.chrf_sentences,
                           progress=not args.no_progress, **overrides)  # fmt: skip

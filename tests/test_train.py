@@ -115,6 +115,21 @@ def test_output_dir_holding_something_else_is_refused(world, tmp_path):
     assert train(config(world, link, max_steps=4, valid_split=None, resume=True))["steps"] == 4
 
 
+def test_bf16_autocast_on_cpu_is_used_and_a_resume_may_change_precision(world, tmp_path):
+    out = tmp_path / "mixed"
+    fp32 = train(config(world, tmp_path / "fp32", max_steps=4, valid_split=None))
+    train(config(world, out, max_steps=2, valid_split=None))
+    mixed = train(config(world, out, max_steps=4, valid_split=None, precision="bf16", resume=True))
+    assert mixed["steps"] == 4
+    state = torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)
+    assert state["precision_history"] == [[0, "fp32"], [2, "bf16"]]
+    ref, got = losses(tmp_path / "fp32"), losses(out)
+    assert ref[:1] == got[:1]  # the fp32 steps are the same run
+    assert fp32["steps"] == 4 and ref[-1] != got[-1]  # bf16 autocast really ran (it changes the numbers)
+    with pytest.raises(LsloError, match="precision=fp16: needs a GPU; use bf16 or fp32 on CPU"):
+        train(config(world, tmp_path / "fp16", max_steps=1, valid_split=None, precision="fp16"))
+
+
 def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_hours_budget_stops(world, tmp_path):
     def terminate_at_3(step, model):
         if step == 3:
@@ -323,7 +338,7 @@ def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
     )
     # Paths as the user gave them (no machine-specific absolute paths), and the validation curve.
     assert manifest["train_config"]["out_dir"] == str(out / "train")
-    assert manifest["rebuild"] == f"lslo pretrain --data {world / 'data'} --out {out} --steps 4 --max-tokens 96"
+    assert manifest["rebuild"] == f"lslo pretrain --data {world / 'data'} --out {out} --steps 4 --max-tokens 96 --precision fp32"
     logged = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in manifest["valid_curve"]] == [r["step"] for r in logged if "valid_loss" in r]
     assert manifest["valid_curve"]
