@@ -377,8 +377,8 @@ def check_out_dir(cfg: TrainConfig) -> bool:
 
 
 def effective_precision(precision: str) -> str:
-    """`auto` -> bf16 on a GPU that has it, else fp32 (on CPU, bf16 autocast must be asked for: it is faster
-    on CPUs with bf16 instructions, 1.6x per step measured on AVX512-BF16, but changes results)."""
+    """`auto` -> bf16 on a GPU that has it, else fp32. On CPU, bf16 autocast must be asked for: it is faster
+    on CPUs with bf16 instructions (AVX512-BF16, AMX) but changes results."""
     cuda = torch.cuda.is_available()
     if precision == "auto":
         return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
