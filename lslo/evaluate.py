@@ -9,6 +9,10 @@ sacrebleu alone:
     <out>/directions/<src>-<tgt>/{hyp,ref}.pieces.txt    the same, SentencePiece pieces joined by spaces
     <out>/results.json  results.csv  tiers.md  heatmap.png
 
+An interrupted `evaluate` continues where it stopped: each translated batch is appended to
+`<out>/.translations.partial.jsonl` under a fingerprint of the model's weights, the items and the decoding
+settings, and a rerun with the same fingerprint skips the batches already there (removed once done).
+
 spBLEU is sacrebleu BLEU with `tokenize="none"` on the piece files: identical to sacrebleu's own
 `tokenize="flores200"` (or `flores101`) when the piece model is that FLORES model, because sacrebleu's
 SPM tokenizer is exactly `" ".join(EncodeAsPieces(line))`. Without a FLORES model (`spm=None`) the
@@ -17,6 +21,8 @@ pieces come from the model's own tokenizer and the metric is named so ("spBLEU[t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from lslo.errors import LsloError
 from lslo.io import sha256_file, write_json, write_text
 
 FORMAT = "lslo-eval/1"
+PARTIAL = ".translations.partial.jsonl"  # translated batches of an unfinished `evaluate`
 CHRF_NAME = "chrF++"
 
 
@@ -73,6 +80,43 @@ def _batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap fingerprint of every parameter and buffer (name, shape, sum, sum of squares, in float64)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            x = t.detach().double()
+            h.update(f"{name}{tuple(t.shape)}{x.sum().item():.17g}{x.square().sum().item():.17g}".encode())
+    return h.hexdigest()
+
+
+class _BatchCache:
+    """Translated batches appended as JSON lines after a fingerprint line; a torn last line is ignored."""
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str) -> None:
+        self.path, self.done = Path(path), {}
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
+        if lines and lines[0] == json.dumps({"fingerprint": fingerprint}):
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                self.done[row["batch"]] = row["hyps"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        head = json.dumps({"fingerprint": fingerprint}) + "\n"
+        self.path.write_text(
+            head + "".join(json.dumps({"batch": k, "hyps": v}) + "\n" for k, v in self.done.items()),
+            encoding="utf-8",
+        )
+
+    def add(self, k: int, hyps: list[str]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"batch": k, "hyps": hyps}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def translate_items(
     model: Any,
     tokenizer: Any,
@@ -83,6 +127,7 @@ def translate_items(
     max_source_tokens: int = 256,
     progress: bool = True,
     early_stopping: bool = True,
+    cache: str | os.PathLike | None = None,
 ) -> list[str]:
     """Translate `(src_lang, tgt_lang, text)` items; batches mix directions; output in input order.
 
@@ -92,7 +137,8 @@ def translate_items(
     `model` is an LSLoModel / FullFineTune / SharedLoRA (given per-sample src_lang/tgt_lang) or a bare
     transformers M2M100ForConditionalGeneration (given decoder_input_ids). With `early_stopping` (the
     default, as fairseq's beam search that the paper used, and M2M-100's own generation config), a
-    sentence is done once it has `num_beams` finished hypotheses.
+    sentence is done once it has `num_beams` finished hypotheses. With `cache` (a file), each translated
+    batch is appended there and a later call with the same model weights, items and settings skips it.
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
@@ -114,6 +160,12 @@ def translate_items(
         start = eos
     device = _model_device(model)
     out: list[str] = [""] * len(items)
+    batches = _batches([len(s) for s in sources], max_tokens)
+    store = None
+    if cache is not None:
+        key = json.dumps([weights_fingerprint(model), items, num_beams, max_tokens, max_new_tokens,
+                          max_source_tokens, early_stopping])  # fmt: skip
+        store = _BatchCache(cache, hashlib.sha256(key.encode()).hexdigest())
     was_training = model.training
     model.eval()
     try:
@@ -121,7 +173,12 @@ def translate_items(
             torch.inference_mode(),
             tqdm(total=len(items), unit="sent", desc="translate", disable=not progress) as bar,
         ):
-            for batch in _batches([len(s) for s in sources], max_tokens):
+            for k, batch in enumerate(batches):
+                if store is not None and k in store.done and len(store.done[k]) == len(batch):
+                    for i, text in zip(batch, store.done[k], strict=True):
+                        out[i] = text
+                    bar.update(len(batch))
+                    continue
                 width = len(sources[batch[0]])
                 input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -146,6 +203,8 @@ def translate_items(
                     batch, tokenizer.batch_decode(seqs, skip_special_tokens=True), strict=True
                 ):
                     out[i] = _clean(text)
+                if store is not None:
+                    store.add(k, [out[i] for i in batch])
                 bar.update(len(batch))
     finally:
         model.train(was_training)
@@ -352,7 +411,9 @@ def evaluate(
 
     pairs = {d: corpus.pairs(*d)[:max_sentences] for d in chosen}
     items = [(s, t, src) for (s, t), ps in pairs.items() for src, _ in ps]
-    hyps = translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress)
+    partial = Path(out_dir) / PARTIAL
+    hyps = translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress,
+                           cache=partial)  # fmt: skip
     outputs, pos = {}, 0
     for d, ps in pairs.items():
         outputs[d] = ([x for x, _ in ps], hyps[pos : pos + len(ps)], [r for _, r in ps])
@@ -363,9 +424,11 @@ def evaluate(
         "max_new_tokens_rule": "min(max_new_tokens, 2 x longest source in batch + 10)",
         "early_stopping": num_beams > 1,  # a sentence is done at num_beams finished hypotheses
     }  # fmt: skip
-    return write_results(
+    results = write_results(
         out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta
     )
+    partial.unlink(missing_ok=True)
+    return results
 
 
 def write_results(

@@ -147,6 +147,48 @@ def test_mixed_batches_give_the_same_translations_in_input_order(model, tokenize
     assert translate_items(model, tokenizer, [], progress=False) == []
 
 
+def test_an_interrupted_translation_resumes_from_its_cache_and_a_changed_model_starts_over(
+    model, tokenizer, corpus, tmp_path, monkeypatch
+):
+    items = [(s, t, text) for s, t in [("en", "fr"), ("sw", "en")] for text in corpus.sentences(s)]
+    kw = dict(num_beams=2, max_new_tokens=6, max_tokens=40, progress=False)
+    want = translate_items(model, tokenizer, items, **kw)
+    cache = tmp_path / "partial.jsonl"
+    calls, real = [], model.generate
+
+    class Killed(Exception):
+        pass
+
+    armed = [True]
+
+    def dies_on_the_fourth_batch(**kwargs):
+        calls.append(1)
+        if armed[0] and len(calls) == 4:
+            armed[0] = False
+            raise Killed
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", dies_on_the_fourth_batch)
+    with pytest.raises(Killed):
+        translate_items(model, tokenizer, items, cache=cache, **kw)
+    with open(cache, "a", encoding="utf-8") as f:
+        f.write('{"batch": 3, "hy')  # a line torn by the kill
+    calls.clear()
+    assert translate_items(model, tokenizer, items, cache=cache, **kw) == want
+    n_batches = 3 + len(calls)  # three came from the cache, the rest were translated now
+    assert n_batches > 4
+    weight = next(model.parameters())
+    with torch.no_grad():
+        weight.add_(1.0)  # other weights: nothing in the cache is reused
+    try:
+        calls.clear()
+        translate_items(model, tokenizer, items, cache=cache, **kw)
+        assert len(calls) == n_batches
+    finally:
+        with torch.no_grad():
+            weight.sub_(1.0)
+
+
 # ----------------------------------------------------------------------------- evaluate end to end
 
 
@@ -172,6 +214,7 @@ def test_evaluate_writes_recomputable_results(model, tokenizer, corpus, tmp_path
     assert res["groups"]["chrf"]["M->L"]["mean"] == row["chrf"]
     assert recompute(out, check_pieces=True) < 1e-9
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not (out / ".translations.partial.jsonl").exists()  # the resume cache goes once results are written
 
 
 def test_evaluate_subset_and_tiers_from_lslo_config(tokenizer, corpus, tmp_path, model):
