@@ -166,6 +166,7 @@ def run_config(exp: Mapping[str, Any], seed: int, opts: argparse.Namespace) -> d
         "max_epochs": None, "max_steps": opts.steps, "max_tokens": opts.max_tokens, "seed": seed,
         "warmup_steps": resolve_steps("10%", opts.steps), "save_every": resolve_steps("10%", opts.steps),
         "eval_every": opts.steps, "valid_max_per_direction": opts.valid_per_direction, "progress": False,
+        "precision": opts.precision,
     }  # fmt: skip
     cfg = deep_merge(deep_merge(cfg, common), exp["overrides"])
     if cfg.get("prune"):
@@ -421,7 +422,7 @@ def build_result(run: Mapping[str, Any], state: Mapping[str, Any], run_dir: Path
         "format": FORMAT,
         "run": run["run"], "experiment": run["experiment"], "seed": run["seed"],
         "about": "the base model, not fine-tuned" if run["run"] == "base" else experiment(run["experiment"])["about"],
-        "budget": {"steps": opts.steps, "max_tokens": opts.max_tokens},
+        "budget": {"steps": opts.steps, "max_tokens": opts.max_tokens, "precision": opts.precision},
         "eval": {"split": "test", "sentences_per_direction": opts.max_sentences, "beams": opts.beams,
                  "directions": len(directions), **{k: v for k, v in state.get("eval", {}).items() if k != "rc"}},
         "metrics": {m: ev["metrics"][m]["name"] for m in METRICS},
@@ -567,12 +568,13 @@ def render(results_dir: str | os.PathLike) -> str:
     else:
         m = any_run["machine"]
         commits = sorted({r["git_commit"] for runs in data.values() for r in runs})
-        budgets = sorted({(r["budget"]["steps"], r["budget"]["max_tokens"]) for runs in data.values() for r in runs})
+        budgets = sorted({(r["budget"]["steps"], r["budget"]["max_tokens"], r["budget"].get("precision", "auto"))
+                          for runs in data.values() for r in runs})  # fmt: skip
         evals = sorted({(r["eval"]["sentences_per_direction"], r["eval"]["beams"], r["eval"]["directions"]) for runs in data.values() for r in runs})
         lines += [
             "",
             f"Base: `{any_run['base_model']}` · budget per run: "
-            + "; ".join(f"{s} steps of <= {t} tokens" for s, t in budgets)
+            + "; ".join(f"{s} steps of <= {t} tokens ({p})" for s, t, p in budgets)
             + " · test: " + "; ".join(f"first {n} verses of each of {d} directions, beam {b}" for n, b, d in evals)
             + f" · machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, torch {m['torch']} · commits {', '.join(commits)}",
             "",
@@ -580,7 +582,7 @@ def render(results_dir: str | os.PathLike) -> str:
             f"`mean ± h` is the mean over seeds and h half the max-min range (one seed: no ±). spBLEU is "
             f"`{any_run['metrics']['spbleu']}` (the base model's own SentencePiece model, not FLORES').",
         ]  # fmt: skip
-        if len({(s, t) for s, t in budgets}) > 1 or len(evals) > 1:
+        if len(budgets) > 1 or len(evals) > 1:
             lines += ["", "> warning: the runs were made with different budgets or test subsets; compare with care."]
     for metric, title in (("spbleu", "spBLEU"), ("chrf", "chrF++")):
         lines += ["", f"### {title}", "", "| experiment | seeds | " + " | ".join(GROUP_COLUMNS) + " |",
@@ -649,6 +651,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--config", default=str(CONFIG.relative_to(ROOT)), help="the run config the experiments override")
     ap.add_argument("--steps", type=int, default=STEPS, help="optimizer steps per run, every method (default: %(default)s)")
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens per batch, every method (default: %(default)s)")
+    ap.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16"],
+                    help="training autocast, every method (default: %(default)s; bf16 is faster on CPUs with bf16 "
+                         "instructions and on GPUs; fp32 where the CPU lacks them)")  # fmt: skip
     ap.add_argument("--search-steps", type=int, default=None, help="steps of the routing search (default: --steps)")
     ap.add_argument("--max-sentences", type=int, default=MAX_SENTENCES, help="test verses per direction (default: %(default)s)")
     ap.add_argument("--beams", type=int, default=BEAMS)
