@@ -106,13 +106,17 @@ class _BatchCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         head = json.dumps({"fingerprint": fingerprint}) + "\n"
         self.path.write_text(
-            head + "".join(json.dumps({"batch": k, "hyps": v}) + "\n" for k, v in self.done.items()),
+            head + "".join(self._line(k, v) for k, v in self.done.items()),
             encoding="utf-8",
         )
 
+    @staticmethod
+    def _line(k: int, hyps: list[str]) -> str:
+        return json.dumps({"batch": k, "hyps": hyps}, ensure_ascii=False) + "\n"
+
     def add(self, k: int, hyps: list[str]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"batch": k, "hyps": hyps}, ensure_ascii=False) + "\n")
+            f.write(self._line(k, hyps))
             f.flush()
             os.fsync(f.fileno())
 

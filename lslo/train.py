@@ -51,9 +51,8 @@ from lslo.io import atomic_dir, write_json, write_text
 
 METHODS = ("lslo", "lora", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Keys that may change when a run is resumed (budget and display only).
-# Keys a resumed run may change. `precision` too: the weights and optimizer state stay fp32 whatever the
-# autocast; each checkpoint records which steps ran in which precision (`precision_history`).
+# Keys a resumed run may change: the budget, the display, and `precision` (the weights and optimizer state
+# stay fp32 whatever the autocast; each checkpoint records which steps ran in which precision).
 RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision")
 
 Callback = Callable[[int, nn.Module], None]
