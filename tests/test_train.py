@@ -115,6 +115,30 @@ def test_output_dir_holding_something_else_is_refused(world, tmp_path):
     assert train(config(world, link, max_steps=4, valid_split=None, resume=True))["steps"] == 4
 
 
+def test_source_dependence_is_zero_for_a_model_that_cannot_see_its_source(world):
+    from transformers import M2M100ForConditionalGeneration
+
+    from lslo.pretrain import source_dependence
+    from lslo.tokenizer import load_tokenizer
+
+    model = M2M100ForConditionalGeneration.from_pretrained(world / "model")
+    tokenizer = load_tokenizer(world / "model")
+    cross = [layer.encoder_attn.out_proj for layer in model.model.decoder.layers]
+    with torch.no_grad():  # sharp predictions from a loud cross-attention: the source moves every one
+        model.model.decoder.layer_norm.weight.mul_(30.0)
+        for proj in cross:
+            proj.weight.mul_(50.0)
+    loud = source_dependence(model, tokenizer, world / "data", None, 4)
+    assert loud["directions"] == 6 and loud["sentences_per_direction"] == 4  # en fr sw, 4 verses each
+    with torch.no_grad():
+        for proj in cross:  # no cross-attention output: the source cannot matter
+            proj.weight.zero_()
+            proj.bias.zero_()
+    blind = source_dependence(model, tokenizer, world / "data", None, 4)
+    assert abs(blind["gap"]) < 1e-4 and blind["nll"] > 0  # float summation order only
+    assert abs(loud["gap"]) > 1e-3, loud  # ten times the bound on the blind one
+
+
 def test_bf16_autocast_on_cpu_is_used_and_a_resume_may_change_precision(world, tmp_path):
     out = tmp_path / "mixed"
     fp32 = train(config(world, tmp_path / "fp32", max_steps=4, valid_split=None))
