@@ -9,6 +9,10 @@
 4. export a standard Hugging Face directory (fp16 safetensors + tokenizer + `lslo_base.json` manifest)
                                                                -> <out>/export (or `export_dir`)
 
+A later stage may start from an earlier stage's export (`init_from`, e.g. with other sampling settings):
+steps 1 and 2 then copy that export, and the new export's manifest chains both stages (hours, tokens,
+and a `rebuild` command line that runs them all from scratch).
+
 Run it in the background and resume it as often as needed:
 
     python -m lslo.pretrain --data data/bible12 --out runs/base --hours 6
@@ -136,6 +140,34 @@ def prepare(
     return tok_dir, init_dir
 
 
+def continue_from(init_from: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Steps 1 and 2 of a later stage: copy the earlier stage's export (model, tokenizer, manifest) into
+    <out>/tokenizer and <out>/init. Returns the init directory; refuses an <out> started from other weights."""
+    import shutil
+
+    src, out = Path(init_from), Path(out_dir)
+    if not (src / MANIFEST).is_file() or not (src / "model.safetensors").is_file():
+        raise LsloError(f"--init-from {src}: not a `lslo pretrain` export (no {MANIFEST}); give an export directory")
+    tok_dir, init_dir = out / "tokenizer", out / "init"
+    digest = sha256_file(src / "model.safetensors")
+    if (init_dir / MANIFEST).is_file():
+        if json.loads((init_dir / MANIFEST).read_text(encoding="utf-8")).get("weights_sha256") != digest:
+            raise LsloError(f"--init-from {src}: {out} was started from other weights; choose a new --out")
+        return init_dir
+    if init_dir.exists() or tok_dir.exists():
+        raise LsloError(f"--init-from {src}: {out} holds a run started from scratch; choose a new --out")
+    previous = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+    for target in (tok_dir, init_dir):
+        with atomic_dir(target) as tmp:
+            for f in src.iterdir():
+                if f.is_file() and f.name != MANIFEST and (target == init_dir or f.suffix != ".safetensors"):
+                    shutil.copy2(f, tmp / f.name)
+            if target == init_dir:  # the earlier stage, and where it was exported (its rebuild writes there)
+                record = {**previous, "export_dir": str(src), "weights_sha256": digest}
+                (tmp / MANIFEST).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return init_dir
+
+
 def pretrain(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -148,11 +180,13 @@ def pretrain(
     export_dir: str | os.PathLike | None = None,
     chrf_sentences: int = 0,
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
     **train_overrides: Any,
 ) -> dict[str, Any]:
     """Pretrain (or resume pretraining) a base model; export it when the budget is spent.
 
     `max_hours` counts training time over all sessions; calling again with a larger budget continues.
+    `init_from`: start from an earlier stage's export instead of random weights (a new stage).
     `train_overrides` are TrainConfig fields (e.g. max_tokens, lr). Returns the export manifest, or the
     training summary when the run was interrupted (SIGTERM / SIGINT).
     """
@@ -161,7 +195,10 @@ def pretrain(
     if max_steps is None and max_hours is None:
         raise LsloError("pretrain: no budget; give --steps or --hours")
     out = Path(out_dir)
-    _, init_dir = prepare(data_dir, out, languages, model_size, vocab_size, seed)
+    if init_from is not None:
+        init_dir = continue_from(init_from, out)
+    else:
+        _, init_dir = prepare(data_dir, out, languages, model_size, vocab_size, seed)
     settings = {**PRETRAIN_DEFAULTS, **train_overrides}
     cfg = TrainConfig(
         data=str(Path(data_dir).resolve()),
@@ -255,7 +292,7 @@ def export(
         "precision_history": state.get("precision_history"),
         # What rebuilds these weights from scratch (`make base` runs it): the same run, stopped at this step,
         # one command per precision segment.
-        "rebuild": _rebuild_command(data_dir, out, run, state),
+        "rebuild": _rebuild_command(data_dir, out, run, state, model_size),
         "steps": state["step"],
         "tokens": state["tokens"],
         "hours": round(state["elapsed"] / 3600, 3),
@@ -265,6 +302,9 @@ def export(
         ],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    previous_file = out / "init" / MANIFEST
+    if previous_file.is_file():  # a later stage: chain the earlier ones
+        _chain(manifest, json.loads(previous_file.read_text(encoding="utf-8")))
     if chrf_sentences > 0:
         manifest["chrf"] = quick_chrf(model, tokenizer, data_dir, run.get("languages"), chrf_sentences)
         manifest["source_dependence"] = source_dependence(
@@ -282,11 +322,39 @@ def export(
     return manifest
 
 
-def _rebuild_command(data_dir: Any, out: Path, run: dict[str, Any], state: dict[str, Any]) -> str:
+# Settings a stage may change, as `lslo pretrain` flags (written into `rebuild` when not the default).
+STAGE_FLAGS = {"temperature": "--temperature", "lr": "--lr", "warmup_steps": "--warmup-steps", "dropout": "--dropout"}
+
+
+def _stage(manifest: dict[str, Any]) -> dict[str, Any]:
+    """One stage's summary: its budget, its sampling/optimizer settings and where it ended."""
+    run = manifest["train_config"]
+    return {"steps": manifest["steps"], "tokens": manifest["tokens"], "hours": manifest["hours"],
+            "settings": {k: run.get(k) for k in ("temperature", "lr", "warmup_steps", "dropout", "label_smoothing",
+                                                 "max_tokens")},
+            "precision_history": manifest.get("precision_history"), "valid": manifest.get("valid"),
+            **({"export_dir": manifest["export_dir"]} if "export_dir" in manifest else {})}  # fmt: skip
+
+
+def _chain(manifest: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Fold the earlier stages' record into a later stage's manifest: `stages`, `total` and `rebuild`."""
+    manifest["stages"] = [*previous.get("stages", [_stage(previous)]), _stage(manifest)]
+    manifest["total"] = {k: round(sum(st[k] for st in manifest["stages"]), 3) for k in ("steps", "tokens", "hours")}
+    # The earlier stage's last command writes the export this stage starts from.
+    init = f" --init-from {previous['export_dir']}"
+    first = f"{previous['rebuild']} --export-dir {previous['export_dir']}"
+    manifest["rebuild"] = first + " && " + " && ".join(c + init for c in manifest["rebuild"].split(" && "))
+
+
+def _rebuild_command(
+    data_dir: Any, out: Path, run: dict[str, Any], state: dict[str, Any], model_size: str = "base"
+) -> str:
     base = f"lslo pretrain --data {data_dir} --out {out}"
     tail = f" --max-tokens {run['max_tokens']}" + (
         f" --languages {' '.join(run['languages'])}" if run.get("languages") else ""
     )
+    tail += f" --model-size {model_size}" if model_size != "base" else ""
+    tail += "".join(f" {flag} {run[k]}" for k, flag in STAGE_FLAGS.items() if run.get(k) != PRETRAIN_DEFAULTS[k])
     history = state.get("precision_history") or [[0, None]]
     commands = []
     for i, (start, precision) in enumerate(history):
@@ -397,6 +465,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
         help="autocast (default auto: bf16 on a GPU that has it, else fp32; bf16 on CPU is faster where supported)",
     )  # fmt: skip
+    parser.add_argument(
+        "--init-from", default=None,
+        help="start from an earlier stage's export (a new stage, e.g. with another --temperature) in a new --out",
+    )  # fmt: skip
+    parser.add_argument("--temperature", type=float, default=None, help="direction sampling temperature (default 5)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps (default 1000)")
+    parser.add_argument("--dropout", type=float, default=None, help="dropout (default 0.1)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -405,12 +481,11 @@ def run(args: argparse.Namespace) -> int:
     if args.export_only:
         result = export(args.out, args.export_dir, args.data, None, args.chrf_sentences)
     else:
-        overrides = {"max_tokens": args.max_tokens} if args.max_tokens else {}
-        if args.precision:
-            overrides["precision"] = args.precision
+        overrides = {k: getattr(args, k) for k in ("max_tokens", "precision", *STAGE_FLAGS)
+                     if getattr(args, k) is not None}  # fmt: skip
         result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,
                           args.vocab_size, args.seed, args.export_dir, args.chrf_sentences,
-                          progress=not args.no_progress, **overrides)  # fmt: skip
+                          progress=not args.no_progress, init_from=args.init_from, **overrides)  # fmt: skip
     if isinstance(result.get("chrf"), dict):
         result["chrf"] = {k: v for k, v in result["chrf"].items() if k != "directions"}
     print(json.dumps({k: v for k, v in result.items() if k != "train_config"}, indent=2, default=str))

@@ -362,10 +362,45 @@ def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
     )
     # Paths as the user gave them (no machine-specific absolute paths), and the validation curve.
     assert manifest["train_config"]["out_dir"] == str(out / "train")
-    assert manifest["rebuild"] == f"lslo pretrain --data {world / 'data'} --out {out} --steps 4 --max-tokens 96 --precision fp32"
+    assert manifest["rebuild"] == f"lslo pretrain --data {world / 'data'} --out {out} --steps 4 --max-tokens 96 --model-size tiny --precision fp32"
     logged = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in manifest["valid_curve"]] == [r["step"] for r in logged if "valid_loss" in r]
     assert manifest["valid_curve"]
+
+
+def test_a_later_stage_starts_from_an_export_and_chains_the_manifest(world, tmp_path):
+    from lslo.io import sha256_file
+    from lslo.pretrain import MANIFEST, pretrain
+
+    small = dict(vocab_size=300, model_size="tiny", progress=False, max_tokens=96, max_len=24, save_every=2)
+    first = pretrain(world / "data", tmp_path / "s1", max_steps=2, export_dir=tmp_path / "e1", **small)
+    out2 = tmp_path / "s2"
+    second = pretrain(world / "data", out2, max_steps=3, init_from=tmp_path / "e1", temperature=1.0, lr=0.002,
+                      export_dir=tmp_path / "e2", **small)  # fmt: skip
+    # Stage 2 trained the stage-1 export (fp16 weights as exported), with its own settings.
+    assert sha256_file(out2 / "init" / "model.safetensors") == sha256_file(tmp_path / "e1" / "model.safetensors")
+    run = json.loads((out2 / "train" / "run.json").read_text())
+    assert (run["temperature"], run["lr"]) == (1.0, 0.002)
+    manifest = json.loads((tmp_path / "e2" / MANIFEST).read_text())
+    assert [st["steps"] for st in manifest["stages"]] == [2, 3]
+    assert [st["settings"]["temperature"] for st in manifest["stages"]] == [5.0, 1.0]
+    assert manifest["total"]["steps"] == 5 and manifest["total"]["tokens"] == first["tokens"] + second["tokens"]
+    assert manifest["rebuild"] == (
+        f"{first['rebuild']} --export-dir {tmp_path / 'e1'} && lslo pretrain --data {world / 'data'} --out {out2}"
+        f" --steps 3 --max-tokens 96 --model-size tiny --temperature 1.0 --lr 0.002 --precision fp32"
+        f" --init-from {tmp_path / 'e1'}"
+    )
+    # A third stage chains all three.
+    third = pretrain(world / "data", tmp_path / "s3", max_steps=1, init_from=tmp_path / "e2", **small)
+    assert [st["steps"] for st in third["stages"]] == [2, 3, 1]
+    assert third["rebuild"].startswith(manifest["rebuild"] + f" --export-dir {tmp_path / 'e2'} && ")
+    # Misuse: not an export; a stage folder started from other weights; a folder holding a run from scratch.
+    with pytest.raises(LsloError, match="not a `lslo pretrain` export"):
+        pretrain(world / "data", tmp_path / "x", max_steps=1, init_from=world / "model", **small)
+    with pytest.raises(LsloError, match="other weights"):
+        pretrain(world / "data", out2, max_steps=4, init_from=tmp_path / "e2", **small)
+    with pytest.raises(LsloError, match="from scratch"):
+        pretrain(world / "data", tmp_path / "s1", max_steps=3, init_from=tmp_path / "e1", **small)
 
 
 def test_prune_key_in_the_config_prunes_the_final_adapter(world, tmp_path):
