@@ -412,7 +412,8 @@ def source_dependence(
 ) -> dict[str, Any]:
     """How much the model reads its source: target NLL per token on the first `n` `valid` verses of every
     direction with the true sources, and with each source swapped for the next verse's. A model that
-    translates shows a gap of several nats; a language model of the target side, a gap near 0."""
+    translates shows a gap of several nats; a language model of the target side, a gap near 0. When the
+    data manifest names tiers, `groups` gives the same per tier pair (e.g. "H->L")."""
     from dataclasses import replace
 
     import numpy as np
@@ -420,27 +421,53 @@ def source_dependence(
     from lslo.data.batching import directions, encode_corpus, fixed_batches
     from lslo.data.corpus import load_multiway
     from lslo.languages import lang_token_ids
-    from lslo.train import label_smoothed_nll
+    from lslo.train import IGNORE_INDEX
 
     corpus = load_multiway(data_dir, languages=languages, split="valid")
     enc = encode_corpus(corpus, tokenizer)
     dirs = [replace(d, src_idx=d.src_idx[:n], tgt_idx=d.tgt_idx[:n]) for d in directions(enc)]
     ids = lang_token_ids(tokenizer, enc.languages)
     special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
+    tiers = _data_tiers(data_dir)
+    short = {"high": "H", "medium": "M", "low": "L"}
+
+    def group(src: str, tgt: str) -> str:
+        return f"{short.get(tiers.get(src, ''), '?')}->{short.get(tiers.get(tgt, ''), '?')}"
+
     was_training = model.training
     model.eval()
-    nll = {}
+    sums: dict[tuple[str, str], list[float]] = {}  # (sources, group) -> [summed NLL, tokens]
     for name, ds in (("true", dirs), ("shifted", [replace(d, src_idx=np.roll(d.src_idx, -1)) for d in dirs])):
-        total, count = 0.0, 0
         for b in fixed_batches(enc, ds, ids, **special):
             logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                           decoder_input_ids=b.decoder_input_ids).logits  # fmt: skip
-            _, summed, tokens = label_smoothed_nll(logits.float(), b.labels, 0.0)
-            total, count = total + summed.item(), count + tokens
-        nll[name] = total / count
+                           decoder_input_ids=b.decoder_input_ids).logits.float()  # fmt: skip
+            mask = b.labels != IGNORE_INDEX
+            nll = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), b.labels.masked_fill(~mask, 0), reduction="none"
+            )
+            per_row, counts = (nll * mask).sum(1).tolist(), mask.sum(1).tolist()
+            for src, tgt, total, count in zip(b.src_lang, b.tgt_lang, per_row, counts, strict=True):
+                for key in ((name, "all"), (name, group(src, tgt))):
+                    acc = sums.setdefault(key, [0.0, 0])
+                    acc[0], acc[1] = acc[0] + total, acc[1] + count
     model.train(was_training)
-    return {"sentences_per_direction": n, "directions": len(dirs), "nll": nll["true"],
-            "nll_shifted_sources": nll["shifted"], "gap": nll["shifted"] - nll["true"]}  # fmt: skip
+
+    def result(g: str) -> dict[str, float]:
+        true, shifted = (sums[(k, g)][0] / sums[(k, g)][1] for k in ("true", "shifted"))
+        return {"nll": true, "nll_shifted_sources": shifted, "gap": shifted - true, "tokens": sums[("true", g)][1]}
+
+    groups = sorted({g for _, g in sums if g != "all"}) if tiers else []
+    return {"sentences_per_direction": n, "directions": len(dirs), **result("all"),
+            "groups": {g: {k: round(v, 4) for k, v in result(g).items()} for g in groups}}  # fmt: skip
+
+
+def _data_tiers(data_dir: str | os.PathLike) -> dict[str, str]:
+    """Language -> resource tier from the data manifest (`lslo data bible` writes one), else {}."""
+    manifest = Path(data_dir) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    tiers = json.loads(manifest.read_text(encoding="utf-8")).get("tiers")
+    return dict(tiers) if isinstance(tiers, dict) else {}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

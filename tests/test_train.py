@@ -137,6 +137,28 @@ def test_source_dependence_is_zero_for_a_model_that_cannot_see_its_source(world)
     blind = source_dependence(model, tokenizer, world / "data", None, 4)
     assert abs(blind["gap"]) < 1e-4 and blind["nll"] > 0  # float summation order only
     assert abs(loud["gap"]) > 1e-3, loud  # ten times the bound on the blind one
+    assert loud["groups"] == {}  # no data manifest, no tiers
+
+
+def test_source_dependence_by_tier_group_adds_up_to_the_whole(world, tmp_path):
+    import shutil
+
+    from transformers import M2M100ForConditionalGeneration
+
+    from lslo.pretrain import source_dependence
+    from lslo.tokenizer import load_tokenizer
+
+    data = tmp_path / "data"
+    shutil.copytree(world / "data", data)
+    (data / "manifest.json").write_text(json.dumps({"tiers": {"en": "high", "fr": "high", "sw": "low"}}))
+    model = M2M100ForConditionalGeneration.from_pretrained(world / "model")
+    got = source_dependence(model, load_tokenizer(world / "model"), data, None, 4)
+    groups = got["groups"]
+    assert sorted(groups) == ["H->H", "H->L", "L->H"]  # en-fr fr-en | en-sw fr-sw | sw-en sw-fr
+    assert sum(g["tokens"] for g in groups.values()) == got["tokens"]
+    for key in ("nll", "nll_shifted_sources"):
+        pooled = sum(g[key] * g["tokens"] for g in groups.values()) / got["tokens"]
+        assert abs(pooled - got[key]) < 1e-3, key  # groups are rounded to 4 decimals
 
 
 def test_bf16_autocast_on_cpu_is_used_and_a_resume_may_change_precision(world, tmp_path):
