@@ -333,6 +333,7 @@ def _stage(manifest: dict[str, Any]) -> dict[str, Any]:
             "settings": {k: run.get(k) for k in ("temperature", "lr", "warmup_steps", "dropout", "label_smoothing",
                                                  "max_tokens")},
             "precision_history": manifest.get("precision_history"), "valid": manifest.get("valid"),
+            "valid_curve": manifest.get("valid_curve"),
             **({"export_dir": manifest["export_dir"]} if "export_dir" in manifest else {})}  # fmt: skip
 
 

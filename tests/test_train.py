@@ -406,6 +406,7 @@ def test_a_later_stage_starts_from_an_export_and_chains_the_manifest(world, tmp_
     manifest = json.loads((tmp_path / "e2" / MANIFEST).read_text())
     assert [st["steps"] for st in manifest["stages"]] == [2, 3]
     assert [st["settings"]["temperature"] for st in manifest["stages"]] == [5.0, 1.0]
+    assert manifest["stages"][0]["valid_curve"] == first["valid_curve"] and manifest["stages"][1]["valid_curve"]
     assert manifest["total"]["steps"] == 5 and manifest["total"]["tokens"] == first["tokens"] + second["tokens"]
     assert manifest["rebuild"] == (
         f"{first['rebuild']} --export-dir {tmp_path / 'e1'} && lslo pretrain --data {world / 'data'} --out {out2}"
