@@ -5,7 +5,7 @@ DATA ?= data/bible12
 DEMO ?= runs/demo
 DEMO_STEPS ?= 300
 DEMO_SENTENCES ?= 10
-BASE_STEPS ?= 5100
+BASE_STEPS ?= 11108
 BIBLE12 = en fr it de zh ja ko ru sw tl fa vi
 
 .PHONY: install test lint demo base data bench
@@ -32,11 +32,16 @@ demo: install data
 	$(LSLO) report $(DEMO)/eval-base $(DEMO)/eval-lslo --names base lslo --out $(DEMO)/report.md
 	@echo "heatmaps: $(DEMO)/eval-base/heatmap.png $(DEMO)/eval-lslo/heatmap.png"
 
-# Rebuild the shipped base from scratch: tokenizer + a 9.5M-parameter M2M-100-shaped model pretrained on
-# the bible12 `pretrain` split for BASE_STEPS steps (the shipped one's count; its hours, tokens and
-# validation curve are in $(BASE)/lslo_base.json). Resumable: interrupt it and run it again to continue.
+# Rebuild the shipped base from scratch (what $(BASE)/lslo_base.json's `rebuild` says, in steps): tokenizer +
+# a 9.5M-parameter M2M-100-shaped model pretrained on the bible12 `pretrain` split in two stages.
+# Stage 1: all 132 directions, temperature 5 (fp32 until step 5269, then bf16 autocast), to step 9710.
+# Stage 2: from stage 1's export, proportional sampling (temperature 1), which feeds the high-resource
+# directions the most pairs, for BASE_STEPS steps. The hours, tokens and validation curves of both stages are
+# in the manifest. Resumable: interrupt it and run it again to continue.
 base: install data
-	$(LSLO) pretrain --data $(DATA) --out runs/base --steps $(BASE_STEPS) --max-tokens 2048 --export-dir $(BASE) --chrf-sentences 20
+	$(LSLO) pretrain --data $(DATA) --out runs/base --steps 5269 --max-tokens 2048 --precision fp32
+	$(LSLO) pretrain --data $(DATA) --out runs/base --steps 9710 --max-tokens 2048 --precision bf16 --export-dir runs/base/export
+	$(LSLO) pretrain --data $(DATA) --out runs/base-t1 --init-from runs/base/export --steps $(BASE_STEPS) --max-tokens 2048 --temperature 1.0 --warmup-steps 100 --precision bf16 --export-dir $(BASE) --chrf-sentences 20
 
 # The paper's experiment matrix on bible12 (benchmarks/bible12/run.py; RESULTS.md section "bible12"). Resumable:
 # run it again to continue where it stopped. Pass options with BENCH_ARGS, e.g. BENCH_ARGS="--only lslo-228".
