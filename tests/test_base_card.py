@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import load_script
 
-CARD_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "base_card.py"
 TIERS = {"en": "high", "fr": "high", "sw": "low"}
 
 
 @pytest.fixture(scope="module")
 def card():
-    spec = importlib.util.spec_from_file_location("bench_base_card", CARD_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("base_card.py", "bench_base_card")
 
 
 def manifest() -> dict:

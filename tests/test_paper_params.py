@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 from transformers import M2M100Config
 
 from lslo import LSLoConfig, add_lslo
 from lslo.languages import LANG12_TIERS
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_params.py"
-
 
 @pytest.fixture(scope="module")
 def pp():
-    spec = importlib.util.spec_from_file_location("paper_params", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("paper_params.py", "paper_params")
 
 
 def m2m418(ffn: int = 4096) -> M2M100Config:
