@@ -17,16 +17,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import update_section  # noqa: E402
 
-SHORT = {"high": "H", "medium": "M", "low": "L"}
+from lslo.report import tier_groups  # noqa: E402
 
 
 def chrf_by_group(directions: dict[str, float], tiers: dict[str, str]) -> dict[str, float]:
-    """Mean chrF++ per source-tier -> target-tier group."""
-    groups: dict[str, list[float]] = {}
+    """Mean chrF++ per source-tier -> target-tier group (the groups `lslo report` uses; those with directions)."""
+    rows = {}
     for pair, score in directions.items():
         src, tgt = pair.split("-")
-        groups.setdefault(f"{SHORT[tiers[src]]}->{SHORT[tiers[tgt]]}", []).append(score)
-    return {g: sum(v) / len(v) for g, v in sorted(groups.items())}
+        rows[pair] = {"src_tier": tiers[src], "tgt_tier": tiers[tgt], "chrf": score}
+    groups = tier_groups(rows, "chrf")
+    return {g: groups[g]["mean"] for g in sorted(groups) if "*" not in g and g != "all" and groups[g]["n_directions"]}
 
 
 def render(manifest: dict, tiers: dict[str, str], base: str) -> str:

@@ -422,6 +422,7 @@ def source_dependence(
     from lslo.data.batching import directions, encode_corpus, fixed_batches
     from lslo.data.corpus import load_multiway
     from lslo.languages import lang_token_ids
+    from lslo.report import SHORT
     from lslo.train import IGNORE_INDEX
 
     corpus = load_multiway(data_dir, languages=languages, split="valid")
@@ -430,10 +431,9 @@ def source_dependence(
     ids = lang_token_ids(tokenizer, enc.languages)
     special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
     tiers = _data_tiers(data_dir)
-    short = {"high": "H", "medium": "M", "low": "L"}
 
     def group(src: str, tgt: str) -> str:
-        return f"{short.get(tiers.get(src, ''), '?')}->{short.get(tiers.get(tgt, ''), '?')}"
+        return f"{SHORT.get(tiers.get(src, ''), '?')}->{SHORT.get(tiers.get(tgt, ''), '?')}"
 
     was_training = model.training
     model.eval()
