@@ -21,6 +21,7 @@ pieces come from the model's own tokenizer and the metric is named so ("spBLEU[t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,9 @@ from lslo.io import sha256_file, write_json, write_text
 FORMAT = "lslo-eval/1"
 PARTIAL = ".translations.partial.jsonl"  # translated batches of an unfinished `evaluate`
 CHRF_NAME = "chrF++"
+# `translate_items(merge=None)` merges an LSLo model per direction from this many items per direction on.
+# Set from benchmarks/eval_merge.py (RESULTS.md, section eval-merge).
+MERGE_MIN_PER_DIRECTION = 32
 
 
 # ----------------------------------------------------------------------------- translation
@@ -132,8 +136,9 @@ def translate_items(
     progress: bool = True,
     early_stopping: bool = True,
     cache: str | os.PathLike | None = None,
+    merge: bool | None = None,
 ) -> list[str]:
-    """Translate `(src_lang, tgt_lang, text)` items; batches mix directions; output in input order.
+    """Translate `(src_lang, tgt_lang, text)` items in input order.
 
     Each source is `[src language token] pieces [eos]` (truncated to `max_source_tokens`); each decoder
     starts with `[decoder_start, target language token]`. A batch holds as many sources as fit
@@ -143,6 +148,11 @@ def translate_items(
     default, as fairseq's beam search that the paper used, and M2M-100's own generation config), a
     sentence is done once it has `num_beams` finished hypotheses. With `cache` (a file), each translated
     batch is appended there and a later call with the same model weights, items and settings skips it.
+
+    Batches mix directions, except with `merge` (a `mergeable` model, i.e. LSLo): then each batch
+    holds one direction and runs with that direction's LoRAs folded into the weights, at the base model's
+    cost. `merge=None` merges when directions average at least `MERGE_MIN_PER_DIRECTION` items (fewer make
+    batches too small to pay off).
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
@@ -164,25 +174,46 @@ def translate_items(
         start = eos
     device = _model_device(model)
     out: list[str] = [""] * len(items)
-    batches = _batches([len(s) for s in sources], max_tokens)
+    by_direction: dict[tuple[str, str], list[int]] = {}
+    for i, (src, tgt, _) in enumerate(items):
+        by_direction.setdefault((src, tgt), []).append(i)
+    mergeable = getattr(model, "mergeable", False)
+    if merge is None:
+        merge = mergeable and len(items) >= MERGE_MIN_PER_DIRECTION * len(by_direction)
+    elif merge and not mergeable:
+        raise ValueError(f"merge=True: {type(model).__name__} has no per-direction merge (LSLo models do)")
+    lengths = [len(s) for s in sources]
+    if merge:  # (direction, batch) in direction order; the merge is done once per direction
+        batches = [
+            (d, [idx[j] for j in b]) for d, idx in by_direction.items()
+            for b in _batches([lengths[i] for i in idx], max_tokens)
+        ]  # fmt: skip
+    else:
+        batches = [(None, b) for b in _batches(lengths, max_tokens)]
     store = None
     if cache is not None:
         key = json.dumps([weights_fingerprint(model), items, num_beams, max_tokens, max_new_tokens,
-                          max_source_tokens, early_stopping])  # fmt: skip
+                          max_source_tokens, early_stopping, merge])  # fmt: skip
         store = _BatchCache(cache, hashlib.sha256(key.encode()).hexdigest())
     was_training = model.training
     model.eval()
+    current = None  # the direction whose LoRAs `merged` holds folded in
     try:
         with (
             torch.inference_mode(),
             tqdm(total=len(items), unit="sent", desc="translate", disable=not progress) as bar,
+            contextlib.ExitStack() as merged,
         ):
-            for k, batch in enumerate(batches):
+            for k, (direction, batch) in enumerate(batches):
                 if store is not None and k in store.done and len(store.done[k]) == len(batch):
                     for i, text in zip(batch, store.done[k], strict=True):
                         out[i] = text
                     bar.update(len(batch))
                     continue
+                if direction != current:
+                    merged.close()
+                    merged.enter_context(model.merged(*direction))
+                    current = direction
                 width = len(sources[batch[0]])
                 input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)

@@ -107,6 +107,8 @@ class LSLoLinear(nn.Module):
         self.register_buffer("lora_A_mask", None, persistent=False)
         self.register_buffer("lora_B_mask", None, persistent=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Set by `LSLoModel.merged` for inference on one direction: W + delta of that direction's language.
+        self.merged_weight: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -118,6 +120,8 @@ class LSLoLinear(nn.Module):
         return slice(self.offsets[lang], self.offsets[lang + 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged_weight is not None:
+            return F.linear(x, self.merged_weight, self.base_layer.bias)
         out = self.base_layer(x)
         return out + self.lora_delta(x, self.route, self.lora_A, self.lora_B).to(out.dtype)
 

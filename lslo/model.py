@@ -112,6 +112,28 @@ class LSLoModel(TranslationModel):
         merged.requires_grad_(True)
         return merged
 
+    @property
+    def mergeable(self) -> bool:
+        """Whether every LSLo layer can fold a direction into its weight (search layers cannot)."""
+        return all(type(layer).delta_weight is LSLoLinear.delta_weight for layer in self.lslo_layers().values())
+
+    @contextlib.contextmanager
+    def merged(self, src_lang: str, tgt_lang: str) -> Iterator[None]:
+        """Inference on one direction at the base model's cost: inside, every LSLo layer runs as one linear
+        with that direction's LoRA folded into a temporary copy of its weight (the stored weights are not
+        touched, so leaving restores the exact model). Not for training: the LoRA gets no gradient inside."""
+        index = {"src": self.language_index(src_lang, "src_lang")[0], "tgt": self.language_index(tgt_lang, "tgt_lang")[0]}
+        layers = list(self.lslo_layers().values())
+        try:
+            with torch.no_grad():
+                for layer in layers:
+                    weight = layer.base_layer.weight
+                    layer.merged_weight = (weight.float() + layer.delta_weight(index[layer.route])).to(weight.dtype)
+            yield
+        finally:
+            for layer in layers:
+                layer.merged_weight = None
+
     # -- save / load ---------------------------------------------------------------------------------
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         """Per-language LoRA matrices: `<layer>.lora_A.<lang>` (r x in) and `<layer>.lora_B.<lang>` (out x r).

@@ -182,6 +182,25 @@ def test_merge_direction_matches_and_round_trips(tmp_path):
     torch.testing.assert_close(reloaded(**batch).logits, got, rtol=0, atol=0)
 
 
+def test_merged_context_matches_routing_and_restores_the_model():
+    model = make_lslo(**ROUTINGS[1])
+    batch, _ = make_batch(random_samples(3, seed=5))
+    want = model(**batch, src_lang="sw", tgt_lang="zh").logits
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.mergeable
+    with model.merged("swh_Latn", "zh"):
+        got = model(**batch, src_lang="sw", tgt_lang="zh").logits
+        assert all(layer.merged_weight is not None for layer in model.lslo_layers().values())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    assert not torch.equal(got, model(**batch, src_lang="en", tgt_lang="zh").logits)  # the merge is per direction
+    # Leaving restores the exact model, also when the block raises.
+    with pytest.raises(RuntimeError), model.merged("en", "fr"):
+        raise RuntimeError
+    assert all(layer.merged_weight is None for layer in model.lslo_layers().values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(model(**batch, src_lang="sw", tgt_lang="zh").logits, want)
+
+
 # 6. save/load round trip, and loading onto the wrong base fails with one line.
 def test_save_load_round_trip_and_wrong_base(tmp_path):
     model = make_lslo(**ROUTINGS[0])

@@ -147,6 +147,36 @@ def test_mixed_batches_give_the_same_translations_in_input_order(model, tokenize
     assert translate_items(model, tokenizer, [], progress=False) == []
 
 
+def test_lslo_translates_the_same_merged_per_direction_as_in_mixed_batches(model, tokenizer, corpus):
+    import copy
+
+    from lslo.config import LSLoConfig
+    from lslo.evaluate import MERGE_MIN_PER_DIRECTION
+    from lslo.model import add_lslo
+    from lslo.search import add_routing_search
+
+    config = LSLoConfig(languages=LANGS, ranks={"high": 2, "medium": 2, "low": 4}, decoder_routing="tgt")
+    lslo = add_lslo(copy.deepcopy(model), config, tokenizer).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for layer in lslo.lslo_layers().values():
+            layer.lora_B.normal_(0, 0.5)  # a delta large enough to change the translations
+    items = [(s, t, text) for s, t in [("en", "fr"), ("zh", "sw"), ("sw", "en"), ("en", "zh")] for text in corpus.sentences(s)]
+    kw = dict(num_beams=2, max_new_tokens=6, progress=False)
+    mixed = translate_items(lslo, tokenizer, items, merge=False, **kw)
+    merged = translate_items(lslo, tokenizer, items, merge=True, **kw)
+    assert merged == mixed and len(merged) == len(items)
+    assert mixed != translate_items(model, tokenizer, items, **kw)  # the LoRAs do act
+    assert all(layer.merged_weight is None for layer in lslo.lslo_layers().values())
+    # merge=None merges from MERGE_MIN_PER_DIRECTION items per direction on (same output either way).
+    assert N_SENT < MERGE_MIN_PER_DIRECTION and translate_items(lslo, tokenizer, items, **kw) == mixed
+    # Models that cannot merge: an error when asked, mixed batches otherwise.
+    with pytest.raises(ValueError, match="merge=True"):
+        translate_items(model, tokenizer, items, merge=True, **kw)
+    search, _ = add_routing_search(copy.deepcopy(model), config)
+    assert not search.mergeable
+
+
 def test_an_interrupted_translation_resumes_from_its_cache_and_a_changed_model_starts_over(
     model, tokenizer, corpus, tmp_path, monkeypatch
 ):
