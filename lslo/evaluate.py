@@ -43,7 +43,7 @@ PARTIAL = ".translations.partial.jsonl"  # translated batches of an unfinished `
 CHRF_NAME = "chrF++"
 # `translate_items(merge=None)` merges an LSLo model per direction from this many items per direction on.
 # Set from benchmarks/eval_merge.py (RESULTS.md, section eval-merge).
-MERGE_MIN_PER_DIRECTION = 32
+MERGE_MIN_PER_DIRECTION = 10
 
 
 # ----------------------------------------------------------------------------- translation
