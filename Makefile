@@ -3,7 +3,7 @@ LSLO = $(PYTHON) -m lslo.cli
 BASE ?= base/bible12-small
 DATA ?= data/bible12
 DEMO ?= runs/demo
-DEMO_STEPS ?= 500
+DEMO_STEPS ?= 450
 DEMO_SENTENCES ?= 10
 BASE_STEPS ?= 11108
 BIBLE12 = en fr it de zh ja ko ru sw tl fa vi
@@ -26,7 +26,7 @@ $(DATA)/manifest.json:
 # verses (beam 5) for the base and the LSLo model, and print both tier tables side by side.
 demo: install data
 	@test -f $(BASE)/model.safetensors || { echo "lslo: error: $(BASE) is missing; build it with 'make base' (CPU hours)"; exit 2; }
-	$(LSLO) train configs/bible12-lslo.yaml --resume --set out_dir=$(DEMO)/lslo base_model=$(BASE) data=$(DATA) max_epochs=null max_steps=$(DEMO_STEPS)
+	$(LSLO) train configs/bible12-lslo.yaml --resume --set out_dir=$(DEMO)/lslo base_model=$(BASE) data=$(DATA) max_epochs=null max_steps=$(DEMO_STEPS) valid_max_per_direction=10
 	$(LSLO) eval $(BASE) --data $(DATA) --languages $(BIBLE12) --max-sentences $(DEMO_SENTENCES) --out $(DEMO)/eval-base
 	$(LSLO) eval $(DEMO)/lslo --data $(DATA) --max-sentences $(DEMO_SENTENCES) --out $(DEMO)/eval-lslo
 	$(LSLO) report $(DEMO)/eval-base $(DEMO)/eval-lslo --names base lslo --out $(DEMO)/report.md

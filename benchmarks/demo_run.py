@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import HERE, machine, update_section  # noqa: E402
 
 ROOT = HERE.parent
+ALPHA = 0.05  # sign-test level for "clearly above"
 GROUPS = ("H->*", "M->*", "L->*", "*->H", "*->M", "*->L", "all")
 
 
@@ -75,6 +77,9 @@ def main() -> None:
     improved = {
         m: sum(lslo["directions"][d][m] > base["directions"][d][m] for d in base["directions"]) for m in ("spbleu", "chrf")
     }  # fmt: skip
+    worse = {
+        m: sum(lslo["directions"][d][m] < base["directions"][d][m] for d in base["directions"]) for m in ("spbleu", "chrf")
+    }  # fmt: skip
     result = {
         "format": "lslo-demo/1",
         "command": "python benchmarks/demo_run.py " + " ".join(sys.argv[1:]),
@@ -91,6 +96,7 @@ def main() -> None:
             for name, r in (("base", base), ("lslo", lslo))
         },  # fmt: skip
         "directions_improved": improved,
+        "directions_worse": worse,
         "base": base_info(ROOT / "base" / "bible12-small"),
         "machine": machine(),
     }
@@ -100,6 +106,25 @@ def main() -> None:
     write_json(out, result)
     update_section("demo", render(result))
     print(f"wrote {out.relative_to(ROOT)} and the `demo` section of benchmarks/RESULTS.md")
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided sign test: P(at least `wins` of `wins + losses` directions improve | no effect), ties left out."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+
+
+def verdict(r: dict) -> tuple[str, dict[str, float], dict[str, float]]:
+    """"clearly above" needs, on both metrics, a higher average and more improved than worse directions with a
+    one-sided sign-test p < 0.05 (a score that moves on a few directions only is not a clear gain)."""
+    gains = {m: r["scores"]["lslo"][m]["all"] - r["scores"]["base"][m]["all"] for m in ("spbleu", "chrf")}
+    worse = r.get("directions_worse") or {m: r["directions"] - r["directions_improved"][m] for m in gains}
+    p = {m: sign_test(r["directions_improved"][m], worse[m]) for m in gains}
+    clear = [m for m in gains if gains[m] > 0 and p[m] < ALPHA]
+    if len(clear) == len(gains):
+        return "clearly above", gains, p
+    names = {"spbleu": "spBLEU", "chrf": "chrF++"}
+    return ("NOT clearly above" + (f" (clearly above on {names[clear[0]]} only)" if clear else "")), gains, p
 
 
 def render(r: dict) -> str:
@@ -131,10 +156,10 @@ def render(r: dict) -> str:
         f"Directions where LSLo beats the base: {r['directions_improved']['spbleu']} of {r['directions']} (spBLEU), "
         f"{r['directions_improved']['chrf']} of {r['directions']} (chrF++)."
     )
-    gains = {m: r["scores"]["lslo"][m]["all"] - r["scores"]["base"][m]["all"] for m in ("spbleu", "chrf")}
-    verdict = "above" if min(gains.values()) > 0 else "NOT above"
-    lines += ["", f"Verdict: LSLo is **{verdict}** the base on both metrics (all directions: spBLEU {gains['spbleu']:+.2f}, "
-              f"chrF++ {gains['chrf']:+.2f})."]  # fmt: skip
+    said, gains, p = verdict(r)
+    lines += ["", f"Verdict: LSLo is **{said}** the base (all directions: spBLEU {gains['spbleu']:+.2f}, sign-test "
+              f"p = {p['spbleu']:.2g}; chrF++ {gains['chrf']:+.2f}, p = {p['chrf']:.2g}; \"clearly\" = a higher average "
+              f"and p < {ALPHA} on both)."]  # fmt: skip
     if r.get("base"):
         b = r["base"]
         lines.append(f"Base: {b['steps']:,} pretraining steps ({b['hours']} CPU hours), validation loss {b['valid_loss']:.3f}, "
