@@ -7,7 +7,7 @@
 batches that mix directions (every adapted linear adds the routed LoRA term), or one direction per batch
 with that direction's LoRAs folded into the weights (`LSLoModel.merged`: the base model's cost, but
 batches no larger than one direction's sentences). This times both against the plain base on the same
-sentences, for several sentences-per-direction counts, which is what sets `MERGE_MIN_PER_DIRECTION`.
+sentences, for several sentences-per-direction counts (`lslo eval --merge` is off by default).
 The LSLo model is the shipped base with LSLo 2/2/8 on it and random B matrices (speed does not depend on
 the values). Writes `benchmarks/results/eval_merge.json` and the `eval-merge` section of RESULTS.md.
 """
@@ -27,8 +27,9 @@ from results_md import HERE, machine, update_section  # noqa: E402
 
 from lslo.config import LSLoConfig  # noqa: E402
 from lslo.data.corpus import load_multiway  # noqa: E402
-from lslo.evaluate import MERGE_MIN_PER_DIRECTION, translate_items  # noqa: E402
+from lslo.evaluate import translate_items  # noqa: E402
 from lslo.io import write_json  # noqa: E402
+from lslo.loading import load_base  # noqa: E402
 from lslo.model import add_lslo  # noqa: E402
 
 TIERS = {"en": "high", "fr": "high", "zh": "medium", "ru": "medium", "sw": "low", "vi": "low"}
@@ -45,13 +46,13 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.base)
-    base = M2M100ForConditionalGeneration.from_pretrained(args.base).eval()
+    base = load_base(args.base).eval()  # fp32, as `lslo eval` loads it (the shipped weights are fp16)
     corpus = load_multiway(args.data, languages=list(TIERS), split="test")
     config = LSLoConfig(languages=TIERS, ranks={"high": 2, "medium": 2, "low": 8})
-    model = add_lslo(M2M100ForConditionalGeneration.from_pretrained(args.base), config, tokenizer).eval()
+    model = add_lslo(load_base(args.base), config, tokenizer).eval()
     torch.manual_seed(0)
     with torch.no_grad():
         for layer in model.lslo_layers().values():
@@ -73,7 +74,7 @@ def main() -> None:
         rows.append(row)
     result = {"benchmark": "eval_merge", "command": "python benchmarks/eval_merge.py " + " ".join(sys.argv[1:]),
               "machine": machine(), "base": args.base, "directions": ["-".join(d) for d in DIRECTIONS],
-              "beams": args.beams, "merge_min_per_direction": MERGE_MIN_PER_DIRECTION, "rows": rows}  # fmt: skip
+              "beams": args.beams, "rows": rows}  # fmt: skip
     print(json.dumps(rows, indent=2))
     if args.no_write:
         return
@@ -92,7 +93,7 @@ def render(r: dict) -> str:
         f"torch {m['torch']} · {m['date']} · commit {m['git_commit']} · JSON: `benchmarks/results/eval_merge.json`",
         "",
         f"Beam {r['beams']}, {len(r['directions'])} directions of bible12 test, base `{r['base']}` with LSLo 2/2/8 "
-        f"(random B). `lslo eval` merges per direction from {r['merge_min_per_direction']} sentences per direction on.",
+        "(random B), loaded in fp32 as `lslo eval` does.",
         "",
         "| sentences / direction | base (s) | LSLo mixed (s) | LSLo merged (s) | merged / mixed | merged / base | same hypotheses |",
         "|---:|---:|---:|---:|---:|---:|---:|",

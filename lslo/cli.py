@@ -148,9 +148,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     corpus = read_corpus(args.data, split=args.split, languages=args.languages)
     model, tokenizer, info = load_model(args.model, base=args.base)
     model.eval()
+    if args.merge and not getattr(model, "mergeable", False):
+        raise LsloError(f"--merge: {args.model} is not an LSLo model; leave --merge out")
     results = evaluate(
         model, tokenizer, corpus, args.out, directions=args.directions, max_sentences=args.max_sentences,
-        num_beams=args.beams, spm=args.spm, max_tokens=args.max_tokens, progress=not args.no_progress,
+        num_beams=args.beams, spm=args.spm, max_tokens=args.max_tokens, progress=not args.no_progress, merge=args.merge,
         meta={"model": args.model, **info, "data": args.data, "split": args.split},
     )  # fmt: skip
     print((Path(args.out) / "tiers.md").read_text(encoding="utf-8"))
@@ -330,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-sentences", type=int, default=None, help="first N sentences per direction")
     e.add_argument("--spm", default=None, help="FLORES SentencePiece model for spBLEU (default: the model's own)")
     e.add_argument("--max-tokens", type=int, default=4096, help="tokens per generation batch")
+    e.add_argument("--merge", action="store_true",
+                   help="LSLo models: one direction per batch, its LoRAs folded into the weights (the base's cost per token)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 

@@ -41,9 +41,6 @@ from lslo.io import sha256_file, write_json, write_text
 FORMAT = "lslo-eval/1"
 PARTIAL = ".translations.partial.jsonl"  # translated batches of an unfinished `evaluate`
 CHRF_NAME = "chrF++"
-# `translate_items(merge=None)` merges an LSLo model per direction from this many items per direction on.
-# Set from benchmarks/eval_merge.py (RESULTS.md, section eval-merge).
-MERGE_MIN_PER_DIRECTION = 10
 
 
 # ----------------------------------------------------------------------------- translation
@@ -136,7 +133,7 @@ def translate_items(
     progress: bool = True,
     early_stopping: bool = True,
     cache: str | os.PathLike | None = None,
-    merge: bool | None = None,
+    merge: bool = False,
 ) -> list[str]:
     """Translate `(src_lang, tgt_lang, text)` items in input order.
 
@@ -151,8 +148,8 @@ def translate_items(
 
     Batches mix directions, except with `merge` (a `mergeable` model, i.e. LSLo): then each batch
     holds one direction and runs with that direction's LoRAs folded into the weights, at the base model's
-    cost. `merge=None` merges when directions average at least `MERGE_MIN_PER_DIRECTION` items (fewer make
-    batches too small to pay off).
+    cost per token (worth it where the LoRA term costs, e.g. a large model on a GPU; batches are no larger
+    than one direction's items, and float rounding of the merged weights can flip near-tied beams).
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
@@ -177,10 +174,7 @@ def translate_items(
     by_direction: dict[tuple[str, str], list[int]] = {}
     for i, (src, tgt, _) in enumerate(items):
         by_direction.setdefault((src, tgt), []).append(i)
-    mergeable = getattr(model, "mergeable", False)
-    if merge is None:
-        merge = mergeable and len(items) >= MERGE_MIN_PER_DIRECTION * len(by_direction)
-    elif merge and not mergeable:
+    if merge and not getattr(model, "mergeable", False):
         raise ValueError(f"merge=True: {type(model).__name__} has no per-direction merge (LSLo models do)")
     lengths = [len(s) for s in sources]
     if merge:  # (direction, batch) in direction order; the merge is done once per direction
@@ -423,12 +417,14 @@ def evaluate(
     max_new_tokens: int = 256,
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Translate and score every direction (or `directions`) of `corpus`; write results to `out_dir`.
 
     Returns the results.json content. `max_sentences` keeps the first n sentence pairs per direction.
     Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables. `meta`
-    (e.g. the model and checkpoint paths) is stored as is under "meta" in results.json.
+    (e.g. the model and checkpoint paths) is stored as is under "meta" in results.json. `merge`: see
+    `translate_items`.
     """
     if max_sentences is not None and max_sentences < 1:
         raise LsloError(
@@ -448,7 +444,7 @@ def evaluate(
     items = [(s, t, src) for (s, t), ps in pairs.items() for src, _ in ps]
     partial = Path(out_dir) / PARTIAL
     hyps = translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress,
-                           cache=partial)  # fmt: skip
+                           cache=partial, merge=merge)  # fmt: skip
     outputs, pos = {}, 0
     for d, ps in pairs.items():
         outputs[d] = ([x for x, _ in ps], hyps[pos : pos + len(ps)], [r for _, r in ps])
@@ -458,6 +454,7 @@ def evaluate(
         "max_new_tokens": max_new_tokens,
         "max_new_tokens_rule": "min(max_new_tokens, 2 x longest source in batch + 10)",
         "early_stopping": num_beams > 1,  # a sentence is done at num_beams finished hypotheses
+        "merged_per_direction": merge,
     }  # fmt: skip
     results = write_results(
         out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta
