@@ -195,8 +195,11 @@ def test_render_and_results_md(bench, tmp_path, monkeypatch):
     results = tmp_path / "results"
     write(results, fake_result(bench, "base", None, -5.0))
     write(results, fake_result(bench, "full", 1, 0.0))
-    write(results, fake_result(bench, "full", 2, 0.4))
+    late = fake_result(bench, "full", 2, 0.4)
+    late["machine"]["date"] = "2026-11-26 04:12 UTC"
+    write(results, late)
     text = bench.render(results)
+    assert "· 2026-11-26 04:12 UTC · commits abc1234" in text  # the page names when its runs were written
     assert "| full | 2 | 10.20 ± 0.20 |" in text
     assert "| base | 1 | 5.00 |" in text
     assert "| lslo-228 | 0 | not measured yet |" in text

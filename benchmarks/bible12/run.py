@@ -568,6 +568,8 @@ def render(results_dir: str | os.PathLike) -> str:
     else:
         m = any_run["machine"]
         commits = sorted({r["git_commit"] for runs in data.values() for r in runs})
+        dates = sorted({r["machine"]["date"] for runs in data.values() for r in runs if r["machine"].get("date")})
+        when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "date not recorded"
         budgets = sorted({(r["budget"]["steps"], r["budget"]["max_tokens"], r["budget"].get("precision", "auto"))
                           for runs in data.values() for r in runs})  # fmt: skip
         evals = sorted({(r["eval"]["sentences_per_direction"], r["eval"]["beams"], r["eval"]["directions"]) for runs in data.values() for r in runs})
@@ -576,7 +578,7 @@ def render(results_dir: str | os.PathLike) -> str:
             f"Base: `{any_run['base_model']}` · budget per run: "
             + "; ".join(f"{s} steps of <= {t} tokens ({p})" for s, t, p in budgets)
             + " · test: " + "; ".join(f"first {n} verses of each of {d} directions, beam {b}" for n, b, d in evals)
-            + f" · machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, torch {m['torch']} · commits {', '.join(commits)}",
+            + f" · machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, torch {m['torch']} · {when} · commits {', '.join(commits)}",
             "",
             f"Scores are macro averages over directions grouped by the source (X->*) or target (*->X) tier; "
             f"`mean ± h` is the mean over seeds and h half the max-min range (one seed: no ±). spBLEU is "
