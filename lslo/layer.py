@@ -144,6 +144,12 @@ class LSLoLinear(nn.Module):
         s = self.span(lang)
         return (self.lora_B[:, s].float() @ self.lora_A[s].float()) * self.scales[lang]
 
+    @torch.no_grad()
+    def folded_weight(self, lang: int) -> torch.Tensor:
+        """The base weight with language `lang`'s update added, in the base weight's dtype (a new tensor)."""
+        weight = self.base_layer.weight
+        return (weight.float() + self.delta_weight(lang)).to(weight.dtype)
+
     def num_lora_parameters(self, lang: int) -> int:
         """Entries of language `lang`'s A and B that are kept (all of them when the layer is not pruned)."""
         s = self.span(lang)

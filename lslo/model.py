@@ -105,10 +105,8 @@ class LSLoModel(TranslationModel):
         langs = {"src": self.language_index(src_lang, "src_lang")[0], "tgt": self.language_index(tgt_lang, "tgt_lang")[0]}
         merged = copy.deepcopy(self.base_model)
         for name, layer in lslo_layers(merged).items():
-            linear = layer.base_layer
-            delta = layer.delta_weight(langs[layer.route])
-            linear.weight.copy_((linear.weight.float() + delta).to(linear.weight.dtype))
-            merged.set_submodule(name, linear)
+            layer.base_layer.weight.copy_(layer.folded_weight(langs[layer.route]))
+            merged.set_submodule(name, layer.base_layer)
         merged.requires_grad_(True)
         return merged
 
@@ -125,10 +123,8 @@ class LSLoModel(TranslationModel):
         index = {"src": self.language_index(src_lang, "src_lang")[0], "tgt": self.language_index(tgt_lang, "tgt_lang")[0]}
         layers = list(self.lslo_layers().values())
         try:
-            with torch.no_grad():
-                for layer in layers:
-                    weight = layer.base_layer.weight
-                    layer.merged_weight = (weight.float() + layer.delta_weight(index[layer.route])).to(weight.dtype)
+            for layer in layers:
+                layer.merged_weight = layer.folded_weight(index[layer.route])
             yield
         finally:
             for layer in layers:
