@@ -118,8 +118,7 @@ def verdict(r: dict) -> tuple[str, dict[str, float], dict[str, float]]:
     """"clearly above" needs, on both metrics, a higher average and more improved than worse directions with a
     one-sided sign-test p < 0.05 (a score that moves on a few directions only is not a clear gain)."""
     gains = {m: r["scores"]["lslo"][m]["all"] - r["scores"]["base"][m]["all"] for m in ("spbleu", "chrf")}
-    worse = r.get("directions_worse") or {m: r["directions"] - r["directions_improved"][m] for m in gains}
-    p = {m: sign_test(r["directions_improved"][m], worse[m]) for m in gains}
+    p = {m: sign_test(r["directions_improved"][m], r["directions_worse"][m]) for m in gains}
     clear = [m for m in gains if gains[m] > 0 and p[m] < ALPHA]
     if len(clear) == len(gains):
         return "clearly above", gains, p

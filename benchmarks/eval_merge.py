@@ -63,7 +63,7 @@ def main() -> None:
         items = [(s, t, src) for s, t in DIRECTIONS for src, _ in corpus.pairs(s, t)[:n]]
         row = {"per_direction": n, "sentences": len(items)}
         outputs = {}
-        for name, m, merge in (("base", base, None), ("lslo mixed", model, False), ("lslo merged", model, True)):
+        for name, m, merge in (("base", base, False), ("lslo mixed", model, False), ("lslo merged", model, True)):
             started = time.perf_counter()
             outputs[name] = translate_items(m, tokenizer, items, args.beams, progress=False, merge=merge)
             row[name] = round(time.perf_counter() - started, 2)
