@@ -223,3 +223,35 @@ def test_render_and_results_md(bench, tmp_path, monkeypatch):
     assert bench.main(["--render", "--results-dir", str(results), "--results-md", str(md)]) == 0
     out = md.read_text()
     assert "keep me" in out and "<!-- begin bible12 -->" in out and "| full | 2 |" in out
+
+
+def test_render_pruned_subspace_and_searched_routing(bench, tmp_path):
+    """The pruning and search sections show what each run's JSON says: per-tier counts before -> after, kept
+    share by position, the routing found next to the paper's and the learned target weights in layer order."""
+    results = tmp_path / "results"
+    unpruned = fake_result(bench, "lslo-228", 1, 0.0)
+    unpruned["params"]["routing"] = {"encoder_routing": "src*9,tgt*3", "decoder_routing": "tgt*12"}
+    write(results, unpruned)
+    pruned = fake_result(bench, "lslo-228-prune-layer", 1, -0.5)
+    pruned["config"] = {"prune": {"scope": "layer", "ratio": 0.9}}
+    pruned["params"].update(
+        surviving=300, surviving_percent_of_base=0.3,
+        tiers={"high": {"languages": ["en", "fr"], "params": 800, "percent_per_language": 0.4},
+               "low": {"languages": ["sw"], "params": 1600, "percent_per_language": 1.6}},
+        subspace={"pruned_matrices": "B",
+                  "tiers": {"high": {"languages": ["en", "fr"], "params": 120, "percent_per_language": 0.06, "kept_share": 0.05},
+                            "low": {"languages": ["sw"], "params": 180, "percent_per_language": 0.18, "kept_share": 0.2}},
+                  "positions": [{"side": "encoder", "position": "fc1", "share": 0.25}, {"side": "decoder", "position": "q", "share": 0.025}]},
+    )  # fmt: skip
+    write(results, pruned)
+    searched = fake_result(bench, "lslo-228-searched", 1, 0.1)
+    searched["search"] = {"steps": 300, "routing": {"encoder_routing": "src*2,tgt", "decoder_routing": "tgt*3"},
+                          "weights": {"encoder.10": [0.1, 0.9], "encoder.2": [0.7, 0.3], "decoder.0": [0.2, 0.8]}}  # fmt: skip
+    write(results, searched)
+    lines = bench.render(results).splitlines()
+    assert "| lslo-228-prune-layer.seed1 | layer | high | en fr | 400 → 60 | 0.400% → 0.060% | 5.0% |" in lines
+    assert "| lslo-228-prune-layer.seed1 | layer | low | sw | 1,600 → 180 | 1.600% → 0.180% | 20.0% |" in lines
+    assert "| run | enc fc1 | dec q |" in lines and "| lslo-228-prune-layer.seed1 | 25.0% | 2.5% |" in lines
+    assert "| lslo-228-searched.seed1 | 300 | encoder | `src*2,tgt` | `src*9,tgt*3` | 0.30 0.90 |" in lines  # 2 before 10
+    assert "| lslo-228-searched.seed1 | 300 | decoder | `tgt*3` | `tgt*12` | 0.80 |" in lines
+    assert not [x for x in bench.render(tmp_path / "none").splitlines() if x.startswith("### Pruning") or x.startswith("### Routing")]
