@@ -132,6 +132,32 @@ def test_resume_skips_finished_runs_and_steps(bench, tmp_path):
     assert bench.steps_left(base, o.runs_dir, o.results_dir) == ["eval", "write"]  # the base never trains
 
 
+def test_searched_routing_equal_to_the_papers_reuses_its_run(bench, tmp_path, monkeypatch):
+    """When the search finds the paper's routing, the searched run trains exactly what lslo-228 trained: its
+    result is reused (marked `same_as`) instead of training again; a different routing does train."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"encoder_layers": 4, "decoder_layers": 4}))
+    o = opts(bench, tmp_path, "--base", str(base))
+    monkeypatch.setattr(bench, "call", lambda *a, **k: (_ for _ in ()).throw(AssertionError("nothing may run")))
+    write(tmp_path / "results", fake_result(bench, "lslo-228", 1, 0.25))
+    search = tmp_path / "runs" / bench.SEARCH_STEP
+    search.mkdir(parents=True)
+    (search / "lslo_config.json").write_text(json.dumps({"encoder_routing": "src*3,tgt*1", "decoder_routing": "tgt*4"}))
+    run = next(r for r in bench.plan(o) if r["run"] == "lslo-228-searched.seed1")
+    result = bench.execute(run, o)
+    assert result["same_as"] == "lslo-228.seed1" and result["run"] == "lslo-228-searched.seed1"
+    assert result["search"]["routing"] == {"encoder_routing": "src*3,tgt*1", "decoder_routing": "tgt*4"}
+    assert result["overall"]["spbleu"] == 10.25 and bench.load_all(o.results_dir)["lslo-228-searched"][0]["same_as"]
+    assert "lslo-228-searched.seed1 trains exactly what lslo-228.seed1 trains" in bench.render(o.results_dir)
+
+    (tmp_path / "results" / "lslo-228-searched.seed1.json").unlink()
+    (search / "lslo_config.json").write_text(json.dumps({"encoder_routing": "src*2,tgt*2", "decoder_routing": "tgt*4"}))
+    run = next(r for r in bench.plan(o) if r["run"] == "lslo-228-searched.seed1")
+    with pytest.raises(AssertionError, match="nothing may run"):  # a routing of its own: it trains
+        bench.execute(run, o)
+
+
 def test_train_summary_is_read_from_the_log(bench):
     log = 'warning: something {odd}\n{\n  "steps": 5,\n  "interrupted": false\n}\nmore noise\n'
     assert bench.last_json(log) == {"steps": 5, "interrupted": False}
