@@ -144,7 +144,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lslo.data.readers import read_corpus
     from lslo.evaluate import evaluate
     from lslo.loading import load_model
+    from lslo.precision import effective_precision
 
+    effective_precision(args.precision)  # fp16 without a GPU fails before anything loads
     corpus = read_corpus(args.data, split=args.split, languages=args.languages)
     model, tokenizer, info = load_model(args.model, base=args.base)
     model.eval()
@@ -153,7 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate(
         model, tokenizer, corpus, args.out, directions=args.directions, max_sentences=args.max_sentences,
         num_beams=args.beams, spm=args.spm, max_tokens=args.max_tokens, progress=not args.no_progress, merge=args.merge,
-        meta={"model": args.model, **info, "data": args.data, "split": args.split},
+        precision=args.precision, meta={"model": args.model, **info, "data": args.data, "split": args.split},
     )  # fmt: skip
     print((Path(args.out) / "tiers.md").read_text(encoding="utf-8"))
     overall = results.get("overall", {})
@@ -167,7 +169,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from lslo.evaluate import translate
     from lslo.io import write_text
     from lslo.loading import load_model
+    from lslo.precision import effective_precision
 
+    effective_precision(args.precision)
     if args.input in (None, "-"):
         lines = sys.stdin.read().splitlines()
     else:
@@ -177,7 +181,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             raise LsloError(f"--input {args.input}: cannot read ({err.strerror}); give a text file, one sentence per line") from None
     model, tokenizer, _ = load_model(args.model, base=args.base)
     model.eval()
-    hyps = translate(model, tokenizer, lines, args.src, args.tgt, num_beams=args.beams, progress=False)
+    hyps = translate(model, tokenizer, lines, args.src, args.tgt, num_beams=args.beams, progress=False, precision=args.precision)
     text = "".join(h + "\n" for h in hyps)
     if args.output:
         write_text(args.output, text)
@@ -322,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
         q.add_argument("--beams", type=int, default=5)
 
+    def precision_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="autocast of generation (default: %(default)s; auto = bf16 on a GPU that has it; bf16 is "
+                            "also faster on CPUs with bf16 instructions; fp16 needs a GPU)")  # fmt: skip
+
     e = sub.add_parser("eval", help="translate and score every direction")
     model_args(e)
     e.add_argument("--data", required=True, help="multi-way data (folder, FLORES folder, TSV/JSONL)")
@@ -334,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=4096, help="tokens per generation batch")
     e.add_argument("--merge", action="store_true",
                    help="LSLo models: one direction per batch, its LoRAs folded into the weights (the base's cost per token)")
+    precision_arg(e)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 
@@ -343,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--tgt", required=True)
     tr.add_argument("--input", default=None, help="text file, one sentence per line (default: stdin)")
     tr.add_argument("--output", default=None, help="output file (default: stdout)")
+    precision_arg(tr)
     tr.set_defaults(func=cmd_translate)
 
     x = sub.add_parser("export", help="write an adapter, or a merged plain model for one direction")

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from lslo import languages as langs
 from lslo.errors import LsloError
 from lslo.io import sha256_file, write_json, write_text
+from lslo.precision import autocast, effective_precision
 
 FORMAT = "lslo-eval/1"
 PARTIAL = ".translations.partial.jsonl"  # translated batches of an unfinished `evaluate`
@@ -134,6 +135,7 @@ def translate_items(
     early_stopping: bool = True,
     cache: str | os.PathLike | None = None,
     merge: bool = False,
+    precision: str = "fp32",
 ) -> list[str]:
     """Translate `(src_lang, tgt_lang, text)` items in input order.
 
@@ -150,6 +152,7 @@ def translate_items(
     holds one direction and runs with that direction's LoRAs folded into the weights, at the base model's
     cost per token (worth it where the LoRA term costs, e.g. a large model on a GPU; batches are no larger
     than one direction's items, and float rounding of the merged weights can flip near-tied beams).
+    `precision` ("fp32", "bf16", "fp16" on a GPU, "auto"): the autocast of generation (`lslo.precision`).
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
@@ -170,6 +173,7 @@ def translate_items(
     if start is None:
         start = eos
     device = _model_device(model)
+    cast = effective_precision(precision)
     out: list[str] = [""] * len(items)
     by_direction: dict[tuple[str, str], list[int]] = {}
     for i, (src, tgt, _) in enumerate(items):
@@ -187,7 +191,7 @@ def translate_items(
     store = None
     if cache is not None:
         key = json.dumps([weights_fingerprint(model), items, num_beams, max_tokens, max_new_tokens,
-                          max_source_tokens, early_stopping, merge])  # fmt: skip
+                          max_source_tokens, early_stopping, merge, *([cast] if cast != "fp32" else [])])  # fmt: skip
         store = _BatchCache(cache, hashlib.sha256(key.encode()).hexdigest())
     was_training = model.training
     model.eval()
@@ -227,7 +231,8 @@ def translate_items(
                 else:
                     kwargs["src_lang"] = [items[i][0] for i in batch]
                     kwargs["tgt_lang"] = [items[i][1] for i in batch]
-                seqs = model.generate(**kwargs)
+                with autocast(cast, device):
+                    seqs = model.generate(**kwargs)
                 for i, text in zip(
                     batch, tokenizer.batch_decode(seqs, skip_special_tokens=True), strict=True
                 ):
@@ -250,10 +255,12 @@ def translate(
     max_tokens: int = 4096,
     max_new_tokens: int = 256,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> list[str]:
     """Translate `sentences` from `src_lang` to `tgt_lang` (see `translate_items`)."""
     items = [(src_lang, tgt_lang, s) for s in sentences]
-    return translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress)
+    return translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress,
+                           precision=precision)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -418,13 +425,14 @@ def evaluate(
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
     merge: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Translate and score every direction (or `directions`) of `corpus`; write results to `out_dir`.
 
     Returns the results.json content. `max_sentences` keeps the first n sentence pairs per direction.
     Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables. `meta`
     (e.g. the model and checkpoint paths) is stored as is under "meta" in results.json. `merge`: see
-    `translate_items`.
+    `translate_items`; so is `precision`.
     """
     if max_sentences is not None and max_sentences < 1:
         raise LsloError(
@@ -444,7 +452,7 @@ def evaluate(
     items = [(s, t, src) for (s, t), ps in pairs.items() for src, _ in ps]
     partial = Path(out_dir) / PARTIAL
     hyps = translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress,
-                           cache=partial, merge=merge)  # fmt: skip
+                           cache=partial, merge=merge, precision=precision)  # fmt: skip
     outputs, pos = {}, 0
     for d, ps in pairs.items():
         outputs[d] = ([x for x, _ in ps], hyps[pos : pos + len(ps)], [r for _, r in ps])
@@ -454,7 +462,7 @@ def evaluate(
         "max_new_tokens": max_new_tokens,
         "max_new_tokens_rule": "min(max_new_tokens, 2 x longest source in batch + 10)",
         "early_stopping": num_beams > 1,  # a sentence is done at num_beams finished hypotheses
-        "merged_per_direction": merge,
+        "merged_per_direction": merge, "precision": effective_precision(precision),
     }  # fmt: skip
     results = write_results(
         out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta

@@ -48,9 +48,9 @@ from lslo.data.batching import (
 )
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, write_json, write_text
+from lslo.precision import PRECISIONS, effective_precision
 
 METHODS = ("lslo", "lora", "full")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Keys a resumed run may change: the budget, the display, and `precision` (the weights and optimizer state
 # stay fp32 whatever the autocast; each checkpoint records which steps ran in which precision).
 RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision")
@@ -373,17 +373,6 @@ def check_out_dir(cfg: TrainConfig) -> bool:
 
 
 # -- the loop ------------------------------------------------------------------------------------
-
-
-def effective_precision(precision: str) -> str:
-    """`auto` -> bf16 on a GPU that has it, else fp32. On CPU, bf16 autocast must be asked for: it is faster
-    on CPUs with bf16 instructions (AVX512-BF16, AMX) but changes results."""
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and not cuda:
-        raise LsloError("precision=fp16: needs a GPU; use bf16 or fp32 on CPU")
-    return precision
 
 
 def _make_accelerator(cfg: TrainConfig) -> Any:

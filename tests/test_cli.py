@@ -99,6 +99,18 @@ def test_missing_local_model_does_not_go_to_the_hub(capsys, tmp_path):
     assert_one_line_error(code, err, "no-model")
 
 
+def test_fp16_generation_without_a_gpu(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    for argv in (["eval", str(tmp_path / "m"), "--data", str(tmp_path / "d"), "--out", str(out)],
+                 ["translate", str(tmp_path / "m"), "--src", "en", "--tgt", "fr", "--output", str(out)]):  # fmt: skip
+        code, _, err = run(capsys, *argv, "--precision", "fp16")
+        assert_one_line_error(code, err, "precision=fp16", "bf16 or fp32")
+        assert not out.exists()
+
+
 def test_process_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lslo.cli", "data", "info", str(tmp_path / "missing")], capture_output=True, text=True

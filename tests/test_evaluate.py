@@ -217,6 +217,32 @@ def test_an_interrupted_translation_resumes_from_its_cache_and_a_changed_model_s
             weight.sub_(1.0)
 
 
+def test_precision_autocasts_generation_and_keys_the_cache(model, tokenizer, corpus, tmp_path, monkeypatch):
+    items = [(s, t, text) for s, t in [("en", "fr"), ("sw", "en")] for text in corpus.sentences(s)]
+    kw = dict(num_beams=2, max_new_tokens=6, max_tokens=40, progress=False)
+    seen, real = [], model.generate
+
+    def recording(**kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", recording)
+    cache = tmp_path / "partial.jsonl"
+    fp32 = translate_items(model, tokenizer, items, cache=cache, **kw)
+    assert seen and not any(seen)  # fp32 (the default): no autocast
+    seen.clear()
+    bf16 = translate_items(model, tokenizer, items, cache=cache, precision="bf16", **kw)
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)  # every batch ran, none from fp32's cache
+    assert len(bf16) == len(fp32) == len(items)
+    n_batches = len(seen)
+    seen.clear()
+    assert translate_items(model, tokenizer, items, cache=cache, **kw) == fp32  # bf16's batches are not reused
+    assert len(seen) == n_batches and not any(seen)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(LsloError, match="fp16: needs a GPU"):
+        translate_items(model, tokenizer, items, precision="fp16", **kw)
+
+
 # ----------------------------------------------------------------------------- evaluate end to end
 
 
