@@ -90,6 +90,7 @@ def main() -> None:
         "settings": lslo["settings"],
         "directions": len(base["directions"]),
         "train_steps": max(r.get("step", 0) for r in train_log),
+        "train_max_tokens": json.loads((demo / "lslo" / "run.json").read_text(encoding="utf-8"))["max_tokens"],
         "scores": {
             name: {m: {**{g: r["groups"][m][g]["mean"] for g in GROUPS if g in r["groups"][m]}, "all": overall(r, m)}
                    for m in ("spbleu", "chrf")}
@@ -134,9 +135,10 @@ def render(r: dict) -> str:
         f"Command: `{r['command'].strip()}` (= `{r['make']}` from scratch, timed by phase) · machine: {m['cpu']}, "
         f"{m['cpu_cores']} cores, torch {m['torch']} · {m['date']} · commit {m['git_commit']} · JSON: `benchmarks/results/demo.json`",
         "",
-        f"Wall time: **{r['wall_s'] / 60:.1f} min** (target: 15). LSLo trained {r['train_steps']} steps on the shipped base; "
-        f"both models evaluated on {r['directions']} directions x {r['settings']['max_sentences']} test verses, beam "
-        f"{r['settings']['num_beams']}.",
+        f"Wall time: **{r['wall_s'] / 60:.1f} min** (target: 15). LSLo trained {r['train_steps']} steps"
+        + (f" of <= {r['train_max_tokens']} tokens" if r.get("train_max_tokens") else "")
+        + f" on the shipped base; both models evaluated on {r['directions']} directions x {r['settings']['max_sentences']} "
+        + ("test verses, greedy." if r["settings"]["num_beams"] == 1 else f"test verses, beam {r['settings']['num_beams']}."),
         "",
         "| phase | seconds |",
         "|---|---:|",
