@@ -272,12 +272,12 @@ def test_render_pruned_subspace_and_searched_routing(bench, tmp_path):
     write(results, pruned)
     searched = fake_result(bench, "lslo-228-searched", 1, 0.1)
     searched["search"] = {"steps": 300, "routing": {"encoder_routing": "src*2,tgt", "decoder_routing": "tgt*3"},
-                          "weights": {"encoder.10": [0.1, 0.9], "encoder.2": [0.7, 0.3], "decoder.0": [0.2, 0.8]}}  # fmt: skip
+                          "weights": {"encoder.10": [0.1, 0.9], "encoder.2": [0.7, 0.3], "encoder.3": [0.48, 0.52], "decoder.0": [0.2, 0.8]}}  # fmt: skip
     write(results, searched)
     lines = bench.render(results).splitlines()
     assert "| lslo-228-prune-layer.seed1 | layer | high | en fr | 400 → 60 | 0.400% → 0.060% | 5.0% |" in lines
     assert "| lslo-228-prune-layer.seed1 | layer | low | sw | 1,600 → 180 | 1.600% → 0.180% | 20.0% |" in lines
     assert "| run | enc fc1 | dec q |" in lines and "| lslo-228-prune-layer.seed1 | 25.0% | 2.5% |" in lines
-    assert "| lslo-228-searched.seed1 | 300 | encoder | `src*2,tgt` | `src*9,tgt*3` | 0.30 0.90 |" in lines  # 2 before 10
+    assert "| lslo-228-searched.seed1 | 300 | encoder | `src*2,tgt` | `src*9,tgt*3` | 0.30 0.52* 0.90 |" in lines  # 2, 3, 10
     assert "| lslo-228-searched.seed1 | 300 | decoder | `tgt*3` | `tgt*12` | 0.80 |" in lines
     assert not [x for x in bench.render(tmp_path / "none").splitlines() if x.startswith("### Pruning") or x.startswith("### Routing")]
