@@ -26,7 +26,7 @@ $(DATA)/manifest.json:
 
 # Fine-tune LSLo on the shipped base ($(DEMO_STEPS) steps of <= $(DEMO_TOKENS) tokens), evaluate all 132
 # directions on the first $(DEMO_SENTENCES) test verses for the base and the LSLo model, and print both tier
-# tables side by side. Greedy decoding (DEMO_BEAMS=1) is 4x cheaper than beam 5 here, which buys 4x the test
+# tables side by side. Greedy decoding (DEMO_BEAMS=1) is 4x cheaper than beam 5 here, which buys 3x the test
 # verses in the 15-minute budget: per-direction scores on 10 verses were too noisy to tell a gain of 0.5 chrF++.
 demo: install data
 	@test -f $(BASE)/model.safetensors || { echo "lslo: error: $(BASE) is missing; build it with 'make base' (CPU hours)"; exit 2; }
