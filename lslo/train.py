@@ -49,6 +49,7 @@ from lslo.data.batching import (
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, write_json, write_text
 from lslo.precision import PRECISIONS, effective_precision
+from lslo.precision import autocast as precision_autocast
 
 METHODS = ("lslo", "lora", "full")
 # Keys a resumed run may change: the budget, the display, and `precision` (the weights and optimizer state
@@ -395,7 +396,7 @@ def _make_accelerator(cfg: TrainConfig) -> Any:
 def autocast(cfg: TrainConfig, accelerator: Any) -> Callable[[], Any]:
     """The forward pass's autocast context: accelerate's on GPUs, torch's bf16 on CPU when asked for."""
     if effective_precision(cfg.precision) == "bf16" and not torch.cuda.is_available():
-        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+        return lambda: precision_autocast("bf16", "cpu")
     return accelerator.autocast
 
 
