@@ -138,7 +138,8 @@ def render(r: dict) -> str:
         f"Wall time: **{r['wall_s'] / 60:.1f} min** (target: 15). LSLo trained {r['train_steps']} steps"
         + (f" of <= {r['train_max_tokens']} tokens" if r.get("train_max_tokens") else "")
         + f" on the shipped base; both models evaluated on {r['directions']} directions x {r['settings']['max_sentences']} "
-        + ("test verses, greedy." if r["settings"]["num_beams"] == 1 else f"test verses, beam {r['settings']['num_beams']}."),
+        + ("test verses, greedy" if r["settings"]["num_beams"] == 1 else f"test verses, beam {r['settings']['num_beams']}")
+        + (f", {r['settings']['precision']} autocast." if r["settings"].get("precision", "fp32") != "fp32" else "."),
         "",
         "| phase | seconds |",
         "|---|---:|",
