@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU figures of benchmarks/RESULTS.md and a GPU smoke test of the CLI, in one go (~6 min on an H100/H200):
+#
+#   bash benchmarks/gpu_check.sh runs/gpu       # needs data/bible12 (make data) and a CUDA torch
+#
+# 1. `lslo_speed.py` on the M2M-100 418M shape (fp32 weights + bf16 autocast, as `lslo train` runs on a GPU),
+#    the 1.2B shape, and the 418M shape with bf16 weights: JSON in benchmarks/results/ and copies in OUT.
+# 2. `lslo train` (300 LSLo steps on bible12 from the shipped base, precision auto = bf16) and `lslo eval`
+#    (bf16, greedy, 4 directions): the GPU paths of training and generation, end to end.
+# 3. The test suite, with the GPU visible (the paths that only run where CUDA is available).
+# Each step runs even if an earlier one failed; the log says which failed.
+set -u
+out=${1:-runs/gpu}
+mkdir -p "$out"
+log="$out/gpu.log"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+step() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$log"; "$@" >>"$log" 2>&1; echo "== exit $? ($(date -u +%H:%M:%S))" | tee -a "$log"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$log" 2>&1
+step python3 -c "import torch, transformers, peft, accelerate, sacrebleu; print(torch.__version__, transformers.__version__, peft.__version__, accelerate.__version__, sacrebleu.__version__)"
+step python3 benchmarks/lslo_speed.py --shape 418m --rounds 10
+cp benchmarks/results/lslo_speed_cuda_418m.json "$out/" 2>/dev/null
+step python3 -m lslo.cli train configs/bible12-lslo.yaml --no-progress --set out_dir="$out/run" data=data/bible12 \
+  max_epochs=null max_steps=300 precision=auto save_every=100 eval_every=100 valid_max_per_direction=10
+cp "$out/run/metrics.jsonl" "$out/" 2>/dev/null
+step python3 -m lslo.cli eval "$out/run" --data data/bible12 --directions en-fr fr-en en-sw sw-en --max-sentences 100 \
+  --beams 1 --precision auto --no-progress --out "$out/eval"
+cp "$out/eval/results.json" "$out/" 2>/dev/null
+step python3 benchmarks/lslo_speed.py --shape 1.2b --rounds 6
+cp benchmarks/results/lslo_speed_cuda_1.2b.json "$out/" 2>/dev/null
+step python3 benchmarks/lslo_speed.py --shape 418m --weights bf16 --rounds 6
+cp benchmarks/results/lslo_speed_cuda_418m_bf16.json "$out/" 2>/dev/null
+step timeout 150 python3 -m pytest tests -q -x -n 8 -p no:cacheprovider
