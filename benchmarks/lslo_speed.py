@@ -317,9 +317,12 @@ def render_gpu_summary(runs: list[tuple[Path, dict]]) -> str:
         " | LSLo GiB | shared LoRA GiB | full FT GiB | LSLo / full FT memory | JSON |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for path, r in sorted(runs, key=lambda pr: (pr[1]["shape"]["layers"], pr[1]["dtype"], pr[1]["shape"]["batch"])):
+    def variants(r: dict) -> tuple[dict, dict, dict]:
         rows = {row["variant"]: row for row in r["train_step"]}
-        lslo, lora, full = rows["LSLo-12 mixed batch"], rows["peft shared LoRA r=8"], rows["full fine-tuning"]
+        return rows["LSLo-12 mixed batch"], rows["peft shared LoRA r=8"], rows["full fine-tuning"]
+
+    for path, r in sorted(runs, key=lambda pr: (pr[1]["shape"]["layers"], pr[1]["dtype"], pr[1]["shape"]["batch"])):
+        lslo, lora, full = variants(r)
         s = r["shape"]
         name = "1.2B" if s["layers"] == 24 else "418M"
         lines.append(
@@ -329,13 +332,10 @@ def render_gpu_summary(runs: list[tuple[Path, dict]]) -> str:
             f"| {lslo['memory_bytes'] / 2**30:.1f} | {lora['memory_bytes'] / 2**30:.1f} | {full['memory_bytes'] / 2**30:.1f} "
             f"| {lslo['memory_bytes'] / full['memory_bytes']:.2f} | `{path.name}` |"
         )
-    def ratio(r: dict, a: str, b: str, key: str) -> float:
-        rows = {row["variant"]: row for row in r["train_step"]}
-        return rows[a][key] / rows[b][key]
-
-    time_full = [ratio(r, "LSLo-12 mixed batch", "full fine-tuning", "step_s") for _, r in runs]
-    time_lora = [ratio(r, "LSLo-12 mixed batch", "peft shared LoRA r=8", "step_s") for _, r in runs]
-    mem_full = [ratio(r, "LSLo-12 mixed batch", "full fine-tuning", "memory_bytes") for _, r in runs]
+    trios = [variants(r) for _, r in runs]
+    time_full = [lslo["step_s"] / full["step_s"] for lslo, _, full in trios]
+    time_lora = [lslo["step_s"] / lora["step_s"] for lslo, lora, _ in trios]
+    mem_full = [lslo["memory_bytes"] / full["memory_bytes"] for lslo, _, full in trios]
     m = runs[0][1]["machine"]
     lines += [
         "",
