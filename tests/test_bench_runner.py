@@ -281,3 +281,34 @@ def test_render_pruned_subspace_and_searched_routing(bench, tmp_path):
     assert "| lslo-228-searched.seed1 | 300 | encoder | `src*2,tgt` | `src*9,tgt*3` | 0.30 0.52* 0.90 |" in lines  # 2, 3, 10
     assert "| lslo-228-searched.seed1 | 300 | decoder | `tgt*3` | `tgt*12` | 0.80 |" in lines
     assert not [x for x in bench.render(tmp_path / "none").splitlines() if x.startswith("### Pruning") or x.startswith("### Routing")]
+
+
+def test_reproduce_reruns_in_a_scratch_folder_and_judges_against_the_seed_spread(bench, tmp_path, capsys):
+    results = tmp_path / "results"
+    write(results, fake_result(bench, "lslo-228", 1, shift=1.0))
+    write(results, fake_result(bench, "lslo-228", 2, shift=1.4))  # spBLEU spread over seeds: 0.4
+    ran = []
+
+    def do(run, o):  # stands in for train + eval: the re-run scores 0.1 above the committed seed 1
+        ran.append((run["run"], o.results_dir))
+        write(Path(o.results_dir), fake_result(bench, "lslo-228", 1, shift=1.1))
+
+    r = bench.reproduce(opts(bench, tmp_path, "--reproduce", "lslo-228.seed1"), do)
+    assert ran == [("lslo-228.seed1", str(tmp_path / "bench-reproduce" / "results"))]
+    assert r["metrics"]["spbleu"]["delta"] == pytest.approx(0.1) and r["metrics"]["spbleu"]["max_direction_delta"] == pytest.approx(0.1)
+    assert r["spread"] == pytest.approx(0.4) and r["spread_of"] == "lslo-228" and r["within_spread"] is True
+    assert json.loads((results / "reproduce.lslo-228.seed1.json").read_text())["within_spread"] is True
+    data = bench.load_all(results)  # the committed JSONs are untouched and the reproduction is not a run
+    assert [x["overall"]["spbleu"] for x in data["lslo-228"]] == pytest.approx([11.0, 11.4])
+    text = bench.render(results)
+    assert "### Reproduction" in text and "reproduced: Δ = +0.10" in text
+
+    far = bench.reproduction(fake_result(bench, "full", 1, 1.0), fake_result(bench, "full", 1, 2.0), data)
+    assert far["within_spread"] is False and far["spread_of"] == "lslo-228 (stand-in)"  # full has one seed
+    assert bench.reproduction(fake_result(bench, "full", 1, 1.0), fake_result(bench, "full", 1, 1.0), {})["within_spread"] is None
+
+    with pytest.raises(bench.BenchError, match="no committed result"):
+        bench.reproduce(opts(bench, tmp_path, "--reproduce", "full.seed1"), do)
+    argv = ["--results-dir", str(results), "--runs-dir", str(tmp_path / "runs"), "--base", str(tmp_path), "--reproduce", "nope.seed1"]
+    assert bench.main(argv) == 2
+    assert "not a run of the matrix" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     python benchmarks/bible12/run.py --list              # the matrix and what is finished
     python benchmarks/bible12/run.py --only lslo-228 full   # some experiments (or runs: lslo-228.seed2, base)
     python benchmarks/bible12/run.py --render            # the RESULTS.md section from the committed JSON only
+    python benchmarks/bible12/run.py --reproduce lslo-228.seed1  # re-run a finished run, compare with its JSON
 
 Every experiment is a dict of `TrainConfig` overrides on top of configs/bible12-lslo.yaml (`EXPERIMENTS`);
 each of its seeds is one run. A run is three steps, each a subprocess of the `lslo` CLI and each skipped
@@ -42,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 import results_md  # noqa: E402
 
 FORMAT = "lslo-bible12-bench/1"
+REPRODUCE_FORMAT = "lslo-bible12-reproduce/1"
 CONFIG = ROOT / "configs" / "bible12-lslo.yaml"
 RESULTS_DIR = HERE / "results"
 RUNS_DIR = ROOT / "runs" / "bench"
@@ -242,6 +244,10 @@ def steps_left(run: Mapping[str, Any], runs_dir: str | os.PathLike, results_dir:
 
 
 # -- running -----------------------------------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """Bad use of the runner: main() prints it as one line and exits 2."""
 
 
 class Interrupted(Exception):
@@ -688,6 +694,7 @@ def render(results_dir: str | os.PathLike) -> str:
         sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
         group = "low-resource (L as source or target)" if claim["group"] == "low" else "all directions"
         lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {group} | {d} | {dc} | {sp} | {v['verdict']} |")
+    lines += reproduction_lines(results_dir)
     return "\n".join(lines)
 
 
@@ -760,6 +767,94 @@ def render_to_md(results_dir: str | os.PathLike, md: str | os.PathLike | None = 
 # -- command line ------------------------------------------------------------------------------------
 
 
+# -- reproduction: re-run a finished run from scratch and compare it with its committed JSON ----------
+
+
+def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
+                 data: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:  # fmt: skip
+    """Committed vs re-run scores of one run, judged against the seed spread of its experiment (all directions).
+
+    The spread is the max-min range over the committed seeds of the run's experiment, or of `NOISE` when the
+    experiment has one seed; with neither, the comparison is reported without a verdict.
+    """
+    name = committed["experiment"]
+    metrics = {}
+    for metric in ("spbleu", "chrf"):
+        a, b = committed["groups"][metric], reproduced["groups"][metric]
+        dirs = committed["directions"]
+        metrics[metric] = {
+            "committed": a["all"], "reproduced": b["all"], "delta": b["all"] - a["all"],
+            "groups": {g: b[g] - a[g] for g in GROUP_COLUMNS if a.get(g) is not None and b.get(g) is not None},
+            "max_direction_delta": max(abs(reproduced["directions"][k][metric] - d[metric]) for k, d in dirs.items()),
+        }  # fmt: skip
+    spread, spread_of = None, None
+    for source in (name, NOISE):
+        s = agg(data.get(source, []), "spbleu", "all") if data.get(source) else None
+        if s is not None and s["spread"] is not None:
+            spread, spread_of = s["spread"], source + ("" if source == name else " (stand-in)")
+            break
+    within = None if spread is None else abs(metrics["spbleu"]["delta"]) <= spread
+    return {"format": REPRODUCE_FORMAT, "run": committed["run"], "experiment": name, "metrics": metrics,
+            "spread": spread, "spread_of": spread_of, "within_spread": within,
+            "committed": {"git_commit": committed["git_commit"], "date": committed["machine"].get("date"),
+                          "train_seconds": (committed.get("train") or {}).get("seconds")},
+            "reproduced": {"git_commit": reproduced["git_commit"], "machine": reproduced["machine"],
+                           "train_seconds": (reproduced.get("train") or {}).get("seconds")}}  # fmt: skip
+
+
+def reproduce(opts: argparse.Namespace, do: Callable[[dict[str, Any], argparse.Namespace], Any] = execute) -> dict[str, Any]:
+    """Run `opts.reproduce` again in a scratch folder next to `--runs-dir` (resumable, like any run), then write
+    `reproduce.<run>.json` next to the committed results and return it."""
+    run_name_ = opts.reproduce
+    committed_path = result_path(opts.results_dir, run_name_)
+    runs = [r for r in plan(opts) if r["run"] == run_name_]
+    if not runs:
+        raise BenchError(f"--reproduce {run_name_}: not a run of the matrix (see --list; e.g. lslo-228.seed1, base)")
+    if not committed_path.is_file():
+        raise BenchError(f"--reproduce {run_name_}: no committed result {committed_path} to compare with; run it first")
+    scratch = argparse.Namespace(**vars(opts))
+    root = Path(opts.runs_dir).parent / "bench-reproduce"
+    scratch.results_dir, scratch.runs_dir, scratch.results_md = str(root / "results"), str(root / "runs"), str(root / "RESULTS.md")
+    run_matrix(runs, scratch, do)
+    committed = json.loads(committed_path.read_text(encoding="utf-8"))
+    reproduced = json.loads(result_path(scratch.results_dir, run_name_).read_text(encoding="utf-8"))
+    out = reproduction(committed, reproduced, load_all(opts.results_dir))
+    from lslo.io import write_json
+
+    write_json(Path(opts.results_dir) / f"reproduce.{run_name_}.json", out)
+    return out
+
+
+def reproduction_lines(results_dir: str | os.PathLike) -> list[str]:
+    paths = sorted(Path(results_dir).glob("reproduce.*.json"))
+    if not paths:
+        return []
+    lines = ["", "### Reproduction", "",
+             "A finished run trained and evaluated again from scratch (`run.py --reproduce RUN`, in a scratch folder) "
+             "and compared with its committed JSON; the verdict is on spBLEU over all directions, against the seed "
+             "spread of the run's experiment.", "",
+             "| run | spBLEU committed → re-run | chrF++ committed → re-run | largest change of one direction (spBLEU / chrF++) "
+             "| seed spread (spBLEU) | verdict | re-run: commit, machine, date | training time committed → re-run (min) |",
+             "|---|---:|---:|---:|---:|---|---|---:|"]  # fmt: skip
+    for path in paths:
+        r = json.loads(path.read_text(encoding="utf-8"))
+        if r.get("format") != REPRODUCE_FORMAT:
+            continue
+        sb, sc = r["metrics"]["spbleu"], r["metrics"]["chrf"]
+        if r["within_spread"] is None:
+            text, spread = f"{NOT_MEASURED}: seed spread unknown; Δ = {sb['delta']:+.2f}", "–"
+        else:
+            spread = f"{r['spread']:.2f} ({r['spread_of']})"
+            text = ("reproduced" if r["within_spread"] else "NOT reproduced") + f": Δ = {sb['delta']:+.2f}"
+        m = r["reproduced"]["machine"]
+        minutes = " → ".join("–" if t is None else f"{t / 60:.1f}"
+                             for t in (r["committed"]["train_seconds"], r["reproduced"]["train_seconds"]))  # fmt: skip
+        lines.append(f"| {r['run']} | {sb['committed']:.2f} → {sb['reproduced']:.2f} | {sc['committed']:.2f} → {sc['reproduced']:.2f} "
+                     f"| {sb['max_direction_delta']:.2f} / {sc['max_direction_delta']:.2f} | {spread} | {text} "
+                     f"| {r['reproduced']['git_commit']}, {m.get('gpu', m['cpu'])} {m['cpu_cores']} cores, {m.get('date', '?')} | {minutes} |")  # fmt: skip
+    return lines
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="base/bible12-small", help="the shipped base model (default: %(default)s)")
@@ -781,6 +876,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--results-dir", default=str(RESULTS_DIR), help="per-run result JSONs (default: the committed folder)")
     ap.add_argument("--runs-dir", default=str(RUNS_DIR), help="checkpoints, logs, translations (default: runs/bench)")
     ap.add_argument("--results-md", default=None, help="the markdown file to update (default: benchmarks/RESULTS.md)")
+    ap.add_argument("--reproduce", metavar="RUN", help="train and evaluate a finished run again (in runs/bench-reproduce/) "
+                    "and write results/reproduce.RUN.json: committed vs re-run scores and the seed spread")  # fmt: skip
     opts = ap.parse_args(argv)
     return opts
 
@@ -803,7 +900,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run.py: error: --base {opts.base}: no such model folder; build it with `make base` or give --base", file=sys.stderr)
         return 2
     try:
-        run_matrix(runs, opts)
+        if opts.reproduce:
+            r = reproduce(opts)
+            print(f"{r['run']}: spBLEU {r['metrics']['spbleu']['committed']:.2f} committed, {r['metrics']['spbleu']['reproduced']:.2f} "
+                  f"re-run; within the seed spread: {r['within_spread']}")  # fmt: skip
+        else:
+            run_matrix(runs, opts)
+    except BenchError as err:
+        print(f"run.py: error: {err}", file=sys.stderr)
+        return 2
     except Interrupted as err:
         print(f"run.py: stopped ({err}); run the same command again to resume", file=sys.stderr)
         return 130
