@@ -191,6 +191,10 @@ def test_spread_and_verdicts(bench, tmp_path):
     assert ffn["verdict"].startswith("supported")
     pruned = bench.verdict(claims["90% pruning (language scope) keeps the quality"], data)
     assert pruned["delta"] == pytest.approx(-2.1) and pruned["verdict"].startswith("contradicted")
+    assert pruned["against"] and not overall["against"] and not ffn["against"]  # the reason column shows for pruned only
+    table = bench.render(results)
+    assert claims["90% pruning (language scope) keeps the quality"]["if_not"] in table
+    assert claims["LSLo (2/2/8) matches or beats full fine-tuning, overall"]["if_not"] not in table
     missing = bench.verdict(claims["90% pruning (layer scope) keeps the quality"], data)
     assert missing["delta"] is None and missing["verdict"].startswith(bench.NOT_MEASURED)
     assert "lslo-228-prune-layer" in missing["verdict"]
@@ -215,6 +219,9 @@ def test_one_seed_everywhere_says_spread_not_measured(bench, tmp_path):
     claim = next(c for c in bench.CLAIMS if c["a"] == "lslo-228-ffn")
     v = bench.verdict(claim, bench.load_all(results))
     assert v["spread"] is None and bench.NOT_MEASURED in v["verdict"] and "+0.50" in v["verdict"]
+    assert not v["against"]  # one seed, but the difference points the claim's way
+    write(results, fake_result(bench, "lslo-228-attn", 1, 1.5))
+    assert bench.verdict(claim, bench.load_all(results))["against"]
 
 
 def test_render_and_results_md(bench, tmp_path, monkeypatch):
