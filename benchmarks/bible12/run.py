@@ -129,8 +129,8 @@ CLAIMS: list[dict[str, Any]] = [
     {"claim": "90% pruning (language scope) keeps the quality", "a": "lslo-228-prune-lang", "b": "lslo-228",
      "group": "all", "kind": "kept",
      "if_not": "after the last pruning step only the last 30% of a short budget (300 of 1,000 steps) is left to "
-               "recover; the paper keeps training 3 of its 15 epochs, many more steps. Within one seed's noise?"
-               " Unknown until lslo-228 has a second seed"},
+               "recover; the paper keeps training 3 of its 15 epochs, many more steps. With one seed each, a loss this"
+               " small may also be noise"},
     {"claim": "90% pruning (layer scope) keeps the quality", "a": "lslo-228-prune-layer", "b": "lslo-228",
      "group": "all", "kind": "kept", "if_not": "as for language scope"},
     {"claim": "Searched routing is as good as the paper's routing", "a": "lslo-228-searched", "b": "lslo-228",
