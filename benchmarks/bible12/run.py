@@ -794,10 +794,9 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
     experiment has one seed; with neither, the comparison is reported without a verdict.
     """
     name = committed["experiment"]
-    metrics = {}
-    for metric in ("spbleu", "chrf"):
+    metrics, dirs = {}, committed["directions"]
+    for metric in METRICS:
         a, b = committed["groups"][metric], reproduced["groups"][metric]
-        dirs = committed["directions"]
         metrics[metric] = {
             "committed": a["all"], "reproduced": b["all"], "delta": b["all"] - a["all"],
             "groups": {g: b[g] - a[g] for g in GROUP_COLUMNS if a.get(g) is not None and b.get(g) is not None},
@@ -805,7 +804,7 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
         }  # fmt: skip
     spread, spread_of = None, None
     for source in (name, NOISE):
-        s = agg(data.get(source, []), "spbleu", "all") if data.get(source) else None
+        s = agg(data.get(source, []), "spbleu", "all")
         if s is not None and s["spread"] is not None:
             spread, spread_of = s["spread"], source + ("" if source == name else " (stand-in)")
             break
@@ -821,23 +820,23 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
 def reproduce(opts: argparse.Namespace, do: Callable[[dict[str, Any], argparse.Namespace], Any] = execute) -> dict[str, Any]:
     """Run `opts.reproduce` again in a scratch folder next to `--runs-dir` (resumable, like any run), then write
     `reproduce.<run>.json` next to the committed results and return it."""
-    run_name_ = opts.reproduce
-    committed_path = result_path(opts.results_dir, run_name_)
-    runs = [r for r in plan(opts) if r["run"] == run_name_]
+    target = opts.reproduce
+    committed_path = result_path(opts.results_dir, target)
+    runs = [r for r in plan(opts) if r["run"] == target]
     if not runs:
-        raise BenchError(f"--reproduce {run_name_}: not a run of the matrix (see --list; e.g. lslo-228.seed1, base)")
+        raise BenchError(f"--reproduce {target}: not a run of the matrix (see --list; e.g. lslo-228.seed1, base)")
     if not committed_path.is_file():
-        raise BenchError(f"--reproduce {run_name_}: no committed result {committed_path} to compare with; run it first")
+        raise BenchError(f"--reproduce {target}: no committed result {committed_path} to compare with; run it first")
     scratch = argparse.Namespace(**vars(opts))
     root = Path(opts.runs_dir).parent / "bench-reproduce"
     scratch.results_dir, scratch.runs_dir, scratch.results_md = str(root / "results"), str(root / "runs"), str(root / "RESULTS.md")
     run_matrix(runs, scratch, do)
     committed = json.loads(committed_path.read_text(encoding="utf-8"))
-    reproduced = json.loads(result_path(scratch.results_dir, run_name_).read_text(encoding="utf-8"))
+    reproduced = json.loads(result_path(scratch.results_dir, target).read_text(encoding="utf-8"))
     out = reproduction(committed, reproduced, load_all(opts.results_dir))
     from lslo.io import write_json
 
-    write_json(Path(opts.results_dir) / f"reproduce.{run_name_}.json", out)
+    write_json(Path(opts.results_dir) / f"reproduce.{target}.json", out)
     return out
 
 
