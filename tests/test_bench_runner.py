@@ -319,3 +319,46 @@ def test_reproduce_reruns_in_a_scratch_folder_and_judges_against_the_seed_spread
     argv = ["--results-dir", str(results), "--runs-dir", str(tmp_path / "runs"), "--base", str(tmp_path), "--reproduce", "nope.seed1"]
     assert bench.main(argv) == 2
     assert "not a run of the matrix" in capsys.readouterr().err
+
+
+def test_seed_spread_is_at_least_what_the_directions_predict(bench, tmp_path):
+    """Two seeds whose averages agree by luck: the per-direction differences still say how far apart two seeds
+    land, and that estimate (not the lucky 0 range) is what a claim's difference must exceed."""
+    results = tmp_path / "results"
+    s1, s2 = fake_result(bench, "lslo-228", 1, 1.0), fake_result(bench, "lslo-228", 2, 1.0)
+    keys = sorted(s2["directions"])
+    for i, k in enumerate(keys):  # +-0.5 alternating: the overall average is unchanged, each direction moves
+        s2["directions"][k]["spbleu"] += 0.5 if i % 2 else -0.5
+    write(results, s1)
+    write(results, s2)
+    write(results, fake_result(bench, "lslo-228-prune-lang", 1, 0.8))
+    data = bench.load_all(results)
+    s = bench.agg(data["lslo-228"], "spbleu", "all")
+    diffs = [s2["directions"][k]["spbleu"] - s1["directions"][k]["spbleu"] for k in keys]
+    import math
+    import statistics
+
+    expected = 1.96 * statistics.stdev(diffs) / math.sqrt(len(keys))
+    assert s["spread"] == pytest.approx(0.0) and s["noise"] == pytest.approx(expected) and s["bound"] == pytest.approx(expected)
+    assert bench.seed_noise(data["lslo-228"][:1], "spbleu", "all") is None
+    claim = next(c for c in bench.CLAIMS if c["a"] == "lslo-228-prune-lang")
+    v = bench.verdict(claim, data)
+    assert v["delta"] == pytest.approx(-0.2) and expected > 0.2  # 0.2 would be "beyond" a 0 range, not beyond this
+    assert v["spread"] == pytest.approx(expected) and v["verdict"].startswith("supported") and "within" in v["verdict"]
+    # per direction the seeds' mean is 10.75 or 11.25: prune-lang (10.8) is above it in half the directions
+    assert v["wins"] == (len(keys) // 2, 0, len(keys))
+
+
+def test_searched_run_equal_to_a_seed_is_compared_with_that_seed(bench, tmp_path):
+    results = tmp_path / "results"
+    write(results, fake_result(bench, "lslo-228", 1, 1.0))
+    write(results, fake_result(bench, "lslo-228", 2, 1.6))
+    twin = fake_result(bench, "lslo-228-searched", 1, 1.0)
+    twin["same_as"] = "lslo-228.seed1"
+    write(results, twin)
+    claim = next(c for c in bench.CLAIMS if c["a"] == "lslo-228-searched")
+    v = bench.verdict(claim, bench.load_all(results))
+    assert v["delta"] == pytest.approx(0.0) and "the same run as lslo-228.seed1" in v["verdict"]
+    n = len(twin["directions"])
+    assert v["wins"] == (0, n, n)
+    assert f"| 0/{n} ({n} equal) |" in bench.render(results)

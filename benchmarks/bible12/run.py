@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import shlex
 import statistics
@@ -129,8 +130,8 @@ CLAIMS: list[dict[str, Any]] = [
     {"claim": "90% pruning (language scope) keeps the quality", "a": "lslo-228-prune-lang", "b": "lslo-228",
      "group": "all", "kind": "kept",
      "if_not": "after the last pruning step only the last 30% of a short budget (300 of 1,000 steps) is left to "
-               "recover; the paper keeps training 3 of its 15 epochs, many more steps. With one seed each, a loss this"
-               " small may also be noise"},
+               "recover; the paper keeps training 3 of its 15 epochs, many more steps. With one seed of the pruned run, a"
+               " loss this small may also be noise"},
     {"claim": "90% pruning (layer scope) keeps the quality", "a": "lslo-228-prune-layer", "b": "lslo-228",
      "group": "all", "kind": "kept", "if_not": "as for language scope"},
     {"claim": "Searched routing is as good as the paper's routing", "a": "lslo-228-searched", "b": "lslo-228",
@@ -561,14 +562,37 @@ def load_all(results_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def in_group(result: Mapping[str, Any], direction: str, group: str) -> bool:
+    """Whether a direction ("src-tgt") belongs to a tier group: "all", "low" (a low-resource language on either
+    side), or a column of GROUP_COLUMNS ("H->*": source tier high, "*->L": target tier low, ...)."""
+    src, tgt = (result["tiers"][x] for x in direction.split("-"))
+    if group in ("all", "low"):
+        return group == "all" or "low" in (src, tgt)
+    left, right = group.split("->")
+    tier = {"H": "high", "M": "medium", "L": "low"}
+    return src == tier[left] if right == "*" else tgt == tier[right]
+
+
 def score(result: Mapping[str, Any], metric: str, group: str) -> float | None:
     """A run's macro average over a tier group; "low" = directions with a low-resource language on either side."""
     if group != "low":
         return result["groups"][metric].get(group)
-    tiers = result["tiers"]
-    values = [d[metric] for key, d in result["directions"].items()
-              if "low" in (tiers[key.split("-")[0]], tiers[key.split("-")[1]])]  # fmt: skip
+    values = [d[metric] for key, d in result["directions"].items() if in_group(result, key, group)]
     return sum(values) / len(values) if values else None
+
+
+def seed_noise(runs: Sequence[Mapping[str, Any]], metric: str, group: str) -> float | None:
+    """How far apart two seeds' group averages are expected to land (95%), estimated from the directions:
+    1.96 x sd over directions of the per-direction score difference between seeds / sqrt(directions).
+
+    Two seeds give one observed range of the average, which can be near 0 by luck; the per-direction
+    differences give many draws of the same noise. None with fewer than two seeds.
+    """
+    diffs = [b["directions"][k][metric] - a["directions"][k][metric]
+             for i, a in enumerate(runs) for b in runs[i + 1:]
+             for k in a["directions"] if k in b["directions"] and in_group(a, k, group)]  # fmt: skip
+    n = sum(in_group(runs[0], k, group) for k in runs[0]["directions"]) if runs else 0
+    return 1.96 * statistics.stdev(diffs) / math.sqrt(n) if len(diffs) > 1 and n else None
 
 
 def stats(values: Sequence[float]) -> dict[str, Any]:
@@ -578,8 +602,15 @@ def stats(values: Sequence[float]) -> dict[str, Any]:
 
 
 def agg(runs: Sequence[Mapping[str, Any]], metric: str, group: str) -> dict[str, Any] | None:
+    """stats() of the runs' group averages, plus `noise` (seed_noise) and `bound`: the larger of the observed
+    range and that estimate, what a difference must exceed to count as beyond the seed spread."""
     values = [v for v in (score(r, metric, group) for r in runs) if v is not None]
-    return stats(values) if values else None
+    if not values:
+        return None
+    out = stats(values)
+    out["noise"] = seed_noise(runs, metric, group) if out["spread"] is not None else None
+    out["bound"] = None if out["spread"] is None else max(out["spread"], out["noise"] or 0.0)
+    return out
 
 
 def _cell(s: Mapping[str, Any] | None, digits: int = 2) -> str:
@@ -589,29 +620,49 @@ def _cell(s: Mapping[str, Any] | None, digits: int = 2) -> str:
     return text + (f" ± {s['spread'] / 2:.{digits}f}" if s["spread"] is not None else "")
 
 
+def directions_better(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]], metric: str,
+                      group: str) -> tuple[int, int, int]:  # fmt: skip
+    """(directions where a's mean over seeds beats b's, directions where they are equal, directions compared)."""
+    def means(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        keys = [k for k in runs[0]["directions"] if in_group(runs[0], k, group) and all(k in r["directions"] for r in runs)]
+        return {k: statistics.fmean(r["directions"][k][metric] for r in runs) for k in keys}
+
+    ma, mb = means(runs_a), means(runs_b)
+    common = [k for k in ma if k in mb]
+    return sum(ma[k] > mb[k] for k in common), sum(ma[k] == mb[k] for k in common), len(common)
+
+
 def verdict(claim: Mapping[str, Any], data: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = "spbleu") -> dict[str, Any]:
     """One claim: the difference a - b, the seed spread it is judged against and the verdict text.
 
-    The difference exceeds the seed spread when |a - b| > the larger max-min range over seeds of a and b;
-    when neither has two seeds, the range of `NOISE` (the seeded LSLo experiment) stands in.
+    The difference exceeds the seed spread when |a - b| > the larger `bound` of a and b (their max-min range over
+    seeds, or seed_noise's estimate where that is larger); when neither has two seeds, `NOISE`'s bound stands
+    in. Runs of a that are runs of b (`same_as`: the search found b's routing) are compared with those only.
     """
     a, b, group = claim["a"], claim["b"], claim["group"]
     missing = [x for x in (a, b) if not data.get(x)]
     if missing:
         return {"delta": None, "spread": None, "verdict": f"{NOT_MEASURED} (missing: {', '.join(missing)})"}
-    sa, sb = agg(data[a], metric, group), agg(data[b], metric, group)
+    runs_a, runs_b = data[a], data[b]
+    same = [r for r in runs_b if r["run"] in {x.get("same_as") for x in runs_a}]
+    if len(same) == len(runs_a):
+        runs_b = same
+    sa, sb = agg(runs_a, metric, group), agg(runs_b, metric, group)
     if sa is None or sb is None:
         return {"delta": None, "spread": None, "verdict": f"{NOT_MEASURED} (no {group} directions)"}
     delta = sa["mean"] - sb["mean"]
-    spreads = [s["spread"] for s in (sa, sb) if s["spread"] is not None]
-    source = "/".join(x for x, s in ((a, sa), (b, sb)) if s["spread"] is not None)
+    wins = directions_better(runs_a, runs_b, metric, group)
+    note = f" (the same run as {', '.join(r['run'] for r in same)})" if same and runs_b is same else ""
+    bounds = [s["bound"] for s in (sa, sb) if s["bound"] is not None]
+    source = "/".join(x for x, s in ((a, sa), (b, sb)) if s["bound"] is not None)
     noise = agg(data[NOISE], metric, group) if data.get(NOISE) else None
-    if not spreads and noise is not None and noise["spread"] is not None:
-        spreads, source = [noise["spread"]], f"{NOISE} (stand-in)"
-    if not spreads:
-        return {"delta": delta, "spread": None, "spread_of": None, "against": delta < 0 if claim["kind"] == "kept" else delta <= 0,
-                "verdict": f"seed spread {NOT_MEASURED} (one seed each); a - b = {delta:+.2f}"}  # fmt: skip
-    spread = max(spreads)
+    if not bounds and noise is not None and noise["bound"] is not None:
+        bounds, source = [noise["bound"]], f"{NOISE} (stand-in)"
+    if not bounds:
+        return {"delta": delta, "spread": None, "spread_of": None, "wins": wins,
+                "against": delta < 0 if claim["kind"] == "kept" else delta <= 0,
+                "verdict": f"seed spread {NOT_MEASURED} (one seed each); a - b = {delta:+.2f}{note}"}  # fmt: skip
+    spread = max(bounds)
     beyond = abs(delta) > spread
     if claim["kind"] == "better":
         if beyond and delta > 0:
@@ -628,7 +679,8 @@ def verdict(claim: Mapping[str, Any], data: Mapping[str, Sequence[Mapping[str, A
         else:
             text = f"supported: difference {delta:+.2f} within the seed spread"
     against = text.startswith(("contradicted", "not resolved"))
-    return {"delta": delta, "spread": spread, "spread_of": source, "against": against, "verdict": text}
+    return {"delta": delta, "spread": spread, "spread_of": source, "wins": wins, "against": against,
+            "verdict": text + note}  # fmt: skip
 
 
 def render(results_dir: str | os.PathLike) -> str:
@@ -696,12 +748,16 @@ def render(results_dir: str | os.PathLike) -> str:
         lines.append(f"| {name} | {about} | {count} | {pct} | {_cell(minutes, 1)} | {_cell(rss, 0)} |")
     lines += subspace_lines(data) + search_lines(data)
     lines += ["", "### The paper's claims on bible12", "",
-              "Δ = first - second experiment (means over seeds); it *exceeds the seed spread* when |Δ| is larger than "
-              "the larger max-min range over seeds of the two (when neither has two seeds, the range of "
-              f"`{NOISE}` stands in). The verdict is on spBLEU.", "",
-              "| claim (paper) | comparison | group | Δ spBLEU | Δ chrF++ | seed spread (spBLEU) | verdict "
-              "| likely reason, where the data leans against the claim |",
-              "|---|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+              "Δ = first - second experiment (means over seeds). The *seed spread* of an experiment with two or more "
+              "seeds is the larger of its max-min range over seeds and the range expected from its directions "
+              "(1.96 x the sd over directions of the per-direction difference between seeds / sqrt(directions): "
+              "two seeds give one draw of the range, the directions give many). Δ *exceeds the seed spread* when "
+              "|Δ| is larger than the larger spread of the two experiments (when neither has two seeds, "
+              f"`{NOISE}`'s stands in). The verdict is on spBLEU; *directions* counts the directions of the group "
+              "where the first experiment scores higher (spBLEU, means over seeds).", "",
+              "| claim (paper) | comparison | group | Δ spBLEU | Δ chrF++ | seed spread (spBLEU) | directions "
+              "| verdict | likely reason, where the data leans against the claim |",
+              "|---|---|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for claim in CLAIMS:
         v, vc = verdict(claim, data, "spbleu"), verdict(claim, data, "chrf")
         d = "–" if v["delta"] is None else f"{v['delta']:+.2f}"
@@ -709,7 +765,8 @@ def render(results_dir: str | os.PathLike) -> str:
         sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
         group = "low-resource (L as source or target)" if claim["group"] == "low" else "all directions"
         reason = claim["if_not"] if v.get("against") else ""
-        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {group} | {d} | {dc} | {sp} | {v['verdict']} | {reason} |")
+        wins = "–" if v.get("wins") is None else f"{v['wins'][0]}/{v['wins'][2]}" + (f" ({v['wins'][1]} equal)" if v["wins"][1] else "")
+        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {group} | {d} | {dc} | {sp} | {wins} | {v['verdict']} | {reason} |")
     lines += reproduction_lines(results_dir)
     return "\n".join(lines)
 
@@ -790,8 +847,8 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
                  data: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:  # fmt: skip
     """Committed vs re-run scores of one run, judged against the seed spread of its experiment (all directions).
 
-    The spread is the max-min range over the committed seeds of the run's experiment, or of `NOISE` when the
-    experiment has one seed; with neither, the comparison is reported without a verdict.
+    The spread is agg's `bound` (max-min range or seed_noise) over the committed seeds of the run's experiment,
+    or of `NOISE` when the experiment has one seed; with neither, the comparison is reported without a verdict.
     """
     name = committed["experiment"]
     metrics, dirs = {}, committed["directions"]
@@ -805,8 +862,8 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
     spread, spread_of = None, None
     for source in (name, NOISE):
         s = agg(data.get(source, []), "spbleu", "all")
-        if s is not None and s["spread"] is not None:
-            spread, spread_of = s["spread"], source + ("" if source == name else " (stand-in)")
+        if s is not None and s["bound"] is not None:
+            spread, spread_of = s["bound"], source + ("" if source == name else " (stand-in)")
             break
     within = None if spread is None else abs(metrics["spbleu"]["delta"]) <= spread
     return {"format": REPRODUCE_FORMAT, "run": committed["run"], "experiment": name, "metrics": metrics,
