@@ -648,16 +648,15 @@ def verdict(claim: Mapping[str, Any], data: Mapping[str, Sequence[Mapping[str, A
     missing = [x for x in (a, b) if not data.get(x)]
     if missing:
         return {"delta": None, "spread": None, "verdict": f"{NOT_MEASURED} (missing: {', '.join(missing)})"}
-    runs_a, runs_b = data[a], data[b]
+    runs_a, runs_b, note = data[a], data[b], ""
     same = [r for r in runs_b if r["run"] in {x.get("same_as") for x in runs_a}]
-    if len(same) == len(runs_a):
-        runs_b = same
+    if same and len(same) == len(runs_a):
+        runs_b, note = same, f" (the same run as {', '.join(r['run'] for r in same)})"
     sa, sb = agg(runs_a, metric, group), agg(runs_b, metric, group)
     if sa is None or sb is None:
         return {"delta": None, "spread": None, "verdict": f"{NOT_MEASURED} (no {group} directions)"}
     delta = sa["mean"] - sb["mean"]
     wins = directions_better(runs_a, runs_b, metric, group)
-    note = f" (the same run as {', '.join(r['run'] for r in same)})" if same and runs_b is same else ""
     bounds = [s["bound"] for s in (sa, sb) if s["bound"] is not None]
     source = "/".join(x for x, s in ((a, sa), (b, sb)) if s["bound"] is not None)
     noise = agg(data[NOISE], metric, group) if data.get(NOISE) else None
