@@ -242,6 +242,11 @@ def test_render_and_results_md(bench, tmp_path, monkeypatch):
     cost = next(line for line in text.splitlines() if line.startswith("| full | full fine-tuning"))
     assert "| 1,000 | 1.000 | 11.5 ± 0.5 | 900 ± 0 |" in cost
 
+    late["train"]["omp_num_threads"] = ["1"]  # trained two at a time: its time is marked, not mixed in silently
+    write(results, late)
+    cost = next(line for line in bench.render(results).splitlines() if line.startswith("| full | full fine-tuning"))
+    assert "| 11.5 ± 0.5 (single-threaded: full.seed2) |" in cost
+
     empty = bench.render(tmp_path / "nothing")
     assert "No run has finished yet" in empty
     scores = empty.split("### spBLEU")[1].split("### Cost")[0]
@@ -362,3 +367,16 @@ def test_searched_run_equal_to_a_seed_is_compared_with_that_seed(bench, tmp_path
     n = len(twin["directions"])
     assert v["wins"] == (0, n, n)
     assert f"| 0/{n} ({n} equal) |" in bench.render(results)
+
+
+def test_call_records_cpu_time_and_threads(bench, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint('done')"
+    res = bench.call([sys.executable, "-c", busy], tmp_path / "logs" / "busy.log")
+    assert res["rc"] == 0 and res["omp_num_threads"] == "1"
+    assert 0.3 <= res["cpu_s"] <= res["wall_s"] + 0.2  # the child's own CPU time, not ours
+    assert (tmp_path / "logs" / "busy.log").read_text() == "done\n"
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        bench.call([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "logs" / "fail.log")

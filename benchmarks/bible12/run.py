@@ -289,7 +289,8 @@ def call(argv: Sequence[str], log: Path) -> dict[str, Any]:
                 interrupted = True
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc
-    result = {"rc": rc, "wall_s": round(time.time() - start, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    result = {"rc": rc, "wall_s": round(time.time() - start, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+              "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     if interrupted:
         raise Interrupted(f"interrupted during {argv[3] if len(argv) > 3 else argv}")
     if rc != 0:
@@ -531,6 +532,7 @@ def build_result(run: Mapping[str, Any], state: Mapping[str, Any], run_dir: Path
         train={"seconds": summary["elapsed"], "steps": summary["steps"], "tokens": summary["tokens"],
                "train_loss": summary.get("train_loss"), "valid_loss": summary.get("valid_loss"),
                "peak_rss_mib": max(s["peak_rss_mib"] for s in sessions), "sessions": len(sessions),
+               "omp_num_threads": sorted({str(s.get("omp_num_threads")) for s in sessions}),
                "memory_kind": "peak RSS of the `lslo train` process (ru_maxrss via os.wait4), max over sessions"},
         config=run["config"],
         **notes,
@@ -749,7 +751,12 @@ def render(results_dir: str | os.PathLike) -> str:
             continue
         minutes = stats([r["train"]["seconds"] / 60 for r in runs])
         rss = stats([r["train"]["peak_rss_mib"] for r in runs])
-        lines.append(f"| {name} | {about} | {count} | {pct} | {_cell(minutes, 1)} | {_cell(rss, 0)} |")
+        single = [r["run"] for r in runs if "1" in r["train"].get("omp_num_threads", [])]
+        mark = f" (single-threaded: {', '.join(single)})" if single else ""
+        lines.append(f"| {name} | {about} | {count} | {pct} | {_cell(minutes, 1)}{mark} | {_cell(rss, 0)} |")
+    lines += ["", "Runs marked *single-threaded* trained with `OMP_NUM_THREADS=1` beside another single-threaded job "
+              "(two runs at a time on the 2 cores), which is slower per run than a training alone on both cores: "
+              "compare their times with each other, not with the others."]  # fmt: skip
     lines += subspace_lines(data) + search_lines(data)
     lines += ["", "### The paper's claims on bible12", "",
               "Δ = first - second experiment (means over seeds). The *seed spread* of an experiment with two or more "
