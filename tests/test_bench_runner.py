@@ -210,6 +210,12 @@ def test_spread_and_verdicts(bench, tmp_path):
     assert bench.score(data["lslo-228"][0], "spbleu", "low") == pytest.approx(13.0)
     low = bench.verdict(claims["LSLo (2/2/8) beats full fine-tuning on low-resource directions"], data)
     assert low["delta"] == pytest.approx(2.8) and low["verdict"].startswith("supported")
+    # "no-low" is the complement: where 2/2/8 and 8/8/8 differ (a low language has rank 8 in both).
+    assert bench.score(data["lslo-228"][0], "spbleu", "no-low") == pytest.approx(10.0)
+    write(results, fake_result(bench, "lslo-888", 1, 5.0, low_shift=-5.0))
+    ranks = bench.verdict(next(c for c in bench.CLAIMS if c["b"] == "lslo-888"), bench.load_all(results))
+    assert ranks["delta"] == pytest.approx(-5.0) and ranks["verdict"].startswith("contradicted")
+    assert ranks["wins"][2] == 6  # en, fr, zh: 3 x 2 directions, none with sw
 
 
 def test_one_seed_everywhere_says_spread_not_measured(bench, tmp_path):
