@@ -308,11 +308,15 @@ def test_reproduce_reruns_in_a_scratch_folder_and_judges_against_the_seed_spread
     ran = []
 
     def do(run, o):  # stands in for train + eval: the re-run scores 0.1 above the committed seed 1
-        ran.append((run["run"], o.results_dir))
+        ran.append((run["run"], o.results_dir, o.runs_dir, run["config"]["out_dir"]))
         write(Path(o.results_dir), fake_result(bench, "lslo-228", 1, shift=1.1))
 
     r = bench.reproduce(opts(bench, tmp_path, "--reproduce", "lslo-228.seed1"), do)
-    assert ran == [("lslo-228.seed1", str(tmp_path / "bench-reproduce" / "results"))]
+    scratch = tmp_path / "bench-reproduce"
+    # Everything of the re-run, the trainer's out_dir included, is in the scratch folder: never the committed
+    # run's checkpoints, which `lslo train --resume` would take as a finished training.
+    assert ran == [("lslo-228.seed1", str(scratch / "results"), str(scratch / "runs"),
+                    str(scratch / "runs" / "lslo-228.seed1" / "train"))]  # fmt: skip
     assert r["metrics"]["spbleu"]["delta"] == pytest.approx(0.1) and r["metrics"]["spbleu"]["max_direction_delta"] == pytest.approx(0.1)
     assert r["spread"] == pytest.approx(0.4) and r["spread_of"] == "lslo-228" and r["within_spread"] is True
     assert json.loads((results / "reproduce.lslo-228.seed1.json").read_text())["within_spread"] is True

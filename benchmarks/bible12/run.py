@@ -897,14 +897,16 @@ def reproduce(opts: argparse.Namespace, do: Callable[[dict[str, Any], argparse.N
     `reproduce.<run>.json` next to the committed results and return it."""
     target = opts.reproduce
     committed_path = result_path(opts.results_dir, target)
-    runs = [r for r in plan(opts) if r["run"] == target]
+    scratch = argparse.Namespace(**vars(opts))
+    root = Path(opts.runs_dir).parent / "bench-reproduce"
+    scratch.results_dir, scratch.runs_dir, scratch.results_md = str(root / "results"), str(root / "runs"), str(root / "RESULTS.md")
+    # Planned with the scratch options: the config's out_dir must be in the scratch folder, or `lslo train
+    # --resume` would find the committed run's own checkpoints and "reproduce" it without training.
+    runs = [r for r in plan(scratch) if r["run"] == target]
     if not runs:
         raise BenchError(f"--reproduce {target}: not a run of the matrix (see --list; e.g. lslo-228.seed1, base)")
     if not committed_path.is_file():
         raise BenchError(f"--reproduce {target}: no committed result {committed_path} to compare with; run it first")
-    scratch = argparse.Namespace(**vars(opts))
-    root = Path(opts.runs_dir).parent / "bench-reproduce"
-    scratch.results_dir, scratch.runs_dir, scratch.results_md = str(root / "results"), str(root / "runs"), str(root / "RESULTS.md")
     run_matrix(runs, scratch, do)
     committed = json.loads(committed_path.read_text(encoding="utf-8"))
     reproduced = json.loads(result_path(scratch.results_dir, target).read_text(encoding="utf-8"))
