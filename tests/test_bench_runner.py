@@ -248,10 +248,10 @@ def test_render_and_results_md(bench, tmp_path, monkeypatch):
     cost = next(line for line in text.splitlines() if line.startswith("| full | full fine-tuning"))
     assert "| 1,000 | 1.000 | 11.5 ± 0.5 | 900 ± 0 |" in cost
 
-    late["train"]["omp_num_threads"] = ["1"]  # trained two at a time: its time is marked, not mixed in silently
+    late["train"].update(omp_num_threads=["1"], cpu_seconds=690.0)  # trained beside another run: marked, with CPU time
     write(results, late)
     cost = next(line for line in bench.render(results).splitlines() if line.startswith("| full | full fine-tuning"))
-    assert "| 11.5 ± 0.5 (single-threaded: full.seed2) |" in cost
+    assert "| 11.5 ± 0.5 (single-threaded: full.seed2, 11.5 CPU min) |" in cost
 
     empty = bench.render(tmp_path / "nothing")
     assert "No run has finished yet" in empty

@@ -540,6 +540,7 @@ def build_result(run: Mapping[str, Any], state: Mapping[str, Any], run_dir: Path
                "train_loss": summary.get("train_loss"), "valid_loss": summary.get("valid_loss"),
                "peak_rss_mib": max(s["peak_rss_mib"] for s in sessions), "sessions": len(sessions),
                "omp_num_threads": sorted({str(s.get("omp_num_threads")) for s in sessions}),
+               "cpu_seconds": sum(s["cpu_s"] for s in sessions) if all("cpu_s" in s for s in sessions) else None,
                "memory_kind": "peak RSS of the `lslo train` process (ru_maxrss via os.wait4), max over sessions"},
         config=run["config"],
         **notes,
@@ -758,12 +759,14 @@ def render(results_dir: str | os.PathLike) -> str:
             continue
         minutes = stats([r["train"]["seconds"] / 60 for r in runs])
         rss = stats([r["train"]["peak_rss_mib"] for r in runs])
-        single = [r["run"] for r in runs if "1" in r["train"].get("omp_num_threads", [])]
-        mark = f" (single-threaded: {', '.join(single)})" if single else ""
+        single = [r for r in runs if "1" in r["train"].get("omp_num_threads", [])]
+        mark = "; ".join(r["run"] + (f", {r['train']['cpu_seconds'] / 60:.1f} CPU min" if r["train"].get("cpu_seconds") else "")
+                         for r in single)  # fmt: skip
+        mark = f" (single-threaded: {mark})" if mark else ""
         lines.append(f"| {name} | {about} | {count} | {pct} | {_cell(minutes, 1)}{mark} | {_cell(rss, 0)} |")
     lines += ["", "Runs marked *single-threaded* trained with `OMP_NUM_THREADS=1` beside another single-threaded job "
-              "(two runs at a time on the 2 cores), which is slower per run than a training alone on both cores: "
-              "compare their times with each other, not with the others."]  # fmt: skip
+              "(two or three runs at a time on the 2 cores), which is slower per run than a training alone on both cores; "
+              "their CPU time (user + system of the `lslo train` process) is the time on one core, whatever else ran."]  # fmt: skip
     lines += subspace_lines(data) + search_lines(data)
     lines += ["", "### The paper's claims on bible12", "",
               "Δ = first - second experiment (means over seeds). The *seed spread* of an experiment with two or more "
