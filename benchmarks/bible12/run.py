@@ -87,7 +87,7 @@ EXPERIMENTS: list[dict[str, Any]] = [
      "overrides": {"method": "full", "lr": LR_FULL}},
     {"name": "lora", "seeds": [1, 2], "about": "shared peft LoRA on LSLo's linears, rank matched to lslo-228's parameter count",
      "overrides": {"method": "lora", "lr": LR_ADAPTER, "lora_rank": MATCH}},
-    {"name": "lslo-888", "seeds": [1], "about": "LSLo, ranks high/medium/low = 8/8/8",
+    {"name": "lslo-888", "seeds": [1, 2], "about": "LSLo, ranks high/medium/low = 8/8/8",
      "overrides": {"lr": LR_ADAPTER, "lslo": {"ranks": {"high": 8, "medium": 8, "low": 8}}}},
     {"name": "lslo-228", "seeds": [1, 2], "about": "LSLo 2/2/8, top quarter of the encoder by target (the paper's best)",
      "overrides": {"lr": LR_ADAPTER, "lslo": {"ranks": {"high": 2, "medium": 2, "low": 8}}}},
