@@ -309,7 +309,9 @@ def test_reproduce_reruns_in_a_scratch_folder_and_judges_against_the_seed_spread
 
     def do(run, o):  # stands in for train + eval: the re-run scores 0.1 above the committed seed 1
         ran.append((run["run"], o.results_dir, o.runs_dir, run["config"]["out_dir"]))
-        write(Path(o.results_dir), fake_result(bench, "lslo-228", 1, shift=1.1))
+        rerun = fake_result(bench, "lslo-228", 1, shift=1.1)
+        rerun["train"].update(omp_num_threads=["1"], valid_loss=4.1285)  # the committed run: all cores, no loss
+        write(Path(o.results_dir), rerun)
 
     r = bench.reproduce(opts(bench, tmp_path, "--reproduce", "lslo-228.seed1"), do)
     scratch = tmp_path / "bench-reproduce"
@@ -324,6 +326,7 @@ def test_reproduce_reruns_in_a_scratch_folder_and_judges_against_the_seed_spread
     assert [x["overall"]["spbleu"] for x in data["lslo-228"]] == pytest.approx([11.0, 11.4])
     text = bench.render(results)
     assert "### Reproduction" in text and "reproduced: Δ = +0.10" in text
+    assert "| – → 4.128500 | all cores → 1 | 11.0 → 11.0 |" in text  # what differs in the re-run's training
 
     far = bench.reproduction(fake_result(bench, "full", 1, 1.0), fake_result(bench, "full", 1, 2.0), data)
     assert far["within_spread"] is False and far["spread_of"] == "lslo-228 (stand-in)"  # full has one seed

@@ -894,9 +894,18 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
     return {"format": REPRODUCE_FORMAT, "run": committed["run"], "experiment": name, "metrics": metrics,
             "spread": spread, "spread_of": spread_of, "within_spread": within,
             "committed": {"git_commit": committed["git_commit"], "date": committed["machine"].get("date"),
-                          "train_seconds": (committed.get("train") or {}).get("seconds")},
+                          **_train_facts(committed)},
             "reproduced": {"git_commit": reproduced["git_commit"], "machine": reproduced["machine"],
-                           "train_seconds": (reproduced.get("train") or {}).get("seconds")}}  # fmt: skip
+                           **_train_facts(reproduced)}}  # fmt: skip
+
+
+def _train_facts(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reproduction compares of a run's training: time, validation loss and thread count (which moves the
+    numbers a little: see the README)."""
+    train = result.get("train") or {}
+    threads = train.get("omp_num_threads")  # one entry per session; absent: OMP_NUM_THREADS unset (all cores)
+    return {"train_seconds": train.get("seconds"), "valid_loss": train.get("valid_loss"),
+            "omp_num_threads": ",".join(sorted(set(threads))) if threads else None}  # fmt: skip
 
 
 def reproduce(opts: argparse.Namespace, do: Callable[[dict[str, Any], argparse.Namespace], Any] = execute) -> dict[str, Any]:
@@ -933,8 +942,9 @@ def reproduction_lines(results_dir: str | os.PathLike) -> list[str]:
              "and compared with its committed JSON; the verdict is on spBLEU over all directions, against the seed "
              "spread of the run's experiment.", "",
              "| run | spBLEU committed → re-run | chrF++ committed → re-run | largest change of one direction (spBLEU / chrF++) "
-             "| seed spread (spBLEU) | verdict | re-run: commit, machine, date | training time committed → re-run (min) |",
-             "|---|---:|---:|---:|---:|---|---|---:|"]  # fmt: skip
+             "| seed spread (spBLEU) | verdict | re-run: commit, machine, date | validation loss committed → re-run "
+             "| training threads committed → re-run | training time committed → re-run (min) |",
+             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|"]  # fmt: skip
     for path in paths:
         r = json.loads(path.read_text(encoding="utf-8"))
         if r.get("format") != REPRODUCE_FORMAT:
@@ -946,11 +956,14 @@ def reproduction_lines(results_dir: str | os.PathLike) -> list[str]:
             spread = f"{r['spread']:.2f} ({r['spread_of']})"
             text = ("reproduced" if r["within_spread"] else "NOT reproduced") + f": Δ = {sb['delta']:+.2f}"
         m = r["reproduced"]["machine"]
-        minutes = " → ".join("–" if t is None else f"{t / 60:.1f}"
-                             for t in (r["committed"]["train_seconds"], r["reproduced"]["train_seconds"]))  # fmt: skip
+        c, p = r["committed"], r["reproduced"]
+        minutes = " → ".join("–" if t is None else f"{t / 60:.1f}" for t in (c["train_seconds"], p["train_seconds"]))
+        loss = " → ".join("–" if v is None else f"{v:.6f}" for v in (c.get("valid_loss"), p.get("valid_loss")))
+        threads = " → ".join("all cores" if x.get("omp_num_threads") is None else x["omp_num_threads"] for x in (c, p))
         lines.append(f"| {r['run']} | {sb['committed']:.2f} → {sb['reproduced']:.2f} | {sc['committed']:.2f} → {sc['reproduced']:.2f} "
                      f"| {sb['max_direction_delta']:.2f} / {sc['max_direction_delta']:.2f} | {spread} | {text} "
-                     f"| {r['reproduced']['git_commit']}, {m.get('gpu', m['cpu'])} {m['cpu_cores']} cores, {m.get('date', '?')} | {minutes} |")  # fmt: skip
+                     f"| {p['git_commit']}, {m.get('gpu', m['cpu'])} {m['cpu_cores']} cores, {m.get('date', '?')} | {loss} "
+                     f"| {threads} | {minutes} |")  # fmt: skip
     return lines
 
 
