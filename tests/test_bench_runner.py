@@ -322,6 +322,8 @@ def test_reproduce_reruns_in_a_scratch_folder_and_judges_against_the_seed_spread
     assert r["metrics"]["spbleu"]["delta"] == pytest.approx(0.1) and r["metrics"]["spbleu"]["max_direction_delta"] == pytest.approx(0.1)
     assert r["spread"] == pytest.approx(0.4) and r["spread_of"] == "lslo-228" and r["within_spread"] is True
     assert json.loads((results / "reproduce.lslo-228.seed1.json").read_text())["within_spread"] is True
+    kept = json.loads((results / "reproduce" / "lslo-228.seed1.json").read_text())  # the re-run's own JSON
+    assert kept["overall"]["spbleu"] == pytest.approx(11.1) and kept["train"]["omp_num_threads"] == ["1"]
     data = bench.load_all(results)  # the committed JSONs are untouched and the reproduction is not a run
     assert [x["overall"]["spbleu"] for x in data["lslo-228"]] == pytest.approx([11.0, 11.4])
     text = bench.render(results)

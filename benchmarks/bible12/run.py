@@ -910,7 +910,8 @@ def _train_facts(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def reproduce(opts: argparse.Namespace, do: Callable[[dict[str, Any], argparse.Namespace], Any] = execute) -> dict[str, Any]:
     """Run `opts.reproduce` again in a scratch folder next to `--runs-dir` (resumable, like any run), then write
-    `reproduce.<run>.json` next to the committed results and return it."""
+    `reproduce.<run>.json` next to the committed results (and the re-run's result JSON to `reproduce/<run>.json`)
+    and return it."""
     target = opts.reproduce
     committed_path = result_path(opts.results_dir, target)
     scratch = argparse.Namespace(**vars(opts))
@@ -930,6 +931,7 @@ def reproduce(opts: argparse.Namespace, do: Callable[[dict[str, Any], argparse.N
     from lslo.io import write_json
 
     write_json(Path(opts.results_dir) / f"reproduce.{target}.json", out)
+    write_json(Path(opts.results_dir) / "reproduce" / f"{target}.json", reproduced)  # the re-run's own result, kept
     return out
 
 
