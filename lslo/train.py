@@ -12,6 +12,7 @@ Output directory:
     metrics.jsonl            one JSON record per log / validation
     checkpoints/step-N/      latest checkpoint (trainable weights, optimizer, schedule, sampler, RNG, log)
     model/                   the trained adapter or model (`save_pretrained`), written at the end
+    best/                    with `keep_best`: the model of the lowest validation loss (+ lslo_best.json)
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class TrainConfig:
     seed: int = 1
     log_every: int = 10
     save_every: int = 1000
-    eval_every: int = 1000
+    eval_every: int | str = 1000  # steps between validations, or "epoch": at the end of every epoch
+    keep_best: bool = False  # also keep the model of the lowest validation loss in best/
     valid_max_per_direction: int | None = 50
     keep_checkpoints: int = 1
     resume: bool = False
@@ -146,11 +148,13 @@ class TrainConfig:
             raise bad("method", f"use one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"use one of {', '.join(PRECISIONS)}")
-        for key in ("max_tokens", "max_len", "update_freq", "log_every", "save_every", "eval_every",
-                    "keep_checkpoints", "lora_rank"):  # fmt: skip
+        for key in ("max_tokens", "max_len", "update_freq", "log_every", "save_every",
+                    *(() if self.eval_every == "epoch" else ("eval_every",)), "keep_checkpoints", "lora_rank"):  # fmt: skip
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, "use a whole number >= 1")
+                raise bad(key, "use a whole number >= 1" + (' or "epoch"' if key == "eval_every" else ""))
+        if self.keep_best and not self.valid_split:
+            raise bad("keep_best", "the best model is chosen by validation loss; set valid_split")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise bad("warmup_steps", "use a whole number >= 0")
         if not 0 <= self.label_smoothing < 1:
@@ -447,6 +451,19 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+BEST_FILE = "lslo_best.json"  # in best/: the step, epoch and validation loss of the kept model
+
+
+def save_model(model: nn.Module, tokenizer: Any, method: str, folder: Path, best: Mapping[str, Any] | None = None) -> None:
+    """Write the trained adapter or model (a full model with its tokenizer) to `folder`, atomically."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        if method == "full":
+            tokenizer.save_pretrained(str(tmp))
+        if best is not None:
+            write_json(tmp / BEST_FILE, dict(best))
+
+
 def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Any, dict[str, str | None], dict[str, int], BatchSampler]:
     """(tokenizer, languages -> tier, language token ids, batch sampler) of the run's training split."""
     from lslo.data.readers import read_corpus
@@ -614,6 +631,19 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
 
+    def epoch_now() -> float:
+        return round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4)
+
+    def validate() -> dict[str, Any]:
+        """Validation loss now; with `keep_best`, a new lowest one also replaces best/."""
+        best = min((r["valid_loss"] for r in log if "valid_loss" in r), default=math.inf)
+        entry = {"step": step, "epoch": epoch_now(),
+                 **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator, autocast_)}  # fmt: skip
+        if cfg.keep_best and is_main and entry["valid_loss"] < best:
+            save_model(unwrapped, tokenizer, cfg.method, out / "best", {k: entry[k] for k in ("step", "epoch", "valid_loss")})
+        record(entry)
+        return entry
+
     t_start = time.time()
     t_window = t_start
 
@@ -679,9 +709,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
                 n = max(window["tokens"], 1)
                 entry = {
                     "step": step,
-                    "epoch": round(
-                        sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4
-                    ),
+                    "epoch": epoch_now(),
                     "loss": float(sums[0]) / n,
                     "nll_loss": float(sums[1]) / n,
                     "lr": lr,
@@ -693,24 +721,16 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
                 window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
                 t_window = now
-            if valid_batches and step % cfg.eval_every == 0:
-                record(
-                    {
-                        "step": step,
-                        **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator, autocast_),
-                    }
-                )
-            if step % cfg.save_every == 0 or sampler.epoch != epoch_before:
+            epoch_ended = sampler.epoch != epoch_before
+            if valid_batches and (epoch_ended if cfg.eval_every == "epoch" else step % cfg.eval_every == 0):
+                validate()
+            if step % cfg.save_every == 0 or epoch_ended:
                 save_checkpoint()
                 last_saved = step
     bar.close()
     last_valid = next((r for r in reversed(log) if "valid_loss" in r), None)
     if valid_batches and not interrupted and (last_valid is None or last_valid["step"] != step):
-        last_valid = {
-            "step": step,
-            **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator, autocast_),
-        }
-        record(last_valid)
+        last_valid = validate()
         last_saved = -1  # the log changed: the final checkpoint must hold it
     if last_saved != step:
         save_checkpoint()
@@ -718,21 +738,20 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     summary: dict[str, Any] = {
         "out_dir": str(out),
         "steps": step,
-        "epochs": round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4),
+        "epochs": epoch_now(),
         "tokens": tokens,
         "elapsed": round(elapsed(), 2),
         "interrupted": interrupted,
         "train_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None),
     }
     if last_valid is not None:
-        summary.update({k: v for k, v in last_valid.items() if k != "step"})
+        summary.update({k: v for k, v in last_valid.items() if k not in ("step", "epoch")})
     if not interrupted:
         if is_main:
-            with atomic_dir(out / "model") as tmp:
-                unwrapped.save_pretrained(tmp)
-                if cfg.method == "full":
-                    tokenizer.save_pretrained(str(tmp))
+            save_model(unwrapped, tokenizer, cfg.method, out / "model")
         summary["model_dir"] = str(out / "model")
+        if cfg.keep_best and (out / "best").is_dir():
+            summary["best"] = json.loads((out / "best" / BEST_FILE).read_text(encoding="utf-8"))
     accelerator.wait_for_everyone()
     if world > 1:
         accelerator.end_training()  # a process group left open aborts the process at exit

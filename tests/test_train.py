@@ -452,3 +452,26 @@ def test_prune_needs_lslo_and_known_keys(world, tmp_path):
         config(world, tmp_path / "a", method="full", prune={"ratio": 0.5}).check()
     with pytest.raises(LsloError, match="prune"):
         config(world, tmp_path / "b", method="lslo", prune={"ratoi": 0.5}).check()
+
+
+def test_validation_every_epoch_keeps_the_model_of_the_lowest_validation_loss(world, tmp_path):
+    """eval_every: epoch validates at each epoch's end; keep_best writes best/ = the weights at the lowest loss."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "best"
+    summary = train(config(world, out, max_steps=None, max_epochs=4, eval_every="epoch", keep_best=True,
+                           keep_checkpoints=100, lr=3e-2, warmup_steps=1))  # fmt: skip
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in log if "valid_loss" in r]
+    assert [r["epoch"] for r in valid][:3] == [1.0, 2.0, 3.0] and len(valid) >= 4
+    best = min(valid, key=lambda r: r["valid_loss"])
+    kept = json.loads((out / "best" / "lslo_best.json").read_text())
+    assert kept == {"step": best["step"], "epoch": best["epoch"], "valid_loss": best["valid_loss"]} == summary["best"]
+    state = torch.load(out / "checkpoints" / f"step-{best['step']:08d}" / "state.pt", weights_only=False)["model"]
+    saved = load_file(out / "best" / "model.safetensors")
+    names = {k: k.removeprefix("base_model.") for k in state if k.removeprefix("base_model.") in saved}
+    assert len(names) > len(state) // 2 and all(torch.equal(state[k], saved[n]) for k, n in names.items())
+    with pytest.raises(LsloError, match="keep_best"):
+        config(world, tmp_path / "x", keep_best=True, valid_split=None).check()
+    with pytest.raises(LsloError, match='eval_every.*"epoch"'):
+        config(world, tmp_path / "x", eval_every="month").check()
