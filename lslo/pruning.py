@@ -242,6 +242,11 @@ class GradualPruner:
             hook.remove()
         self._hooks = []
 
+    @property
+    def final(self) -> bool:
+        """Whether the masks have reached the final ratio (a model kept before that is not the pruned one)."""
+        return self.ratio >= self.cfg.ratio - 1e-9
+
     def time(self, step: int) -> float:
         if self.cfg.unit == "step":
             return float(step)

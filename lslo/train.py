@@ -635,11 +635,14 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         return round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4)
 
     def validate() -> dict[str, Any]:
-        """Validation loss now; with `keep_best`, a new lowest one also replaces best/."""
-        best = min((r["valid_loss"] for r in log if "valid_loss" in r), default=math.inf)
+        """Validation loss now; with `keep_best`, a new lowest one also replaces best/ (only once every callback
+        with a `final` flag, e.g. a pruner, has reached its final state)."""
+        best = min((r["valid_loss"] for r in log if "valid_loss" in r and r.get("best_eligible", True)), default=math.inf)
         entry = {"step": step, "epoch": epoch_now(),
                  **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator, autocast_)}  # fmt: skip
-        if cfg.keep_best and is_main and entry["valid_loss"] < best:
+        if cfg.keep_best and not all(getattr(cb, "final", True) for cb in callbacks):
+            entry["best_eligible"] = False  # e.g. pruning has not reached its ratio: not the model asked for yet
+        if cfg.keep_best and is_main and entry.get("best_eligible", True) and entry["valid_loss"] < best:
             save_model(unwrapped, tokenizer, cfg.method, out / "best", {k: entry[k] for k in ("step", "epoch", "valid_loss")})
         record(entry)
         return entry

@@ -473,5 +473,18 @@ def test_validation_every_epoch_keeps_the_model_of_the_lowest_validation_loss(wo
     assert len(names) > len(state) // 2 and all(torch.equal(state[k], saved[n]) for k, n in names.items())
     with pytest.raises(LsloError, match="keep_best"):
         config(world, tmp_path / "x", keep_best=True, valid_split=None).check()
+
+
+def test_the_best_model_of_a_pruned_run_is_one_with_the_final_ratio(world, tmp_path):
+    """Validations before pruning reaches its ratio are logged but cannot become best/: it must be the pruned model."""
+    out = tmp_path / "pruned"
+    prune = {"ratio": 0.5, "unit": "epoch", "start": 1, "duration": 2, "every": 1}
+    train(config(world, out, method="lslo", max_steps=None, max_epochs=4, eval_every="epoch", keep_best=True,
+                 prune=prune, lr=3e-2, warmup_steps=1, lslo={"ranks": {"high": 2, "medium": 2, "low": 4}}))  # fmt: skip
+    valid = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "valid_loss" in line]
+    early = [r for r in valid if r.get("best_eligible") is False]
+    assert [r["epoch"] for r in early] == [1.0, 2.0]
+    kept = json.loads((out / "best" / "lslo_best.json").read_text())
+    assert kept["epoch"] >= 3.0 and kept["valid_loss"] == min(r["valid_loss"] for r in valid if r not in early)
     with pytest.raises(LsloError, match='eval_every.*"epoch"'):
         config(world, tmp_path / "x", eval_every="month").check()

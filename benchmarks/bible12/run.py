@@ -41,6 +41,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # regime.py, the second family
+sys.modules.setdefault("run", sys.modules[__name__])  # regime.py's `import run` is this module, even as __main__
 import results_md  # noqa: E402
 
 FORMAT = "lslo-bible12-bench/1"
@@ -157,7 +159,7 @@ NOT_MEASURED = "not measured yet"
 
 GROUP_COLUMNS = ("H->*", "M->*", "L->*", "*->H", "*->M", "*->L", "all")
 GROUP_LABELS = {"all": "all directions", "low": "low-resource (L as source or target)",
-                "no-low": "high/medium only (no L side)"}  # fmt: skip
+                "no-low": "high/medium only (no L side)", "high": "high-resource only (H on both sides)"}  # fmt: skip
 METRICS = ("spbleu", "chrf")
 
 
@@ -583,8 +585,10 @@ def load_all(results_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
 
 def in_group(result: Mapping[str, Any], direction: str, group: str) -> bool:
     """Whether a direction ("src-tgt") belongs to a tier group: "all", "low" (a low-resource language on either
-    side), "no-low" (none), or a column of GROUP_COLUMNS ("H->*": source tier high, "*->L": target tier low, ...)."""
+    side), "no-low" (none), "high" (high-resource on both sides), or a column of GROUP_COLUMNS ("H->*": source tier high, "*->L": target tier low, ...)."""
     src, tgt = (result["tiers"][x] for x in direction.split("-"))
+    if group == "high":
+        return src == tgt == "high"
     if group in GROUP_LABELS:
         return group == "all" or ("low" in (src, tgt)) == (group == "low")
     left, right = group.split("->")
@@ -594,7 +598,7 @@ def in_group(result: Mapping[str, Any], direction: str, group: str) -> bool:
 
 def score(result: Mapping[str, Any], metric: str, group: str) -> float | None:
     """A run's macro average over a tier group (a column of GROUP_COLUMNS or a key of GROUP_LABELS)."""
-    if group not in ("low", "no-low"):
+    if group not in ("low", "no-low", "high"):
         return result["groups"][metric].get(group)
     values = [d[metric] for key, d in result["directions"].items() if in_group(result, key, group)]
     return sum(values) / len(values) if values else None
@@ -980,24 +984,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="training autocast, every method (default: %(default)s; bf16 is faster on CPUs with bf16 "
                          "instructions and on GPUs; fp32 where the CPU lacks them)")  # fmt: skip
     ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS, help="steps of the routing search (default: %(default)s)")
-    ap.add_argument("--max-sentences", type=int, default=MAX_SENTENCES, help="test verses per direction (default: %(default)s)")
-    ap.add_argument("--beams", type=int, default=BEAMS)
+    ap.add_argument("--max-sentences", type=int, default=None, help=f"test verses per direction (default: {MAX_SENTENCES}; regime: 50)")
+    ap.add_argument("--beams", type=int, default=None, help=f"beam size (default: {BEAMS}; regime: 1)")
     ap.add_argument("--valid-per-direction", type=int, default=VALID_PER_DIRECTION,
                     help="validation pairs per direction, scored once at the end of training (default: %(default)s)")
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="experiments or runs (e.g. lslo-228, full.seed2, base)")
     ap.add_argument("--list", action="store_true", help="print the matrix and what is finished, then stop")
     ap.add_argument("--render", action="store_true", help="only regenerate the RESULTS.md section from the result JSONs")
-    ap.add_argument("--results-dir", default=str(RESULTS_DIR), help="per-run result JSONs (default: the committed folder)")
-    ap.add_argument("--runs-dir", default=str(RUNS_DIR), help="checkpoints, logs, translations (default: runs/bench)")
+    ap.add_argument("--results-dir", default=None, help="per-run result JSONs (default: the committed folder of the family)")
+    ap.add_argument("--runs-dir", default=None, help="checkpoints, logs, translations (default: runs/bench; regime: runs/bench-regime)")
+    ap.add_argument("--family", choices=["matrix", "regime"], default="matrix",
+                    help="matrix: the paper's experiments at a fixed step budget (default); regime: the paper's 15 epochs over "
+                         "a small subset, learning rates swept per method (benchmarks/bible12/regime.py)")  # fmt: skip
     ap.add_argument("--results-md", default=None, help="the markdown file to update (default: benchmarks/RESULTS.md)")
     ap.add_argument("--reproduce", metavar="RUN", help="train and evaluate a finished run again (in runs/bench-reproduce/) "
                     "and write results/reproduce.RUN.json: committed vs re-run scores and the seed spread")  # fmt: skip
     opts = ap.parse_args(argv)
+    if opts.family == "regime":
+        import regime
+
+        defaults = {"max_sentences": regime.MAX_SENTENCES, "beams": regime.BEAMS, "results_dir": str(regime.RESULTS_DIR),
+                    "runs_dir": str(regime.RUNS_DIR)}  # fmt: skip
+    else:
+        defaults = {"max_sentences": MAX_SENTENCES, "beams": BEAMS, "results_dir": str(RESULTS_DIR), "runs_dir": str(RUNS_DIR)}
+    for key, value in defaults.items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
     return opts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.family == "regime":
+        return regime_main(opts)
     if opts.render:
         print(f"updated section {SECTION!r} of {render_to_md(opts.results_dir, opts.results_md)}")
         return 0
@@ -1031,6 +1050,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(f"updated section {SECTION!r} of {render_to_md(opts.results_dir, opts.results_md)}")
     return 0
+
+
+def regime_main(opts: argparse.Namespace) -> int:
+    """`--family regime`: the same runner's steps and statistics on the regime family (regime.py)."""
+    import regime
+
+    try:
+        if opts.render:
+            print(f"updated section {regime.SECTION!r} of {regime.render_to_md(opts)}")
+            return 0
+        if not opts.list and not Path(opts.base).is_dir():
+            raise BenchError(f"--base {opts.base}: no such model folder; build it with `make base` or give --base")
+        return regime.run_family(opts)
+    except BenchError as err:
+        print(f"run.py: error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"run.py: stopped ({err}); run the same command again to resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("run.py: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
