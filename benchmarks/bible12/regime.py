@@ -40,13 +40,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import run as bench  # benchmarks/bible12/run.py: the runner, the statistics and the claims machinery
+from benchmarks import results_md
+
+from . import analysis, matrix, runner
 
 FORMAT = "lslo-bible12-regime/1"
 SWEEP_FORMAT = "lslo-bible12-regime-sweep/1"
 SECTION = "bible12-regime"
-RESULTS_DIR = bench.HERE / "results" / "regime"
-RUNS_DIR = bench.ROOT / "runs" / "bench-regime"
+RESULTS_DIR = matrix.HERE / "results" / "regime"
+RUNS_DIR = matrix.ROOT / "runs" / "bench-regime"
 CURVES_PNG = "curves.png"
 
 EPOCHS = 15
@@ -60,7 +62,7 @@ MAX_SENTENCES = 50
 BEAMS = 1
 EVAL_PRECISION = "bf16"
 CHECKPOINT = "best"  # the verdicts' checkpoint, chosen before any test score was seen
-LR_CENTRE = {"full": bench.LR_FULL, "lora": bench.LR_ADAPTER, "lslo": bench.LR_ADAPTER}
+LR_CENTRE = {"full": matrix.LR_FULL, "lora": matrix.LR_ADAPTER, "lslo": matrix.LR_ADAPTER}
 LR_STEPS = (-1, 0, 1)  # the first grid, in powers of LR_FACTOR around the centre
 LR_FACTOR = 3.0
 LR_MAX_STEP = 3  # how far an edge may extend the grid
@@ -72,7 +74,7 @@ R228 = {"ranks": {"high": 2, "medium": 2, "low": 8}}
 EXPERIMENTS: list[dict[str, Any]] = [
     {"name": "full", "seeds": [1, 2], "sweep": "full", "about": "full fine-tuning", "overrides": {"method": "full"}},
     {"name": "lora", "seeds": [1], "sweep": "lora", "about": "shared peft LoRA, rank matched to lslo-228's parameter count",
-     "overrides": {"method": "lora", "lora_rank": bench.MATCH}},
+     "overrides": {"method": "lora", "lora_rank": matrix.MATCH}},
     {"name": "lslo-228", "seeds": [1, 2], "sweep": "lslo", "about": "LSLo 2/2/8 (the paper's best routing)",
      "overrides": {"lslo": R228}},
     {"name": "lslo-888", "seeds": [1], "sweep": "lslo", "about": "LSLo 8/8/8",
@@ -171,7 +173,7 @@ def run_config(exp: Mapping[str, Any], seed: int, lr: float, epochs: int, opts: 
         "warmup_steps": spe, "save_every": spe, "eval_every": "epoch", "keep_best": True,
         "valid_max_per_direction": VALID_PER_DIRECTION, "progress": False, "precision": opts.precision,
     }  # fmt: skip
-    return bench.deep_merge(bench.deep_merge(cfg, common), exp["overrides"])
+    return runner.deep_merge(runner.deep_merge(cfg, common), exp["overrides"])
 
 
 def experiment(name: str) -> dict[str, Any]:
@@ -215,7 +217,7 @@ def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
     for i in range(max(len(e["seeds"]) for e in EXPERIMENTS)):
         for e in EXPERIMENTS:
             if i < len(e["seeds"]):
-                runs.append({"run": bench.run_name(e["name"], e["seeds"][i]), "experiment": e["name"], "kind": "family",
+                runs.append({"run": matrix.run_name(e["name"], e["seeds"][i]), "experiment": e["name"], "kind": "family",
                              "group": e["sweep"], "seed": e["seeds"][i]})  # fmt: skip
     return runs
 
@@ -227,7 +229,7 @@ def select(runs: Sequence[dict[str, Any]], only: Sequence[str] | None) -> list[d
     known = {r["run"] for r in runs} | {r["experiment"] for r in runs} | {"sweep"}
     unknown = [n for n in only if n not in known]
     if unknown:
-        raise bench.BenchError(f"--only {unknown[0]!r} is not a run or experiment of the regime family; see --list")
+        raise runner.BenchError(f"--only {unknown[0]!r} is not a run or experiment of the regime family; see --list")
     return [r for r in runs if {r["run"], r["experiment"], r["kind"]} & set(only)]
 
 
@@ -249,14 +251,14 @@ def _train(run: Mapping[str, Any], cfg: dict[str, Any], opts: argparse.Namespace
     if epochs_done is not None and epochs_done >= cfg["max_epochs"]:
         return state
     config_file = folder / f"config.e{cfg['max_epochs']}.yaml"
-    bench._write_yaml(config_file, cfg)
+    runner._write_yaml(config_file, cfg)
     log = folder / "logs" / f"train-{int(time.time())}.log"
-    res = bench.call(bench._cli("train", str(config_file), "--resume", "--no-progress"), log)
-    summary = bench.last_json(log.read_text(encoding="utf-8"))
+    res = runner.call(runner._cli("train", str(config_file), "--resume", "--no-progress"), log)
+    summary = runner.last_json(log.read_text(encoding="utf-8"))
     state["sessions"].append({**res, "epochs_budget": cfg["max_epochs"]})
     if summary.get("interrupted"):
         write_json(state_file, state)
-        raise bench.Interrupted(f"{run['run']}: training interrupted at step {summary['steps']}; run again to resume")
+        raise runner.Interrupted(f"{run['run']}: training interrupted at step {summary['steps']}; run again to resume")
     state["summary"] = {**summary, "epochs_budget": cfg["max_epochs"]}
     write_json(state_file, state)
     return state
@@ -270,23 +272,23 @@ def curve(train_dir: Path) -> list[dict[str, Any]]:
 
 def _eval(model: Path, out: Path, opts: argparse.Namespace) -> dict[str, Any]:
     if not (out / "results.json").is_file():
-        bench.call(bench._cli("eval", str(model), "--data", opts.data, "--languages", *bench.base_languages(opts),
+        runner.call(runner._cli("eval", str(model), "--data", opts.data, "--languages", *runner.base_languages(opts),
                               "--max-sentences", str(opts.max_sentences), "--beams", str(opts.beams),
                               "--precision", EVAL_PRECISION, "--out", str(out), "--no-progress"),
                    out.parent / "logs" / f"{out.name}-{int(time.time())}.log")  # fmt: skip
     from lslo.report import load_results
 
     ev = load_results(out)
-    groups = {m: {g: ev["groups"][m][g]["mean"] for g in ev["groups"][m]} for m in bench.METRICS}
-    return {"metrics": {m: ev["metrics"][m]["name"] for m in bench.METRICS}, "tiers": ev["tiers"],
-            "overall": {m: groups[m]["all"] for m in bench.METRICS}, "groups": groups,
+    groups = {m: {g: ev["groups"][m][g]["mean"] for g in ev["groups"][m]} for m in analysis.METRICS}
+    return {"metrics": {m: ev["metrics"][m]["name"] for m in analysis.METRICS}, "tiers": ev["tiers"],
+            "overall": {m: groups[m]["all"] for m in analysis.METRICS}, "groups": groups,
             "directions": {k: {"spbleu": round(r["spbleu"], 4), "chrf": round(r["chrf"], 4), "n": r["n"]}
                            for k, r in ev["directions"].items()}}  # fmt: skip
 
 
 def _common(run: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
     return {"run": run["run"], "experiment": run["experiment"], "seed": run["seed"],
-            "git_commit": bench.results_md.machine()["git_commit"], "machine": bench.results_md.machine()}  # fmt: skip
+            "git_commit": results_md.machine()["git_commit"], "machine": results_md.machine()}  # fmt: skip
 
 
 def _train_facts(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,7 +324,7 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
         exp = experiment(run["experiment"])
         lr = chosen_lr(run["group"], opts.results_dir)
         if lr is None:
-            raise bench.BenchError(f"{run['run']}: the {run['group']} learning-rate sweep is not finished; run `--only sweep.{run['group']}` first")
+            raise runner.BenchError(f"{run['run']}: the {run['group']} learning-rate sweep is not finished; run `--only sweep.{run['group']}` first")
         cfg = run_config(exp, run["seed"], lr, EPOCHS, opts)
         notes = _resolve_rank(cfg, run["seed"], lr, opts)
         state = _train(run, cfg, opts)
@@ -331,9 +333,9 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
         best_info = json.loads((train_dir / "best" / "lslo_best.json").read_text(encoding="utf-8"))
         same = best_info["step"] == state["summary"]["steps"]
         best = last if same else _eval(train_dir / "best", Path(opts.runs_dir) / run["run"] / "eval-best", opts)
-        params = bench.count_params(cfg)
+        params = runner.count_params(cfg)
         if cfg.get("prune"):
-            sub = bench._subspace(train_dir.parent)
+            sub = runner._subspace(train_dir.parent)
             if sub is not None:
                 params["surviving"] = sub.pop("surviving")
                 params["surviving_percent_of_base"] = 100 * params["surviving"] / params["base"]
@@ -355,10 +357,10 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
 
 def _resolve_rank(cfg: dict[str, Any], seed: int, lr: float, opts: argparse.Namespace) -> dict[str, Any]:
     """Fill the MATCH placeholder: the shared-LoRA rank whose parameter count is closest to lslo-228's."""
-    if cfg.get("lora_rank") != bench.MATCH:
+    if cfg.get("lora_rank") != matrix.MATCH:
         return {}
-    target = bench.MATCH.split(":", 1)[1]
-    match = bench.match_rank(run_config(experiment(target), seed, lr, EPOCHS, opts), cfg)
+    target = matrix.MATCH.split(":", 1)[1]
+    match = runner.match_rank(run_config(experiment(target), seed, lr, EPOCHS, opts), cfg)
     cfg["lora_rank"] = match["lora_rank"]
     return {"rank_matching": {**match, "target": target}}
 
@@ -453,7 +455,7 @@ def plot_curves(results_dir: str | Path) -> Path | None:
 def render(opts: argparse.Namespace) -> str:
     """The RESULTS.md section of the regime family, from its result JSONs only."""
     rd = Path(opts.results_dir)
-    rel = rd.resolve().relative_to(bench.ROOT) if rd.resolve().is_relative_to(bench.ROOT) else rd
+    rel = rd.resolve().relative_to(matrix.ROOT) if rd.resolve().is_relative_to(matrix.ROOT) else rd
     sweep, data, last = load_sweep(rd), load_family(rd), load_family(rd, "last")
     lines = [f"## {SECTION}: the paper's regime (many epochs over a small set)", "",
              f"Command: `make bench BENCH_ARGS=\"--family regime\"` (= `python benchmarks/bible12/run.py --family regime`) · "
@@ -483,8 +485,8 @@ def render(opts: argparse.Namespace) -> str:
             r = runs.get(k)
             text = "" if r is None else f"{lr_text(r['lr'])}: {r['min_valid_loss']:.4f} (ep {r['epoch_of_min']:g})"
             cells.append(f"**{text}**" if r is not None and lr is not None and math.isclose(r["lr"], lr) else text)
-        lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else bench.NOT_MEASURED} |")
-    md = Path(opts.results_md) if opts.results_md else bench.results_md.RESULTS_MD
+        lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
+    md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
     lines += _score_lines(data, last) + _curve_lines(rd, md) + _claim_lines(data, last) + _cost_lines(data)
     return "\n".join(lines)
 
@@ -500,12 +502,12 @@ def _score_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
     for name in ["base", *(e["name"] for e in EXPERIMENTS)]:
         runs = data.get(name, [])
         if not runs:
-            lines.append(f"| {name} | 0 | {bench.NOT_MEASURED} |" + " |" * (len(cols) + 4))
+            lines.append(f"| {name} | 0 | {matrix.NOT_MEASURED} |" + " |" * (len(cols) + 4))
             continue
         lr = "–" if name == "base" else lr_text(runs[0]["lr"])
         epochs = "–" if name == "base" else ", ".join(f"{r['checkpoints']['best']['epoch']:g}" for r in runs)
-        cells = [bench._cell(bench.agg(runs, "spbleu", c)) for c in cols] + [bench._cell(bench.agg(runs, "chrf", "all"))]
-        cells += [bench._cell(bench.agg(last.get(name, []), m, "all")) for m in bench.METRICS]
+        cells = [analysis._cell(analysis.agg(runs, "spbleu", c)) for c in cols] + [analysis._cell(analysis.agg(runs, "chrf", "all"))]
+        cells += [analysis._cell(analysis.agg(last.get(name, []), m, "all")) for m in analysis.METRICS]
         lines.append(f"| {name} | {len(runs)} | {lr} | {epochs} | " + " | ".join(cells) + " |")
     return lines
 
@@ -521,19 +523,23 @@ def _curve_lines(results_dir: Path, md: Path) -> list[str]:
 def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
     lines = ["", "### The paper's claims in its regime", "",
              f"As in the `bible12` section (Δ = first - second, seed spread, directions where the first is higher), on the "
-             f"{CHECKPOINT}-by-validation models; *Δ last* is the same comparison on the last models.", "",
+             f"{CHECKPOINT}-by-validation models; *Δ last* is the same comparison on the last models. *directions*: where "
+             "the first is higher, with the one-sided sign-test p of the larger side (ties left out).", "",
              "| claim (paper) | comparison | group | Δ spBLEU | Δ chrF++ | Δ spBLEU, last | seed spread (spBLEU) | directions | verdict | likely reason, where the data leans against the claim |",
              "|---|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for claim in CLAIMS:
-        v, vc, vl = (bench.verdict(claim, d, m) for d, m in ((data, "spbleu"), (data, "chrf"), (last, "spbleu")))
+        v, vc, vl = (analysis.verdict(claim, d, m) for d, m in ((data, "spbleu"), (data, "chrf"), (last, "spbleu")))
         fmt = lambda x: "–" if x["delta"] is None else f"{x['delta']:+.2f}"  # noqa: E731
         sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
-        wins = "–" if v.get("wins") is None else f"{v['wins'][0]}/{v['wins'][2]}"
-        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {bench.GROUP_LABELS[claim['group']]} | {fmt(v)} | {fmt(vc)} "
+        wins = "–"
+        if v.get("wins") is not None:  # (a higher, equal, compared): one-sided sign test, ties left out
+            up, tie, n = v["wins"]
+            wins = f"{up}/{n} (p = {analysis.sign_test(max(up, n - tie - up), min(up, n - tie - up)):.2g})"
+        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} | {fmt(v)} | {fmt(vc)} "
                      f"| {fmt(vl)} | {sp} | {wins} | {v['verdict']} | {claim['if_not'] if v.get('against') else ''} |")  # fmt: skip
     gaps = []
     for a, b in TREND:
-        sa, sb = bench.agg(data.get(a, []), "spbleu", "all"), bench.agg(data.get(b, []), "spbleu", "all")
+        sa, sb = analysis.agg(data.get(a, []), "spbleu", "all"), analysis.agg(data.get(b, []), "spbleu", "all")
         if sa and sb:
             gaps.append(f"{a} - {b} = {sa['mean'] - sb['mean']:+.2f}")
     if gaps:
@@ -559,10 +565,10 @@ def _cost_lines(data: Mapping[str, Any]) -> list[str]:
 
 def render_to_md(opts: argparse.Namespace) -> Path:
     plot_curves(opts.results_dir)
-    default = bench.results_md.RESULTS_MD
-    bench.results_md.RESULTS_MD = Path(opts.results_md) if opts.results_md else default
+    default = results_md.RESULTS_MD
+    results_md.RESULTS_MD = Path(opts.results_md) if opts.results_md else default
     try:
-        bench.results_md.update_section(SECTION, render(opts))
-        return bench.results_md.RESULTS_MD
+        results_md.update_section(SECTION, render(opts))
+        return results_md.RESULTS_MD
     finally:
-        bench.results_md.RESULTS_MD = default
+        results_md.RESULTS_MD = default
