@@ -53,9 +53,11 @@ from lslo.precision import PRECISIONS, effective_precision
 from lslo.precision import autocast as precision_autocast
 
 METHODS = ("lslo", "lora", "full")
-# Keys a resumed run may change: the budget, the display, and `precision` (the weights and optimizer state
-# stay fp32 whatever the autocast; each checkpoint records which steps ran in which precision).
-RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision")
+# Keys a resumed run may change: the budget, the display, how often it logs and checkpoints (neither touches the
+# weights or the random streams), and `precision` (the weights and optimizer state stay fp32 whatever the
+# autocast; each checkpoint records which steps ran in which precision).
+RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision", "save_every",
+                  "keep_checkpoints", "log_every")  # fmt: skip
 
 Callback = Callable[[int, nn.Module], None]
 

@@ -488,3 +488,16 @@ def test_the_best_model_of_a_pruned_run_is_one_with_the_final_ratio(world, tmp_p
     assert kept["epoch"] >= 3.0 and kept["valid_loss"] == min(r["valid_loss"] for r in valid if r not in early)
     with pytest.raises(LsloError, match='eval_every.*"epoch"'):
         config(world, tmp_path / "x", eval_every="month").check()
+
+
+def test_a_resumed_run_may_checkpoint_and_log_at_another_rate(world, tmp_path):
+    """save_every / log_every / keep_checkpoints are bookkeeping: changing them on resume trains the same weights."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(config(world, straight, max_steps=6, valid_split=None))
+    train(config(world, split, max_steps=3, valid_split=None, save_every=3))
+    train(config(world, split, max_steps=6, valid_split=None, save_every=2, log_every=3, keep_checkpoints=2, resume=True))
+    want, got = final_weights(straight), final_weights(split)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert [p.name for p in checkpoints(split)] == ["step-00000004", "step-00000006"]
+    with pytest.raises(LsloError, match="holds a different run"):
+        train(config(world, split, max_steps=8, valid_split=None, lr=1e-2, resume=True))

@@ -170,7 +170,7 @@ def run_config(exp: Mapping[str, Any], seed: int, lr: float, epochs: int, opts: 
     common = {
         "data": data, "base_model": opts.base, "out_dir": str(Path(opts.runs_dir) / train_key(exp["name"], lr, seed) / "train"),
         "max_epochs": epochs, "max_steps": None, "max_tokens": opts.max_tokens, "seed": seed, "lr": lr,
-        "warmup_steps": spe, "save_every": spe, "eval_every": "epoch", "keep_best": True,
+        "warmup_steps": spe, "save_every": max(1, spe // 4), "eval_every": "epoch", "keep_best": True,
         "valid_max_per_direction": VALID_PER_DIRECTION, "progress": False, "precision": opts.precision,
     }  # fmt: skip
     return runner.deep_merge(runner.deep_merge(cfg, common), exp["overrides"])
