@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from tiny_nllb import NLLB_CODES, make_tiny_nllb, sentence, write_flores200
+
 from lslo.data.readers import read_corpus
 from lslo.languages import detect_style, lang_token_ids
 from lslo.loading import load_base
 from lslo.tokenizer import load_tokenizer
-from tiny_nllb import NLLB_CODES, make_tiny_nllb, sentence, write_flores200
 
 
 def test_tiny_nllb_tokenizer_and_model(tmp_path):
