@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from tiny_nllb import NLLB_CODES, make_tiny_nllb, sentence, write_flores200
+import json
+
+import torch
+from tiny_nllb import NLLB_CODES, make_tiny_nllb, sentence, write_flores200, write_world
 
 from lslo.data.readers import read_corpus
-from lslo.languages import detect_style, lang_token_ids
+from lslo.languages import canonical, detect_style, lang_token_ids
 from lslo.loading import load_base
 from lslo.tokenizer import load_tokenizer
 
@@ -29,3 +32,24 @@ def test_flores200_folder_reads_every_code(tmp_path):
     assert sorted((tmp_path / "flores" / "dev").iterdir())[0].name == "ace_Arab.dev"
     corpus = read_corpus(tmp_path / "flores", fmt="flores", split="dev")
     assert len(corpus.languages) == 20 and len(corpus.ids(corpus.languages[0])) == 5
+
+
+def test_lslo_train_and_eval_at_200_nllb_languages(tmp_path, capsys):
+    from lslo.cli import main
+    from lslo.loading import load_model
+
+    world = write_world(tmp_path, n=200, steps=3)
+    assert main(["train", str(world["config"])]) == 0
+    model, tok, _ = load_model(str(world["run"]))
+    assert len(model.languages) == 200 and "kab_Latn" in model.languages and "yue_Hant" in model.languages
+    assert {layer.mixed_path() for layer in model.lslo_layers().values()} == {"gathered"}
+    moved = torch.stack([layer.lora_B.abs().sum(0) > 0 for layer in model.lslo_layers().values() if layer.route == "src"])
+    assert moved.any() and not moved.all()  # 3 steps train the languages they saw, the others stay untouched
+    directions = ["ace_Arab-kab_Latn", "kab_Latn-yue_Hant", "zho_Hans-eng_Latn", "eng_Latn-fra_Latn"]
+    out = tmp_path / "eval"
+    assert main(["eval", str(world["run"]), "--data", str(world["data"]), "--split", "devtest", "--directions", *directions,
+                 "--max-sentences", "3", "--beams", "2", "--no-progress", "--out", str(out)]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["directions"]) == sorted("-".join(map(canonical, d.split("-"))) for d in directions)
+    for name, row in results["directions"].items():
+        assert row["n"] == 3 and len((out / row["files"]["hyp"]).read_text(encoding="utf-8").splitlines()) == 3, name
