@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from tiny_nllb import NLLB_CODES, make_tiny_nllb, sentence, write_flores200, write_world
 
 from lslo.data.readers import read_corpus
-from lslo.languages import canonical, detect_style, lang_token_ids
+from lslo.languages import canonical, detect_style, lang_token_ids, lookup
 from lslo.loading import load_base
 from lslo.tokenizer import load_tokenizer
 
@@ -53,3 +54,23 @@ def test_lslo_train_and_eval_at_200_nllb_languages(tmp_path, capsys):
     assert sorted(results["directions"]) == sorted("-".join(map(canonical, d.split("-"))) for d in directions)
     for name, row in results["directions"].items():
         assert row["n"] == 3 and len((out / row["files"]["hyp"]).read_text(encoding="utf-8").splitlines()) == 3, name
+
+
+def test_flores200_nllb_config_trains_every_nllb_language(tmp_path):
+    import yaml
+
+    from lslo.cli import main
+    from lslo.loading import load_model
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "flores200-nllb.yaml"
+    tiers = yaml.safe_load(config.read_text(encoding="utf-8"))["languages"]
+    assert sorted(tiers) == sorted(NLLB_CODES) and set(tiers.values()) == {"high", "low"}
+    model_dir = make_tiny_nllb(tmp_path / "model")
+    data = write_flores200(tmp_path / "flores", NLLB_CODES, dev=2, devtest=1)
+    sets = [f"data={data}", f"base_model={model_dir}", f"out_dir={tmp_path / 'run'}", "max_steps=1", "max_epochs=null",
+            "max_tokens=256", "progress=false", "save_every=1", "precision=fp32"]  # fmt: skip
+    assert main(["train", str(config), "--set", *sets]) == 0
+    model, _, _ = load_model(str(tmp_path / "run"))
+    assert len(model.languages) == 202
+    layer = next(iter(model.lslo_layers().values()))
+    assert layer.ranks == [2 if tiers[lookup(code).flores200] == "high" else 8 for code in model.languages]
