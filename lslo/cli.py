@@ -30,23 +30,10 @@ class _Parser(argparse.ArgumentParser):
         raise LsloError(f"{message}; see `{self.prog} --help`")
 
 
-def _yaml_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _overrides(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LsloError(f"--set {item!r}: write key=value, e.g. --set lr=5e-4")
-        out[key.strip()] = _yaml_value(value)
-    return out
+    from lslo.settings import parse_set_items
+
+    return parse_set_items(list(items))
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -293,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA or fully")
     t.add_argument("config", help="YAML run config (see configs/)")
-    t.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    t.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys (repeatable; a dotted key sets a nested value: lslo.ranks.low=4; "
+                        "key=null sets null)")  # fmt: skip
     t.add_argument("--method", choices=["lslo", "lora", "full"], default=None)
     t.add_argument("--out-dir", default=None)
     t.add_argument("--max-steps", type=int, default=None)
@@ -318,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder for lslo_config.json, the tables and the plot")
     s.add_argument("--arch-lr", type=float, default=1e-2, help="learning rate of the routing weights")
     s.add_argument("--per-position", action="store_true", help="one routing weight pair per position, not per layer")
-    s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    s.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys (repeatable; dotted keys set nested values)")
     s.set_defaults(func=cmd_search)
 
     def model_args(q: argparse.ArgumentParser) -> None:

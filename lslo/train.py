@@ -123,24 +123,31 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """The YAML file's keys, then `overrides` (a dotted key like `lslo.ranks.low` sets a nested value; None sets null)."""
         import yaml
 
+        from lslo.io import load_yaml
+        from lslo.settings import apply_overrides
+
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
+            data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        except (FileNotFoundError, IsADirectoryError):
             raise LsloError(f"{path}: no such file; check the config path") from None
         except yaml.YAMLError as err:
             raise LsloError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise LsloError(f"{path}: expected a mapping of keys to values at the top level")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(apply_overrides(data, overrides), where=str(path))
 
     def check(self, where: str = "config") -> None:
         """Raise `LsloError` for a value that cannot work."""
 
         def bad(key: str, fix: str) -> LsloError:
             return LsloError(f"{where}: {key}={getattr(self, key)!r}; {fix}")
+
+        from lslo.settings import check_types
+
+        check_types(self, where)
 
         if self.method not in METHODS:
             raise bad("method", f"use one of {', '.join(METHODS)}")
