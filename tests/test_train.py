@@ -452,3 +452,37 @@ def test_prune_needs_lslo_and_known_keys(world, tmp_path):
         config(world, tmp_path / "a", method="full", prune={"ratio": 0.5}).check()
     with pytest.raises(LsloError, match="prune"):
         config(world, tmp_path / "b", method="lslo", prune={"ratoi": 0.5}).check()
+
+
+# -- start-up validation and divergence --------------------------------------------------------------
+
+
+def test_a_run_that_fails_at_start_up_leaves_nothing_and_the_fixed_config_runs(world, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(LsloError, match="no_such_split"):
+        train(config(world, out, max_steps=2, valid_split="no_such_split"))
+    assert not out.exists()
+    out.mkdir()
+    with pytest.raises(LsloError, match="base model"):
+        train(config(world, out, max_steps=2, base_model=str(tmp_path / "missing-model"), tokenizer=str(world / "model")))
+    assert list(out.iterdir()) == []
+    assert train(config(world, out, max_steps=2, valid_split=None))["steps"] == 2
+    assert (out / "run.json").is_file() and (out / "model").is_dir()
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(world, tmp_path):
+    out = tmp_path / "run"
+    cfg = config(world, out, method="lslo", languages={"en": "high", "fr": "high", "sw": "low"}, lr=1e8,
+                 warmup_steps=0, max_steps=40, save_every=1, keep_checkpoints=2, valid_split=None)  # fmt: skip
+    with pytest.raises(LsloError, match=r"training diverged at step (\d+): the (loss|trainable weights) became") as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "lower lr" in message
+    step = int(message.split("step ")[1].split(":")[0])
+    kept = checkpoints(out)
+    assert not (out / "model").exists()
+    assert all(int(p.name.split("-")[1]) < step for p in kept)
+    if kept:
+        assert str(kept[-1]) in message
+        state = torch.load(kept[-1] / "state.pt", weights_only=False)["model"]
+        assert all(torch.isfinite(t).all() for t in state.values())
