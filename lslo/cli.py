@@ -199,11 +199,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         if not isinstance(model, LSLoModel):
             raise LsloError(f"--compact: {args.model} is a {info['method']} model; compact export stores pruned LSLo adapters")
-        stats = save_compact(model, args.out, dtype=args.dtype)
-        print(f"wrote {args.out}: compact adapter ({json.dumps(stats, default=str)})")
+        with atomic_dir(args.out) as tmp:
+            stats = save_compact(model, tmp, dtype=args.dtype)
+            tokenizer.save_pretrained(str(tmp))
+        print(f"wrote {args.out}: compact adapter + tokenizer ({json.dumps(stats, default=str)})")
     else:
-        model.save_pretrained(args.out)
-        print(f"wrote {args.out}: {info['method']} model/adapter")
+        with atomic_dir(args.out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(str(tmp))
+        print(f"wrote {args.out}: {info['method']} model/adapter + tokenizer")
     return 0
 
 
