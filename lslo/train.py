@@ -127,24 +127,31 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """The YAML file's keys, then `overrides` (a dotted key like `lslo.ranks.low` sets a nested value; None sets null)."""
         import yaml
 
+        from lslo.io import load_yaml
+        from lslo.settings import apply_overrides
+
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
+            data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        except (FileNotFoundError, IsADirectoryError):
             raise LsloError(f"{path}: no such file; check the config path") from None
         except yaml.YAMLError as err:
             raise LsloError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise LsloError(f"{path}: expected a mapping of keys to values at the top level")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(apply_overrides(data, overrides), where=str(path))
 
     def check(self, where: str = "config") -> None:
         """Raise `LsloError` for a value that cannot work."""
 
         def bad(key: str, fix: str) -> LsloError:
             return LsloError(f"{where}: {key}={getattr(self, key)!r}; {fix}")
+
+        from lslo.settings import check_types
+
+        check_types(self, where)
 
         if self.method not in METHODS:
             raise bad("method", f"use one of {', '.join(METHODS)}")
@@ -368,6 +375,8 @@ def check_out_dir(cfg: TrainConfig) -> bool:
         # A key that a newer lslo added is compared with its default, so older runs still resume.
         before = saved.get(key, defaults.get(key))
         if key not in RESUMABLE_KEYS and not _same_setting(key, before, now.get(key)):
+            if not checkpoints(out) and not (out / "model").exists():
+                return False  # a run that stopped before its first checkpoint: nothing to lose, start afresh
             raise LsloError(
                 f"out_dir {out}: holds a different run ({key}={before!r} there, {now.get(key)!r} now); "
                 "choose a new directory"
@@ -487,6 +496,50 @@ def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) 
     return tokenizer, languages, lang_ids, sampler
 
 
+def _start_up(cfg: TrainConfig, out: Path, accelerator: Any) -> tuple[Any, BatchSampler, list[Batch], nn.Module]:
+    """The run's tokenizer, training sampler, validation batches and model (seeded), checked against each other."""
+    from lslo.data.readers import read_corpus
+
+    with accelerator.main_process_first():
+        tokenizer, languages, lang_ids, sampler = training_data(cfg, out / "cache")
+    pairs = parse_pairs(cfg.pairs)
+    special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
+    valid_batches: list[Batch] = []
+    if cfg.valid_split:
+        with accelerator.main_process_first():
+            vcorpus = read_corpus(cfg.data, languages=list(languages), split=cfg.valid_split)
+            venc = encode_corpus(vcorpus, tokenizer, cache_dir=out / "cache")
+        valid_batches = fixed_batches(venc, directions(venc, list(languages), pairs), lang_ids,
+                                      max_tokens=cfg.max_tokens, max_len=cfg.max_len,
+                                      max_per_direction=cfg.valid_max_per_direction, **special)  # fmt: skip
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, load_base_model(cfg.base_model, cfg.dropout), languages, lang_ids)
+    vocab_needed = max(tokenizer.get_vocab().values()) + 1
+    if model.config.vocab_size < vocab_needed:
+        raise LsloError(
+            f"base_model {cfg.base_model}: vocabulary of {model.config.vocab_size} is smaller than the "
+            f"tokenizer's ({vocab_needed}); use the model's own tokenizer"
+        )
+    return tokenizer, sampler, valid_batches, model
+
+
+def _check_finite(value: float, step: int, accelerator: Any, cfg: TrainConfig, out: Path, what: str = "loss") -> None:
+    """Stop a diverged run: a one-line error naming the step; the checkpoints already saved stay as they are."""
+    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "max")
+    if not bad.item():
+        return
+    kept = checkpoints(out)
+    last = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was saved before it"
+    raise LsloError(
+        f"training diverged at step {step}: the {what} became {value if what == 'loss' else 'nan/inf'} "
+        f"(lr={cfg.lr}); {last}; lower lr (or set clip_norm) and start a new out_dir"
+    )
+
+
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Run (or resume) the training that `cfg` describes; returns a summary.
 
@@ -496,7 +549,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     state saved in every checkpoint and handed back on resume, before the first step; state the model
     holds outside its trainable weights (e.g. pruning masks) must travel that way.
     """
-    from lslo.data.readers import read_corpus
 
     cfg.check()
     if cfg.prune is not None:
@@ -512,34 +564,18 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     if is_main:
         _clean_partial(out)
         _clean_partial(out / "checkpoints")
+    existed = out.exists()
+    try:  # everything that can fail on bad input, before run.json is written
+        tokenizer, sampler, valid_batches, model = _start_up(cfg, out, accelerator)
+    except BaseException:
+        if is_main and not resuming:  # leave nothing behind: the fixed config then starts here
+            shutil.rmtree(out / "cache", ignore_errors=True)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+    if is_main:
         write_json(out / "run.json", cfg.to_dict())
     accelerator.wait_for_everyone()
-
-    # Data.
-    with accelerator.main_process_first():
-        tokenizer, languages, lang_ids, sampler = training_data(cfg, out / "cache")
-    pairs = parse_pairs(cfg.pairs)
-    special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
-    valid_batches: list[Batch] = []
-    if cfg.valid_split:
-        with accelerator.main_process_first():
-            vcorpus = read_corpus(cfg.data, languages=list(languages), split=cfg.valid_split)
-            venc = encode_corpus(vcorpus, tokenizer, cache_dir=out / "cache")
-        valid_batches = fixed_batches(venc, directions(venc, list(languages), pairs), lang_ids,
-                                      max_tokens=cfg.max_tokens, max_len=cfg.max_len,
-                                      max_per_direction=cfg.valid_max_per_direction, **special)  # fmt: skip
-
-    # Model, optimizer, schedule.
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, load_base_model(cfg.base_model, cfg.dropout), languages, lang_ids)
-    vocab_needed = max(tokenizer.get_vocab().values()) + 1
-    if model.config.vocab_size < vocab_needed:
-        raise LsloError(
-            f"base_model {cfg.base_model}: vocabulary of {model.config.vocab_size} is smaller than the "
-            f"tokenizer's ({vocab_needed}); use the model's own tokenizer"
-        )
     torch.manual_seed(cfg.seed + 1 + rank)  # dropout differs between processes
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
@@ -602,6 +638,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     def save_checkpoint() -> None:
         from accelerate.utils import gather_object
 
+        weights = [p for p in unwrapped.parameters() if p.requires_grad]
+        _check_finite(0.0 if all(bool(torch.isfinite(p).all()) for p in weights) else math.nan, step, accelerator, cfg,
+                      out, what="trainable weights")  # fmt: skip
         rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
         if is_main:
             state = {
@@ -678,6 +717,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
             epoch_before = sampler.epoch
             micro = [sampler.next_batch() for _ in range(cfg.update_freq)]
             global_tokens = sum(b.num_tokens for b in micro)
+            step_loss = 0.0
             for k, batch in enumerate(micro):
                 local, weight = shard(batch, rank, world), 1.0
                 if len(local) == 0:  # fewer samples than processes: run one, count nothing
@@ -689,8 +729,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
                         logits = model(**local.model_inputs()).logits
                     loss, nll, n = label_smoothed_nll(logits, local.labels, cfg.label_smoothing)
                     accelerator.backward(loss * (weight * world / global_tokens))
+                step_loss += weight * loss.item()
                 window["loss"] += weight * loss.item()
                 window["nll"] += weight * nll.item()
+            _check_finite(step_loss, step + 1, accelerator, cfg, out)
             if cfg.clip_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.clip_norm)
             lr = scheduler.get_last_lr()[0]

@@ -309,7 +309,9 @@ train(TrainConfig(**json.loads(Path(sys.argv[1]).read_text())))
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path):
-    if shutil.which("accelerate") is None:
+    # The interpreter's own `accelerate` (make runs .venv/bin/python without putting .venv/bin on PATH).
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
         pytest.fail("the `accelerate` command is not installed")
     common = dict(method="lslo", dropout=0.0, update_freq=2, max_steps=6, max_tokens=160, save_every=100,
                   valid_split=None, lslo={"ranks": {"high": 2, "medium": 2, "low": 4}})  # fmt: skip
@@ -320,7 +322,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path
     (tmp_path / "cfg.json").write_text(json.dumps(config(world, two, **common).to_dict()))
     (tmp_path / "launched.py").write_text(LAUNCHED)
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "launched.py"), str(tmp_path / "cfg.json")]  # fmt: skip
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -501,3 +503,37 @@ def test_a_resumed_run_may_checkpoint_and_log_at_another_rate(world, tmp_path):
     assert [p.name for p in checkpoints(split)] == ["step-00000004", "step-00000006"]
     with pytest.raises(LsloError, match="holds a different run"):
         train(config(world, split, max_steps=8, valid_split=None, lr=1e-2, resume=True))
+
+
+# -- start-up validation and divergence --------------------------------------------------------------
+
+
+def test_a_run_that_fails_at_start_up_leaves_nothing_and_the_fixed_config_runs(world, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(LsloError, match="no_such_split"):
+        train(config(world, out, max_steps=2, valid_split="no_such_split"))
+    assert not out.exists()
+    out.mkdir()
+    with pytest.raises(LsloError, match="base model"):
+        train(config(world, out, max_steps=2, base_model=str(tmp_path / "missing-model"), tokenizer=str(world / "model")))
+    assert list(out.iterdir()) == []
+    assert train(config(world, out, max_steps=2, valid_split=None))["steps"] == 2
+    assert (out / "run.json").is_file() and (out / "model").is_dir()
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(world, tmp_path):
+    out = tmp_path / "run"
+    cfg = config(world, out, method="lslo", languages={"en": "high", "fr": "high", "sw": "low"}, lr=1e8,
+                 warmup_steps=0, max_steps=40, save_every=1, keep_checkpoints=2, valid_split=None)  # fmt: skip
+    with pytest.raises(LsloError, match=r"training diverged at step (\d+): the (loss|trainable weights) became") as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "lower lr" in message
+    step = int(message.split("step ")[1].split(":")[0])
+    kept = checkpoints(out)
+    assert not (out / "model").exists()
+    assert all(int(p.name.split("-")[1]) < step for p in kept)
+    if kept:
+        assert str(kept[-1]) in message
+        state = torch.load(kept[-1] / "state.pt", weights_only=False)["model"]
+        assert all(torch.isfinite(t).all() for t in state.values())
