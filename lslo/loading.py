@@ -107,7 +107,7 @@ def load_model(path: str, base: str | None = None, tokenizer: str | None = None)
         if not base:
             raise LsloError(f"{root}: the adapter does not record its base model; pass --base")
         if meta["format"] == "lslo-compact":
-            from lslo.pruning import load_compact
+            from lslo.subspace import load_compact
 
             model = load_compact(load_base(base), root)
         else:

@@ -15,17 +15,8 @@ import torch.nn.functional as F
 from conftest import LANG_IDS, tiny_model
 
 from lslo import LSLoConfig, LsloError, add_lslo, load_lslo
-from lslo.pruning import (
-    COMPACT_WEIGHTS,
-    GradualPruner,
-    PruningConfig,
-    load_compact,
-    plot_subspace,
-    prune,
-    save_compact,
-    sparsity_at,
-    subspace_report,
-)
+from lslo.pruning import GradualPruner, PruningConfig, prune, sparsity_at
+from lslo.subspace import COMPACT_WEIGHTS, load_compact, plot_subspace, save_compact, subspace_report
 
 LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
 RANKS = {"high": 2, "medium": 2, "low": 8}

@@ -338,7 +338,7 @@ def _subspace(run_dir: Path) -> dict[str, Any] | None:
     the pruned matrices) and kept share per side and position. None for other methods."""
     from lslo.loading import load_model
     from lslo.model import LSLoModel
-    from lslo.pruning import subspace_report
+    from lslo.subspace import subspace_report
 
     model, _, _ = load_model(str(run_dir / "train"))
     if not isinstance(model, LSLoModel):
