@@ -253,6 +253,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_resume_through_the_trainer_keeps_masks_and_weights(world, tmp_path):
+    from lslo.checkpoint import read_checkpoint
     from lslo.train import TrainConfig, checkpoints, train
 
     cfg = PruningConfig(ratio=0.8, start=2, duration=8, unit="step", every=2, matrices="AB")
@@ -265,7 +266,7 @@ def test_resume_through_the_trainer_keeps_masks_and_weights(world, tmp_path):
             seed=5, resume=resume,
         )  # fmt: skip
         train(train_cfg, callbacks=[GradualPruner(cfg=cfg)])
-        state = torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)
+        state = read_checkpoint(checkpoints(out)[-1])
         return state["model"], state["callback0"]
 
     want_weights, want_pruner = run(tmp_path / "straight", 14)

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lslo.checkpoint import read_checkpoint
 from lslo.errors import LsloError
 from lslo.train import TrainConfig, checkpoints, inverse_sqrt, label_smoothed_nll, train
 
@@ -31,7 +32,7 @@ def config(world: Path, out: Path, **kw) -> TrainConfig:
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)["model"]
+    return read_checkpoint(checkpoints(out)[-1])["model"]
 
 
 def losses(out: Path) -> list[tuple[int, float]]:
@@ -167,7 +168,7 @@ def test_bf16_autocast_on_cpu_is_used_and_a_resume_may_change_precision(world, t
     train(config(world, out, max_steps=2, valid_split=None))
     mixed = train(config(world, out, max_steps=4, valid_split=None, precision="bf16", resume=True))
     assert mixed["steps"] == 4
-    state = torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)
+    state = read_checkpoint(checkpoints(out)[-1])
     assert state["precision_history"] == [[0, "fp32"], [2, "bf16"]]
     ref, got = losses(tmp_path / "fp32"), losses(out)
     assert ref[:1] == got[:1]  # the fp32 steps are the same run
@@ -230,24 +231,25 @@ def test_interrupted_atomic_writes_are_undone(tmp_path):
 # -- exact resume after SIGKILL ------------------------------------------------------------------
 
 CHILD = """
-import sys, time, torch
+import sys, time
 from pathlib import Path
+import lslo.checkpoint
 from lslo.train import TrainConfig, train
 
 cfg = TrainConfig(**__import__("json").loads(Path(sys.argv[1]).read_text()))
 marker = Path(sys.argv[2])
-real_save, calls = torch.save, []
+real_save, calls = lslo.checkpoint.save_file, []
 
-def stalling_save(obj, path, *a, **k):
+def stalling_save(tensors, path, *a, **k):
     # Second checkpoint (step 10): write half a file, tell the parent, and hang until killed.
     calls.append(path)
     if len(calls) < 2:
-        return real_save(obj, path, *a, **k)
+        return real_save(tensors, path, *a, **k)
     Path(path).write_bytes(b"partial")
     marker.write_text(str(path))
     time.sleep(300)
 
-torch.save = stalling_save
+lslo.checkpoint.save_file = stalling_save
 train(cfg)
 """
 
@@ -278,7 +280,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(world, tmp_p
     partial = Path(marker.read_text())
     assert partial.read_bytes() == b"partial" and partial.parent.name.endswith(".tmp")  # the kill left debris
     assert [p.name for p in checkpoints(out)] == ["step-00000005"]  # only the complete checkpoint counts
-    state = torch.load(checkpoints(out)[0] / "state.pt", weights_only=False)
+    state = read_checkpoint(checkpoints(out)[0])
     assert state["sampler"]["index"] > 0  # the killed run stopped in the middle of an epoch
 
     summary = train(cfg)
@@ -334,12 +336,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path
     # ~1e-8 after 6 steps (seen: 1.5e-8). 1e-5 leaves room for other BLAS builds, while any real bug
     # (a share counted twice, per-process normalisation, desynchronised batches) changes the step
     # itself, which Adam makes ~lr = 3e-3 per coordinate: hundreds of times the tolerance.
-    assert len(torch.load(checkpoints(two)[-1] / "state.pt", weights_only=False)["rng"]) == 2  # 2 ranks ran
+    assert len(read_checkpoint(checkpoints(two)[-1])["rng"]) == 2  # 2 ranks ran
     want, got = final_weights(one), final_weights(two)
     assert want.keys() == got.keys()
     worst = max((want[k] - got[k]).abs().max().item() for k in want)
     assert worst < 1e-5, worst
-    step4 = torch.load(checkpoints(one)[-2] / "state.pt", weights_only=False)["model"]
+    step4 = read_checkpoint(checkpoints(one)[-2])["model"]
     assert max((want[k] - step4[k]).abs().max().item() for k in want) > 100 * 1e-5  # two steps move far more
     for (sa, a), (sb, b) in zip(losses(one), losses(two), strict=True):
         assert sa == sb and a == pytest.approx(b, rel=1e-5)
@@ -469,7 +471,7 @@ def test_validation_every_epoch_keeps_the_model_of_the_lowest_validation_loss(wo
     best = min(valid, key=lambda r: r["valid_loss"])
     kept = json.loads((out / "best" / "lslo_best.json").read_text())
     assert kept == {"step": best["step"], "epoch": best["epoch"], "valid_loss": best["valid_loss"]} == summary["best"]
-    state = torch.load(out / "checkpoints" / f"step-{best['step']:08d}" / "state.pt", weights_only=False)["model"]
+    state = read_checkpoint(out / "checkpoints" / f"step-{best['step']:08d}")["model"]
     saved = load_file(out / "best" / "model.safetensors")
     names = {k: k.removeprefix("base_model.") for k in state if k.removeprefix("base_model.") in saved}
     assert len(names) > len(state) // 2 and all(torch.equal(state[k], saved[n]) for k, n in names.items())
@@ -535,5 +537,5 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert all(int(p.name.split("-")[1]) < step for p in kept)
     if kept:
         assert str(kept[-1]) in message
-        state = torch.load(kept[-1] / "state.pt", weights_only=False)["model"]
+        state = read_checkpoint(kept[-1])["model"]
         assert all(torch.isfinite(t).all() for t in state.values())
