@@ -31,7 +31,7 @@ from torch import nn
 
 from lslo.errors import LsloError
 from lslo.layer import LSLoLinear
-from lslo.model import LSLoModel
+from lslo.model import LSLoModel, lslo_layers
 
 SCOPES = ("language", "layer", "matrix")
 UNITS = ("epoch", "step")
@@ -81,9 +81,8 @@ def sparsity_at(t: float, cfg: PruningConfig) -> float:
 
 
 def _layers(model: LSLoModel | nn.Module) -> dict[str, LSLoLinear]:
-    if isinstance(model, LSLoModel):
-        return model.lslo_layers()
-    return {n: m for n, m in model.named_modules() if isinstance(m, LSLoLinear)}
+    """Name -> LSLo layer (relative to the base model of an `LSLoModel`)."""
+    return model.lslo_layers() if isinstance(model, LSLoModel) else lslo_layers(model)
 
 
 def _pieces(layer: LSLoLinear, kind: str, lang: int) -> tuple[torch.Tensor, torch.Tensor]:
