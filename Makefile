@@ -1,4 +1,19 @@
-PYTHON ?= python3
+# Every target runs in a project virtual environment, `.venv` (created on first use with $(SYSTEM_PYTHON)), so a
+# system Python that refuses pip installs (PEP 668, e.g. Debian 12's) works as it is. An active virtual
+# environment (VIRTUAL_ENV set) is used instead, and `make PYTHON=/path/to/python ...` uses that interpreter.
+SYSTEM_PYTHON ?= python3
+ifeq ($(origin PYTHON),undefined)
+ifdef VIRTUAL_ENV
+PYTHON := $(VIRTUAL_ENV)/bin/python
+else
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+endif
+endif
+# The install stamp: the project's venv is (re)installed when pyproject.toml changes.
+INSTALLED := $(if $(VENV),$(VENV)/.installed,)
+# What a target needs installed first: the stamp in the project's venv, else a plain `install`.
+SETUP := $(if $(VENV),$(INSTALLED),install)
 LSLO = $(PYTHON) -m lslo.cli
 BASE ?= base/bible12-small
 DATA ?= data/bible12
@@ -13,16 +28,28 @@ BIBLE12 = en fr it de zh ja ko ru sw tl fa vi
 
 .PHONY: install test lint demo base data bench
 
+# CPU torch first, so the project install does not pull a CUDA build.
 install:
+ifdef VENV
+	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV) || { echo "lslo: error: cannot create $(VENV) with $(SYSTEM_PYTHON) (on Debian/Ubuntu: apt install python3-venv); or activate a virtual environment, or pass PYTHON=..."; exit 2; }
+endif
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[dev]"
+ifdef VENV
+	@touch $(INSTALLED)
+endif
 
-test:
+ifdef VENV
+$(INSTALLED): pyproject.toml
+	$(MAKE) install
+endif
+
+test: | $(INSTALLED)
 	$(PYTHON) -m ruff check lslo tests benchmarks
 	$(PYTHON) -m pytest tests
 
 data: $(DATA)/manifest.json
-$(DATA)/manifest.json:
+$(DATA)/manifest.json: | $(SETUP)
 	$(LSLO) data bible --out $(DATA)
 
 # Fine-tune LSLo on the shipped base ($(DEMO_STEPS) steps of <= $(DEMO_TOKENS) tokens), evaluate all 132
@@ -30,7 +57,7 @@ $(DATA)/manifest.json:
 # tables side by side. Greedy decoding (DEMO_BEAMS=1) is 4x cheaper than beam 5 here, which buys 3x the test
 # verses in the 15-minute budget: per-direction scores on 10 verses were too noisy to tell a gain of 0.5 chrF++.
 # Both evaluations run under bf16 autocast (DEMO_PRECISION), as training does: ~1.4x faster on these CPUs.
-demo: install data
+demo: $(SETUP) data
 	@test -f $(BASE)/model.safetensors || { echo "lslo: error: $(BASE) is missing; build it with 'make base' (CPU hours)"; exit 2; }
 	$(LSLO) train configs/bible12-lslo.yaml --resume --set out_dir=$(DEMO)/lslo base_model=$(BASE) data=$(DATA) max_epochs=null max_steps=$(DEMO_STEPS) max_tokens=$(DEMO_TOKENS) valid_max_per_direction=10
 	$(LSLO) eval $(BASE) --data $(DATA) --languages $(BIBLE12) --max-sentences $(DEMO_SENTENCES) --beams $(DEMO_BEAMS) --precision $(DEMO_PRECISION) --out $(DEMO)/eval-base
@@ -44,12 +71,12 @@ demo: install data
 # Stage 2: from stage 1's export, proportional sampling (temperature 1), which feeds the high-resource
 # directions the most pairs, for BASE_STEPS steps. The hours, tokens and validation curves of both stages are
 # in the manifest. Resumable: interrupt it and run it again to continue.
-base: install data
+base: $(SETUP) data
 	$(LSLO) pretrain --data $(DATA) --out runs/base --steps 5269 --max-tokens 2048 --precision fp32
 	$(LSLO) pretrain --data $(DATA) --out runs/base --steps 9710 --max-tokens 2048 --precision bf16 --export-dir runs/base/export
 	$(LSLO) pretrain --data $(DATA) --out runs/base-t1 --init-from runs/base/export --steps $(BASE_STEPS) --max-tokens 2048 --temperature 1.0 --warmup-steps 100 --precision bf16 --export-dir $(BASE) --chrf-sentences 20
 
 # The paper's experiment matrix on bible12 (benchmarks/bible12/run.py; RESULTS.md section "bible12"). Resumable:
 # run it again to continue where it stopped. Pass options with BENCH_ARGS, e.g. BENCH_ARGS="--only lslo-228".
-bench: install data
+bench: $(SETUP) data
 	$(PYTHON) benchmarks/bible12/run.py --base $(BASE) --data $(DATA) $(BENCH_ARGS)

@@ -30,23 +30,10 @@ class _Parser(argparse.ArgumentParser):
         raise LsloError(f"{message}; see `{self.prog} --help`")
 
 
-def _yaml_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _overrides(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LsloError(f"--set {item!r}: write key=value, e.g. --set lr=5e-4")
-        out[key.strip()] = _yaml_value(value)
-    return out
+    from lslo.settings import parse_set_items
+
+    return parse_set_items(list(items))
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -208,15 +195,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             tokenizer.save_pretrained(str(tmp))
         print(f"wrote {args.out}: a plain transformers model for {src}->{tgt} (load with from_pretrained)")
     elif args.compact:
-        from lslo.pruning import save_compact
+        from lslo.subspace import save_compact
 
         if not isinstance(model, LSLoModel):
             raise LsloError(f"--compact: {args.model} is a {info['method']} model; compact export stores pruned LSLo adapters")
-        stats = save_compact(model, args.out, dtype=args.dtype)
-        print(f"wrote {args.out}: compact adapter ({json.dumps(stats, default=str)})")
+        with atomic_dir(args.out) as tmp:
+            stats = save_compact(model, tmp, dtype=args.dtype)
+            tokenizer.save_pretrained(str(tmp))
+        print(f"wrote {args.out}: compact adapter + tokenizer ({json.dumps(stats, default=str)})")
     else:
-        model.save_pretrained(args.out)
-        print(f"wrote {args.out}: {info['method']} model/adapter")
+        with atomic_dir(args.out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(str(tmp))
+        print(f"wrote {args.out}: {info['method']} model/adapter + tokenizer")
     return 0
 
 
@@ -239,7 +230,7 @@ def _subspace_report(args: argparse.Namespace) -> int:
     from lslo.io import write_json
     from lslo.loading import load_model
     from lslo.model import LSLoModel
-    from lslo.pruning import plot_subspace, subspace_report
+    from lslo.subspace import plot_subspace, subspace_report
 
     model, _, info = load_model(args.subspace)
     if not isinstance(model, LSLoModel):
@@ -293,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA or fully")
     t.add_argument("config", help="YAML run config (see configs/)")
-    t.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    t.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys (repeatable; a dotted key sets a nested value: lslo.ranks.low=4; "
+                        "key=null sets null)")  # fmt: skip
     t.add_argument("--method", choices=["lslo", "lora", "full"], default=None)
     t.add_argument("--out-dir", default=None)
     t.add_argument("--max-steps", type=int, default=None)
@@ -318,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder for lslo_config.json, the tables and the plot")
     s.add_argument("--arch-lr", type=float, default=1e-2, help="learning rate of the routing weights")
     s.add_argument("--per-position", action="store_true", help="one routing weight pair per position, not per layer")
-    s.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    s.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys (repeatable; dotted keys set nested values)")
     s.set_defaults(func=cmd_search)
 
     def model_args(q: argparse.ArgumentParser) -> None:

@@ -82,3 +82,27 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, except that `5e-4` and `1e3` are numbers (YAML 1.2), not the strings YAML 1.1 makes them."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass

@@ -2,12 +2,17 @@
 
 - a base checkpoint: a local Hugging Face directory or a hub id (`facebook/m2m100_418M`), M2M-100/NLLB only;
 - a training run folder written by `lslo train` (`run.json` + `model/`);
-- a saved model folder: an LSLo adapter, a shared-LoRA adapter or a fully fine-tuned model.
+- a saved model folder: an LSLo adapter (also a compact one, `lslo export --compact`), a shared-LoRA adapter,
+  a fully fine-tuned model or a merged direction (`lslo export --merge`, a plain checkpoint).
+
+The tokenizer follows one rule everywhere (`tokenizer_location`): the one asked for, else the folder's own
+(exports and full fine-tuning runs save one), else the run's recorded tokenizer, else the base's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,11 @@ def load_base(name_or_path: str, dtype: torch.dtype = torch.float32, **kwargs: A
     """An M2M-100/NLLB `M2M100ForConditionalGeneration` from a directory or hub id; other architectures fail."""
     from transformers import AutoConfig, M2M100ForConditionalGeneration
 
+    from lslo.tokenizer import looks_like_path
+
     where = f"base model {name_or_path}"
     local = Path(name_or_path).is_dir()
-    first = Path(name_or_path).parts[0] if Path(name_or_path).parts else ""
-    if not local and (Path(name_or_path).exists() or Path(first).is_dir() or name_or_path.startswith((".", "/", "~"))):
+    if not local and looks_like_path(name_or_path):
         raise LsloError(f"{where}: no such model directory; give a Hugging Face model directory or hub id")
     try:
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
@@ -45,12 +51,25 @@ def load_base(name_or_path: str, dtype: torch.dtype = torch.float32, **kwargs: A
 
 
 def load_tokenizer(name_or_path: str) -> Any:
-    from transformers import AutoTokenizer
+    """The tokenizer of a folder or hub id (`lslo.tokenizer.load_tokenizer`)."""
+    from lslo.tokenizer import load_tokenizer as load
 
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=Path(name_or_path).is_dir())
-    except (OSError, ValueError, TypeError) as err:
-        raise LsloError(f"tokenizer {name_or_path}: cannot load ({str(err).splitlines()[0]})") from None
+    return load(name_or_path)
+
+
+def tokenizer_location(asked: str | None, folder: str | os.PathLike | None, recorded: str | None, base: str | None) -> str:
+    """Where the tokenizer comes from: `asked`, else `folder` when it holds one, else `recorded`, else `base`."""
+    from lslo.tokenizer import has_tokenizer, looks_like_path
+
+    if asked:
+        return asked
+    if folder is not None and has_tokenizer(folder):
+        return str(folder)
+    if recorded and (not looks_like_path(recorded) or has_tokenizer(recorded) or not base):
+        return recorded
+    if base:
+        return base
+    raise LsloError(f"{folder}: holds no tokenizer and records no base model; pass --base")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -77,27 +96,38 @@ def load_model(path: str, base: str | None = None, tokenizer: str | None = None)
         model_dir = root / "model"
         if not model_dir.is_dir():
             raise LsloError(f"{root}: the run has no final model yet (model/ missing); finish it with `lslo train --resume`")
-        model, tok, info = load_model(str(model_dir), base or cfg.get("base_model"), tokenizer or cfg.get("tokenizer") or cfg.get("base_model"))
-        return model, tok, {**info, "kind": "run", "run": str(root)}
-    if (root / CONFIG_NAME).is_file() and _read_json(root / CONFIG_NAME).get("format") == "lslo":
-        meta = _read_json(root / CONFIG_NAME)
+        recorded = cfg.get("tokenizer") or (None if base else cfg.get("base_model"))
+        model, tok, info = load_model(str(model_dir), base or cfg.get("base_model"),
+                                      tokenizer_location(tokenizer, model_dir, recorded, base or cfg.get("base_model")))  # fmt: skip
+        run_tiers = cfg.get("languages") if isinstance(cfg.get("languages"), dict) else None
+        return model, tok, {**info, "kind": "run", "run": str(root), **({"tiers": run_tiers} if run_tiers else {})}
+    meta = _read_json(root / CONFIG_NAME) if (root / CONFIG_NAME).is_file() else {}
+    if meta.get("format") in ("lslo", "lslo-compact"):
         base = base or meta.get("base_model", {}).get("name_or_path")
         if not base:
             raise LsloError(f"{root}: the adapter does not record its base model; pass --base")
-        model = load_lslo(load_base(base), root)
-        return model, load_tokenizer(tokenizer or base), {"kind": "lslo", "method": "lslo", "base_model": base}
+        if meta["format"] == "lslo-compact":
+            from lslo.subspace import load_compact
+
+            model = load_compact(load_base(base), root)
+        else:
+            model = load_lslo(load_base(base), root)
+        tok = load_tokenizer(tokenizer_location(tokenizer, root, None, base))
+        return model, tok, {"kind": "lslo", "method": "lslo", "base_model": base, "format": meta["format"]}
     if (root / METHOD_FILE).is_file():
         meta = _read_json(root / METHOD_FILE)
         if meta.get("method") == "lora":
-            base = base or _read_json(root / "adapter_config.json").get("base_model_name_or_path")
+            base = base or meta.get("base_model") or _read_json(root / "adapter_config.json").get("base_model_name_or_path")
             model = SharedLoRA.from_pretrained(load_base(base), root)
-            return model, load_tokenizer(tokenizer or base), {"kind": "lora", "method": "lora", "base_model": base}
+            tok = load_tokenizer(tokenizer_location(tokenizer, root, None, base))
+            return model, tok, {"kind": "lora", "method": "lora", "base_model": base}
         model = FullFineTune(load_base(str(root)), meta["lang_token_ids"])
-        return model, load_tokenizer(tokenizer or base or str(root)), {"kind": "full", "method": "full", "base_model": base}
+        tok = load_tokenizer(tokenizer_location(tokenizer, root, None, base))
+        return model, tok, {"kind": "full", "method": "full", "base_model": base}
     if root.exists() and not root.is_dir():
         raise LsloError(f"{path}: is a file; give a run folder, a model/adapter folder or a base checkpoint")
     hf = load_base(path)
-    tok = load_tokenizer(tokenizer or path)
+    tok = load_tokenizer(tokenizer_location(tokenizer, root if root.is_dir() else None, None, path))
     return _plain(hf, tok, lang_token_ids), tok, {"kind": "base", "method": "base", "base_model": path}
 
 

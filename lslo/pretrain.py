@@ -232,6 +232,7 @@ def export(
     With `chrf_sentences` > 0, the first that many `valid` sentences of every direction are translated
     greedily and the mean chrF++ is recorded. Returns the manifest (also written as `lslo_base.json`).
     """
+    from lslo.checkpoint import read_checkpoint
     from lslo.tokenizer import load_tokenizer
     from lslo.train import checkpoints, load_base_model
 
@@ -246,7 +247,7 @@ def export(
     ckpts = checkpoints(out / "train")
     if not ckpts:
         raise LsloError(f"{out}/train: no checkpoint yet; let the pretraining run for a while")
-    state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpts[-1])
     weights = {k.removeprefix("base_model."): v for k, v in state["model"].items()}
     _, unexpected = model.load_state_dict(weights, strict=False)
     unloaded = [

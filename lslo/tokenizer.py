@@ -133,16 +133,39 @@ def write_m2m100_tokenizer(spm_proto: bytes, out_dir: str | os.PathLike) -> Path
     return out_dir
 
 
-def load_tokenizer(path: str | os.PathLike) -> Any:
-    """`AutoTokenizer.from_pretrained(path)` from local files only, with a one-line error if missing."""
+def looks_like_path(name: str) -> bool:
+    """True when `name` is meant as a local path (not a hub id like `facebook/nllb-200-distilled-600M`)."""
+    path = Path(name)
+    first = path.parts[0] if path.parts else ""
+    return (
+        path.exists() or name.startswith((".", "/", "~")) or (first != name and Path(first).is_dir())
+        or name.count("/") > 1 or "\\" in name
+    )
+
+
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    """True when a local folder holds tokenizer files (a saved tokenizer, not only a model)."""
+    folder = Path(folder)
+    return folder.is_dir() and any((folder / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json"))
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """The tokenizer of a local folder or a hub id (from the local Hugging Face cache when offline).
+
+    The one loader every command uses; a one-line error names the location when nothing loads.
+    """
     from transformers import AutoTokenizer
 
-    if not Path(path).is_dir():
-        raise LsloError(f"tokenizer {path}: no such directory; give a model or tokenizer directory")
+    name = str(name_or_path)
+    local = Path(name).is_dir()
+    if not local and looks_like_path(name):
+        raise LsloError(f"tokenizer {name}: no such directory; give a model or tokenizer directory or a hub id")
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise LsloError(f"tokenizer {path}: cannot load ({str(err).splitlines()[0]})") from None
+        return AutoTokenizer.from_pretrained(name, local_files_only=local)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        fix = "give a folder with the tokenizer files (tokenizer_config.json, sentencepiece model) or a hub id"
+        raise LsloError(f"tokenizer {name}: cannot load ({lines[0]}); {fix}") from None
 
 
 def model_vocab_size(tokenizer: Any, multiple: int = 8) -> int:

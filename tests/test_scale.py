@@ -14,7 +14,8 @@ from tiny_nllb import NLLB_CODES
 
 from lslo import LSLoConfig, add_lslo, load_lslo
 from lslo.layer import MIXED_PATHS
-from lslo.pruning import load_compact, prune, save_compact
+from lslo.pruning import prune
+from lslo.subspace import load_compact, save_compact
 
 TIERS = ("high", "medium", "low")
 RANKS = {"high": 2, "medium": 2, "low": 8}
