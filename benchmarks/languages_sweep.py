@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import statistics
+import subprocess
 from argparse import Namespace
 from pathlib import Path
 
@@ -86,10 +87,20 @@ def path_costs(reps: int = 30) -> list[dict]:
     return rows
 
 
+def busy_processes() -> list[str]:
+    """What else is running: `ps` lines (CPU %, command, cut) of the processes above 10% CPU, this one excluded."""
+    try:
+        ps = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    rows = [line.split(None, 2) for line in ps.splitlines()[1:]]
+    return [f"{cpu}% {cmd[:90]}" for pid, cpu, cmd in rows if float(cpu) > 10 and int(pid) != os.getpid()]
+
+
 def run_sweep(args: Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = dict(SHAPES[args.shape], batch=args.batch or SHAPES[args.shape]["batch"], seq=args.seq or SHAPES[args.shape]["seq"])
-    load_before = os.getloadavg()
+    load_before, busy = os.getloadavg(), busy_processes()
     print("paths of one layer ...", flush=True)
     paths = path_costs()
     base = build_base(shape, torch.float32, device)
@@ -175,7 +186,8 @@ def run_sweep(args: Namespace) -> None:
         + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("rounds", "steps", "gen_reps", "gen_tokens") if getattr(args, k) is not None),
         "machine": machine(), "device": device, "shape": shape, "load_average_before": load_before,
         "load_average_after": load_after,
-        "note": "shared 2-core machine: other jobs (training runs, test suites) ran during the measurement (load averages)",
+        "note": "shared machine: other jobs ran during the measurement (load averages; busy_processes at the start)",
+        "busy_processes": busy,
         "languages": {n: {"sum_of_ranks": models[n].lslo_layers()[next(iter(models[n].lslo_layers()))].offsets[-1],
                           "tiers": "high/medium/low in turn, ranks 2/2/8"} for n in SIZES},
         "train_step": rows, "generation_beam5": [{"variant": k, "seconds": v, "reps": args.gen_reps, "new_tokens": gen_tokens} for k, v in gmed.items()],
