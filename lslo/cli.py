@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     effective_precision(args.precision)  # fp16 without a GPU fails before anything loads
     tiers = parse_tiers(args.tiers)
     corpus = read_corpus(args.data, split=args.split, languages=args.languages)
-    model, tokenizer, info = load_model(args.model, base=args.base)
+    model, tokenizer, info = load_model(args.model, base=args.base, compute_type=args.compute_type)
     model.eval()
     if args.merge and not getattr(model, "mergeable", False):
         raise LsloError(f"--merge: {args.model} is not an LSLo model; leave --merge out")
@@ -172,7 +172,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             lines = Path(args.input).read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise LsloError(f"--input {args.input}: cannot read ({err.strerror}); give a text file, one sentence per line") from None
-    model, tokenizer, _ = load_model(args.model, base=args.base)
+    model, tokenizer, _ = load_model(args.model, base=args.base, compute_type=args.compute_type)
     model.eval()
     check_languages(model, tokenizer, {"--src": args.src, "--tgt": args.tgt})
     hyps = translate(model, tokenizer, lines, args.src, args.tgt, num_beams=args.beams, progress=False, precision=args.precision)
@@ -208,6 +208,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from lslo.model import LSLoModel
     from lslo.tokenizer import save_tokenizer
 
+    if args.format == "ctranslate2" and not args.merge:
+        raise LsloError("--format ctranslate2: a CTranslate2 export holds one direction; add --merge SRC-TGT")
+    if args.format == "ctranslate2":
+        from lslo.deploy import _ctranslate2
+
+        _ctranslate2()  # not installed: say so before loading anything
     model, tokenizer, info = load_model(args.model, base=args.base)
     if args.merge:
         if not isinstance(model, LSLoModel):
@@ -216,6 +222,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not sep:
             raise LsloError(f"--merge {args.merge!r}: write the direction as src-tgt, e.g. --merge en-sw")
         merged = model.merge_direction(src, tgt)
+        if args.format == "ctranslate2":
+            from lslo.deploy import export_ctranslate2
+
+            export_ctranslate2(merged, tokenizer, args.out, src, tgt, meta={"base_model": info.get("base_model"),
+                                                                            "source": str(args.model)})  # fmt: skip
+            print(f"wrote {args.out}: a CTranslate2 model for {src}->{tgt} (lslo translate {args.out} --compute-type int8)")
+            return 0
         with atomic_dir(args.out) as tmp:
             merged.save_pretrained(tmp)
             save_tokenizer(tokenizer, tmp)
@@ -348,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
         q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
         q.add_argument("--beams", type=int, default=5)
+        q.add_argument("--compute-type", default="default", metavar="TYPE",
+                       help="CTranslate2 exports: int8, float32, int8_float32, ... (default: the model's)")  # fmt: skip
 
     def precision_arg(q: argparse.ArgumentParser) -> None:
         q.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
@@ -387,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.add_argument("--merge", default=None, metavar="SRC-TGT", help="fold this direction's LoRAs into the weights")
     x.add_argument("--compact", action="store_true", help="store only surviving entries of a pruned LSLo adapter")
+    x.add_argument("--format", default="transformers", choices=["transformers", "ctranslate2"],
+                   help="with --merge: a transformers folder (default) or a CTranslate2 model for fast CPU/GPU "
+                        "inference (the `deploy` extra)")  # fmt: skip
     x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="values dtype (--compact)")
     x.set_defaults(func=cmd_export)
 

@@ -156,6 +156,8 @@ def translate_items(
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
+    if hasattr(model, "translate_items"):  # a model with its own decoder, e.g. lslo.deploy.CT2Model
+        return model.translate_items(tokenizer, items, num_beams, max_tokens, max_new_tokens, max_source_tokens)
     if not items:
         return []
     codes = sorted({code for src, tgt, _ in items for code in (src, tgt)})

@@ -46,6 +46,7 @@ def cli_error(capsys, *argv: str) -> str:
 def byo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("byo")
     make_tiny_nllb(root / "base", sentences=[sentence(c, i) for c in LANGS for i in range(40)])
+    _no_language_tokens_in_output(root / "base")
     write_flores200(root / "flores", LANGS, dev=12, devtest=4)
     languages = ", ".join(f"{c}: {t}" for c, t in TIERS.items())
     (root / "run.yaml").write_text(
@@ -55,6 +56,23 @@ def byo(tmp_path_factory) -> Path:
         encoding="utf-8",
     )
     return root
+
+
+def _no_language_tokens_in_output(folder: Path) -> None:
+    """Zero the language tokens' embedding rows: a random model then writes words (decoded text to compare),
+    not the language tokens that decoding drops."""
+    import torch
+    from tiny_nllb import NLLB_CODES
+    from transformers import M2M100ForConditionalGeneration
+
+    from lslo.tokenizer import load_tokenizer
+
+    model = M2M100ForConditionalGeneration.from_pretrained(folder)
+    ids = load_tokenizer(folder).convert_tokens_to_ids(list(NLLB_CODES))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids] = 0
+        model.get_output_embeddings().weight[ids] = 0
+    model.save_pretrained(folder)
 
 
 def results(folder: Path) -> dict:
@@ -67,6 +85,12 @@ def evaluate(capsys, byo: Path, model: Path | str, name: str, *extra: str) -> di
     got = results(byo / "eval" / name)
     assert len(got["directions"]) == len(LANGS) * (len(LANGS) - 1)
     return got
+
+
+def evaluate_one(capsys, byo: Path, model: Path, name: str, direction: str, *extra: str) -> dict:
+    cli(capsys, "eval", model, "--data", byo / "flores", "--split", "devtest", "--out", byo / "eval" / name,
+        "--beams", "1", "--max-sentences", "2", "--no-progress", "--directions", direction, *extra)  # fmt: skip
+    return results(byo / "eval" / name)["directions"][direction]
 
 
 def test_train_eval_translate_export_every_kind(capsys, byo):
@@ -98,7 +122,7 @@ def test_train_eval_translate_export_every_kind(capsys, byo):
     source.write_text("".join(sentence("pol_Latn", i) + "\n" for i in range(3)), encoding="utf-8")
     lslo_out = cli(capsys, "translate", runs["lslo"], "--src", "pol_Latn", "--tgt", "tur_Latn", "--beams", "1",
                    "--input", source)  # fmt: skip
-    assert len(lslo_out.splitlines()) == 3
+    assert len(lslo_out.splitlines()) == 3 and all(line.strip() for line in lslo_out.splitlines())
     cli_error(capsys, "translate", runs["lslo"], "--src", "pol_Latn", "--tgt", "xx_unknown", "--input", os.devnull)
 
     # Exports: each loads in eval and translate; the merged model translates as the LSLo model does.
@@ -112,6 +136,20 @@ def test_train_eval_translate_export_every_kind(capsys, byo):
                  "--input", source)  # fmt: skip
     assert merged == lslo_out
     evaluate(capsys, byo, byo / "export/merged", "export-merged")
+    try:
+        import ctranslate2  # noqa: F401  (the `deploy` extra, in `dev`)
+    except ImportError:
+        ctranslate2 = None
+    if ctranslate2 is not None:
+        cli(capsys, "export", runs["lslo"], "--merge", "pol_Latn-tur_Latn", "--format", "ctranslate2", "--out",
+            byo / "export/ct2")  # fmt: skip
+        fast = cli(capsys, "translate", byo / "export/ct2", "--src", "pol_Latn", "--tgt", "tur_Latn", "--beams", "1",
+                   "--compute-type", "float32", "--input", source)  # fmt: skip
+        assert fast == lslo_out
+        got = evaluate_one(capsys, byo, byo / "export/ct2", "export-ct2", "pol_Latn-tur_Latn", "--tiers", tiers_file)
+        assert got == results(byo / "eval/lslo")["directions"]["pol_Latn-tur_Latn"]
+        assert "translates pol_Latn->tur_Latn only" in cli_error(
+            capsys, "translate", byo / "export/ct2", "--src", "tur_Latn", "--tgt", "pol_Latn", "--input", source)
     for method in ("lora", "full"):
         cli(capsys, "export", runs[method], "--out", byo / "export" / method)
         # A lora/full export holds no tiers: --tiers gives them (without, one overall table).
