@@ -41,11 +41,24 @@ def export_ctranslate2(
         hf_dir = Path(scratch) / "hf"
         merged.save_pretrained(hf_dir)
         save_tokenizer(tokenizer, hf_dir)
+        _fit_madeup_words(tokenizer, merged.config.vocab_size, hf_dir)
         ct2.converters.TransformersConverter(str(hf_dir)).convert(str(tmp), quantization=None, force=True)
         save_tokenizer(tokenizer, tmp)
         write_json(tmp / CT2_META, {"format": "lslo-ctranslate2", "src": src, "tgt": tgt,
                                     "ctranslate2": ct2.__version__, **(meta or {})})  # fmt: skip
     return Path(out)
+
+
+def _fit_madeup_words(tokenizer: Any, vocab_size: int, folder: Path) -> None:
+    """M2M-100 tokenizers pad their vocabulary with `num_madeup_words` (8) placeholder tokens, which CTranslate2's
+    converter appends; a model whose embedding has fewer spare rows (lslo's own bases) needs that many only."""
+    if getattr(tokenizer, "num_madeup_words", None) is None:
+        return
+    tokens = set(tokenizer.get_vocab()) | set(tokenizer.special_tokens_map.get("additional_special_tokens", []))
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["num_madeup_words"] = max(0, vocab_size - len(tokens))
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def is_ctranslate2(folder: str | os.PathLike) -> bool:
