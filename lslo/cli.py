@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     effective_precision(args.precision)  # fp16 without a GPU fails before anything loads
     tiers = parse_tiers(args.tiers)
     corpus = read_corpus(args.data, split=args.split, languages=args.languages)
-    model, tokenizer, info = load_model(args.model, base=args.base, compute_type=args.compute_type)
+    model, tokenizer, info = load_model(args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type)
     model.eval()
     if args.merge and not getattr(model, "mergeable", False):
         raise LsloError(f"--merge: {args.model} is not an LSLo model; leave --merge out")
@@ -172,7 +172,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             lines = Path(args.input).read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise LsloError(f"--input {args.input}: cannot read ({err.strerror}); give a text file, one sentence per line") from None
-    model, tokenizer, _ = load_model(args.model, base=args.base, compute_type=args.compute_type)
+    model, tokenizer, _ = load_model(args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type)
     model.eval()
     check_languages(model, tokenizer, {"--src": args.src, "--tgt": args.tgt})
     hyps = translate(model, tokenizer, lines, args.src, args.tgt, num_beams=args.beams, progress=False, precision=args.precision)
@@ -214,7 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from lslo.deploy import _ctranslate2
 
         _ctranslate2()  # not installed: say so before loading anything
-    model, tokenizer, info = load_model(args.model, base=args.base)
+    model, tokenizer, info = load_model(args.model, base=args.base, tokenizer=args.tokenizer)
     if args.merge:
         if not isinstance(model, LSLoModel):
             raise LsloError(f"--merge: {args.model} is a {info['method']} model; merging a direction needs an LSLo adapter")
@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
         q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
+        q.add_argument("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's, see README)")
         q.add_argument("--beams", type=int, default=5)
         q.add_argument("--compute-type", default="default", metavar="TYPE",
                        help="CTranslate2 exports: int8, float32, int8_float32, ... (default: the model's)")  # fmt: skip
