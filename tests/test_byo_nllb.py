@@ -99,11 +99,15 @@ def test_train_eval_translate_export_every_kind(capsys, byo):
         runs[method] = byo / "runs" / method
         cli(capsys, "train", byo / "run.yaml", "--no-progress", "--set", f"method={method}", f"out_dir={runs[method]}")
         assert (runs[method] / "model").is_dir()
+    # Codes are echoed as written: the adapter's languages, the result folders and keys.
+    adapter = json.loads((runs["lslo"] / "model" / "adapter_config.json").read_text())
+    assert list(adapter["config"]["languages"]) == list(TIERS)
 
     # Runs: tiers from the run's own config; the base: an overall table, or tier tables with --tiers.
     for method, run in runs.items():
         got = evaluate(capsys, byo, run, method)
         assert {row["src"]: row["src_tier"] for row in got["directions"].values()} == TIERS
+        assert (byo / "eval" / method / "directions" / "pol_Latn-arb_Arab" / "hyp.txt").is_file()
         assert got["groups"]["chrf"]["H->L"]["n_directions"] == 4
     base = evaluate(capsys, byo, byo / "base", "base")
     assert set(base["tiers"].values()) == {None} and "| all (12) |" in (byo / "eval/base/tiers.md").read_text()
