@@ -2,7 +2,8 @@
 
 from lslo.config import LSLoConfig
 from lslo.errors import LsloError
+from lslo.languages import encode_sources
 from lslo.model import LSLoModel, add_lslo, load_lslo
 
-__all__ = ["LSLoConfig", "LSLoModel", "LsloError", "add_lslo", "load_lslo"]
+__all__ = ["LSLoConfig", "LSLoModel", "LsloError", "add_lslo", "encode_sources", "load_lslo"]
 __version__ = "0.1.0"

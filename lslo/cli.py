@@ -80,6 +80,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lslo.train import TrainConfig, train
 
     overrides = _overrides(args.set)
+    if args.lslo_config:  # a searched architecture: into the `lslo:` block, under any --set lslo.* item
+        from lslo.config import load_architecture
+
+        overrides = {**{f"lslo.{k}": v for k, v in load_architecture(args.lslo_config).items()}, **overrides}
     for key in ("method", "out_dir", "max_steps", "max_epochs", "max_hours"):
         value = getattr(args, key)
         if value is not None:
@@ -129,13 +133,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lslo.data.readers import read_corpus
-    from lslo.evaluate import evaluate
+    from lslo.evaluate import evaluate, parse_tiers
     from lslo.loading import load_model
     from lslo.precision import effective_precision
 
     effective_precision(args.precision)  # fp16 without a GPU fails before anything loads
+    tiers = parse_tiers(args.tiers)
     corpus = read_corpus(args.data, split=args.split, languages=args.languages)
-    model, tokenizer, info = load_model(args.model, base=args.base)
+    model, tokenizer, info = load_model(args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type)
     model.eval()
     if args.merge and not getattr(model, "mergeable", False):
         raise LsloError(f"--merge: {args.model} is not an LSLo model; leave --merge out")
@@ -143,6 +148,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model, tokenizer, corpus, args.out, directions=args.directions, max_sentences=args.max_sentences,
         num_beams=args.beams, spm=args.spm, max_tokens=args.max_tokens, progress=not args.no_progress, merge=args.merge,
         precision=args.precision, meta={"model": args.model, **info, "data": args.data, "split": args.split},
+        tiers=tiers, run_tiers=info.get("tiers"),
     )  # fmt: skip
     print((Path(args.out) / "tiers.md").read_text(encoding="utf-8"))
     overall = results.get("overall", {})
@@ -166,8 +172,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
             lines = Path(args.input).read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise LsloError(f"--input {args.input}: cannot read ({err.strerror}); give a text file, one sentence per line") from None
-    model, tokenizer, _ = load_model(args.model, base=args.base)
+    model, tokenizer, _ = load_model(args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type)
     model.eval()
+    check_languages(model, tokenizer, {"--src": args.src, "--tgt": args.tgt})
     hyps = translate(model, tokenizer, lines, args.src, args.tgt, num_beams=args.beams, progress=False, precision=args.precision)
     text = "".join(h + "\n" for h in hyps)
     if args.output:
@@ -177,12 +184,37 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_languages(model: Any, tokenizer: Any, codes: dict[str, str]) -> None:
+    """A one-line error for a language code the model cannot translate (unknown, or without a token or LoRA)."""
+    from lslo.languages import lang_token_ids, resolve
+
+    for flag, code in codes.items():
+        resolve(code, flag)
+        lang_token_ids(tokenizer, [code])
+        held = getattr(model, "languages", None)
+        if held and not any(_same(code, h) for h in held):
+            raise LsloError(f"{flag} {code}: the model was trained for {', '.join(held)}; choose one of those")
+
+
+def _same(a: str, b: str) -> bool:
+    from lslo.languages import same_language
+
+    return same_language(a, b)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from lslo.io import atomic_dir
     from lslo.loading import load_model
     from lslo.model import LSLoModel
+    from lslo.tokenizer import save_tokenizer
 
-    model, tokenizer, info = load_model(args.model, base=args.base)
+    if args.format == "ctranslate2" and not args.merge:
+        raise LsloError("--format ctranslate2: a CTranslate2 export holds one direction; add --merge SRC-TGT")
+    if args.format == "ctranslate2":
+        from lslo.deploy import _ctranslate2
+
+        _ctranslate2()  # not installed: say so before loading anything
+    model, tokenizer, info = load_model(args.model, base=args.base, tokenizer=args.tokenizer)
     if args.merge:
         if not isinstance(model, LSLoModel):
             raise LsloError(f"--merge: {args.model} is a {info['method']} model; merging a direction needs an LSLo adapter")
@@ -190,9 +222,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not sep:
             raise LsloError(f"--merge {args.merge!r}: write the direction as src-tgt, e.g. --merge en-sw")
         merged = model.merge_direction(src, tgt)
+        if args.format == "ctranslate2":
+            from lslo.deploy import export_ctranslate2
+
+            export_ctranslate2(merged, tokenizer, args.out, src, tgt, meta={"base_model": info.get("base_model"),
+                                                                            "source": str(args.model)})  # fmt: skip
+            print(f"wrote {args.out}: a CTranslate2 model for {src}->{tgt} (lslo translate {args.out} --compute-type int8)")
+            return 0
         with atomic_dir(args.out) as tmp:
             merged.save_pretrained(tmp)
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
         print(f"wrote {args.out}: a plain transformers model for {src}->{tgt} (load with from_pretrained)")
     elif args.compact:
         from lslo.subspace import save_compact
@@ -201,12 +240,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise LsloError(f"--compact: {args.model} is a {info['method']} model; compact export stores pruned LSLo adapters")
         with atomic_dir(args.out) as tmp:
             stats = save_compact(model, tmp, dtype=args.dtype)
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
         print(f"wrote {args.out}: compact adapter + tokenizer ({json.dumps(stats, default=str)})")
     else:
         with atomic_dir(args.out) as tmp:
             model.save_pretrained(tmp)
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
         print(f"wrote {args.out}: {info['method']} model/adapter + tokenizer")
     return 0
 
@@ -287,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys (repeatable; a dotted key sets a nested value: lslo.ranks.low=4; "
                         "key=null sets null)")  # fmt: skip
+    t.add_argument("--lslo-config", default=None, metavar="JSON",
+                   help="train with a searched architecture: the lslo_config.json of `lslo search routing|placement` "
+                        "(its ranks, modules, layers and routing go into the config's `lslo:` block)")  # fmt: skip
     t.add_argument("--method", choices=["lslo", "lora", "full"], default=None)
     t.add_argument("--out-dir", default=None)
     t.add_argument("--max-steps", type=int, default=None)
@@ -318,7 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
         q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
+        q.add_argument("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's, see README)")
         q.add_argument("--beams", type=int, default=5)
+        q.add_argument("--compute-type", default="default", metavar="TYPE",
+                       help="CTranslate2 exports: int8, float32, int8_float32, ... (default: the model's)")  # fmt: skip
 
     def precision_arg(q: argparse.ArgumentParser) -> None:
         q.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
@@ -335,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-sentences", type=int, default=None, help="first N sentences per direction")
     e.add_argument("--spm", default=None, help="FLORES SentencePiece model for spBLEU (default: the model's own)")
     e.add_argument("--max-tokens", type=int, default=4096, help="tokens per generation batch")
+    e.add_argument("--tiers", nargs="+", default=None, metavar="CODE=TIER",
+                   help="resource tiers: code=tier items or a JSON/YAML file (default: the run's config, the "
+                        "model's LSLo config, the built-in tables; none known: one overall table)")  # fmt: skip
     e.add_argument("--merge", action="store_true",
                    help="LSLo models: one direction per batch, its LoRAs folded into the weights (the base's cost per token)")
     precision_arg(e)
@@ -355,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.add_argument("--merge", default=None, metavar="SRC-TGT", help="fold this direction's LoRAs into the weights")
     x.add_argument("--compact", action="store_true", help="store only surviving entries of a pruned LSLo adapter")
+    x.add_argument("--format", default="transformers", choices=["transformers", "ctranslate2"],
+                   help="with --merge: a transformers folder (default) or a CTranslate2 model for fast CPU/GPU "
+                        "inference (the `deploy` extra)")  # fmt: skip
     x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="values dtype (--compact)")
     x.set_defaults(func=cmd_export)
 
@@ -367,7 +418,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_transformers() -> None:
+    """No "Loading weights" bar from transformers in any command (lslo shows its own progress)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_transformers()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

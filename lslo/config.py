@@ -183,3 +183,23 @@ class LSLoConfig:
     @classmethod
     def load(cls, path: str | Path) -> LSLoConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# The fields of an LSLoConfig that describe the architecture (not the run's languages): what a search finds.
+ARCHITECTURE_FIELDS = ("ranks", "encoder_modules", "decoder_modules", "encoder_layers", "decoder_layers",
+                       "encoder_routing", "decoder_routing", "alpha", "dropout")  # fmt: skip
+
+
+def load_architecture(path: str | Path) -> dict[str, Any]:
+    """The architecture fields of an `lslo_config.json` (e.g. from `lslo search routing`), for a run's `lslo:` block."""
+    from lslo.errors import LsloError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise LsloError(f"--lslo-config {path}: cannot read ({err.strerror}); give the lslo_config.json a search wrote") from None
+    except json.JSONDecodeError as err:
+        raise LsloError(f"--lslo-config {path}: not JSON ({err})") from None
+    if not isinstance(data, dict) or not any(key in data for key in ARCHITECTURE_FIELDS):
+        raise LsloError(f"--lslo-config {path}: not an LSLo config (no {', '.join(ARCHITECTURE_FIELDS[:3])}, ...)")
+    return {key: data[key] for key in ARCHITECTURE_FIELDS if key in data}

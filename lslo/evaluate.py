@@ -156,17 +156,14 @@ def translate_items(
     """
     if max_tokens < 1 or max_new_tokens < 1 or num_beams < 1 or max_source_tokens < 3:
         raise ValueError("max_tokens, max_new_tokens and num_beams must be >= 1, max_source_tokens >= 3")
+    if hasattr(model, "translate_items"):  # a model with its own decoder, e.g. lslo.deploy.CT2Model
+        return model.translate_items(tokenizer, items, num_beams, max_tokens, max_new_tokens, max_source_tokens)
     if not items:
         return []
     codes = sorted({code for src, tgt, _ in items for code in (src, tgt)})
     lang_ids = langs.lang_token_ids(tokenizer, codes)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    texts = [text for _, _, text in items]
-    body = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    sources = [
-        [lang_ids[src], *ids[: max_source_tokens - 2], eos]
-        for (src, _, _), ids in zip(items, body, strict=True)
-    ]
+    sources = langs.source_ids(tokenizer, [text for _, _, text in items], [src for src, _, _ in items], max_source_tokens)
     plain = _is_plain_hf(model)
     base = model if plain else getattr(model, "base_model", model)
     start = base.config.decoder_start_token_id
@@ -357,19 +354,64 @@ def _model_tiers(model: Any) -> Mapping[str, str] | None:
 
 
 def resolve_tiers(
-    languages: Sequence[str], tiers: Mapping[str, str] | None = None, model: Any = None
-) -> dict[str, str]:
-    """Tier of each language: from `tiers`, else the model's LSLoConfig, else the paper's tier tables."""
-    candidates = [t for t in (tiers, _model_tiers(model)) if t]
-    if not candidates:
-        candidates = [langs.BIBLE12_TIERS, langs.LANG12_TIERS, {**langs.LANG12_TIERS, **langs.BIBLE12_TIERS}]
-    for table in candidates:
+    languages: Sequence[str], tiers: Mapping[str, str] | None = None, model: Any = None,
+    run_tiers: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
+    """Tier of each language: from `tiers` (the command line), which must name every language; else from the
+    first that has it of `run_tiers` (the run's config), the model's LSLoConfig, the built-in tables.
+
+    When some language has no tier anywhere, every tier is None: the results then hold one overall table.
+    """
+    for table in (tiers, run_tiers):
+        for code, tier in (table or {}).items():
+            if tier not in langs.TIERS:
+                raise LsloError(f"tiers: {code}={tier!r}; use one of {', '.join(langs.TIERS)}")
+    builtin = {**langs.LANG12_TIERS, **langs.BIBLE12_TIERS}
+    tables = [tiers] if tiers else [t for t in (run_tiers, _model_tiers(model), builtin) if t]
+    out: dict[str, str | None] = {}
+    for lang in languages:
+        for table in tables:
+            try:
+                out[lang] = langs.tier_of(lang, table)
+                break
+            except LsloError:
+                continue
+        else:
+            if tiers:
+                raise LsloError(
+                    f"tiers: language {lang!r} has no resource tier; give one for every evaluated language "
+                    f"(e.g. --tiers {lang}=low, or a tiers file)"
+                )
+            return dict.fromkeys(languages)
+    return out
+
+
+def parse_tiers(items: Sequence[str] | None) -> dict[str, str] | None:
+    """`--tiers`: `code=tier` items, or one JSON/YAML file mapping code -> tier."""
+    import yaml
+
+    from lslo.io import load_yaml
+
+    if not items:
+        return None
+    if len(items) == 1 and "=" not in items[0]:
+        path = Path(items[0])
         try:
-            return {lang: langs.tier_of(lang, table) for lang in languages}
-        except LsloError:
-            if table is candidates[-1]:
-                raise
-    raise AssertionError("unreachable")
+            table = load_yaml(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise LsloError(f"--tiers {path}: cannot read ({err.strerror}); give a file or code=tier items") from None
+        except yaml.YAMLError as err:
+            raise LsloError(f"--tiers {path}: not JSON/YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(table, dict):
+            raise LsloError(f"--tiers {path}: expected a mapping of language code -> tier (high | medium | low)")
+        return {str(k): str(v) for k, v in table.items()}
+    out = {}
+    for item in items:
+        code, sep, tier = item.partition("=")
+        if not sep or not code or not tier:
+            raise LsloError(f"--tiers {item!r}: write code=tier, e.g. --tiers pol_Latn=high tur_Latn=low")
+        out[code.strip()] = tier.strip()
+    return out
 
 
 def _corpus_code(code: str, held: Sequence[str]) -> str | None:
@@ -426,11 +468,13 @@ def evaluate(
     meta: Mapping[str, Any] | None = None,
     merge: bool = False,
     precision: str = "fp32",
+    run_tiers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Translate and score every direction (or `directions`) of `corpus`; write results to `out_dir`.
 
     Returns the results.json content. `max_sentences` keeps the first n sentence pairs per direction.
-    Tiers come from `tiers`, else the model's LSLoConfig, else `lslo.languages`' tier tables. `meta`
+    Tiers: see `resolve_tiers` (`tiers`, `run_tiers`, the model's LSLoConfig, the built-in tables; all None,
+    an overall table only, when some language has none). `meta`
     (e.g. the model and checkpoint paths) is stored as is under "meta" in results.json. `merge`: see
     `translate_items`; so is `precision`.
     """
@@ -445,7 +489,7 @@ def evaluate(
             "the test set has no direction to evaluate; it needs at least two languages sharing ids"
         )
     used = [lang for lang in corpus.languages if any(lang in d for d in chosen)]
-    tier = resolve_tiers(used, tiers, model)
+    tier = resolve_tiers(used, tiers, model, run_tiers)
     langs.lang_token_ids(tokenizer, used)  # fail before translating when the model lacks a language
 
     pairs = {d: corpus.pairs(*d)[:max_sentences] for d in chosen}

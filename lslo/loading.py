@@ -79,18 +79,27 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise LsloError(f"{path}: unreadable ({err})") from None
 
 
-def load_model(path: str, base: str | None = None, tokenizer: str | None = None) -> tuple[TranslationModel, Any, dict]:
+def load_model(
+    path: str, base: str | None = None, tokenizer: str | None = None, compute_type: str = "default"
+) -> tuple[TranslationModel, Any, dict]:
     """(model, tokenizer, info) for a run folder, a saved model folder or a base checkpoint.
 
     `base` overrides the base checkpoint recorded in a run or adapter; `tokenizer` the tokenizer location.
-    `info` says what was loaded: {"kind": "run"|"lslo"|"lora"|"full"|"base", "method", "base_model"}.
+    `info` says what was loaded: {"kind": "run"|"lslo"|"lora"|"full"|"base"|"ctranslate2", "method", "base_model"}.
+    `compute_type` applies to a CTranslate2 export (`lslo.deploy`).
     """
     from lslo.baselines import METHOD_FILE, FullFineTune, SharedLoRA
+    from lslo.deploy import CT2Model, is_ctranslate2
     from lslo.languages import lang_token_ids
     from lslo.model import CONFIG_NAME, load_lslo
 
     root = Path(path)
     run = root / "run.json"
+    if is_ctranslate2(root):  # `compute_type`: CTranslate2's (int8, float32, ...)
+        model = CT2Model(root, compute_type)
+        tok = load_tokenizer(tokenizer_location(tokenizer, root, None, None))
+        return model, tok, {"kind": "ctranslate2", "method": "ctranslate2", "base_model": model.meta.get("base_model"),
+                            "direction": f"{model.src}-{model.tgt}", "compute_type": compute_type}  # type: ignore[return-value]  # fmt: skip
     if run.is_file():
         cfg = _read_json(run)
         model_dir = root / "model"

@@ -36,13 +36,15 @@ CSV_COLUMNS = (
 
 
 def order_by_tier(languages: Sequence[str], tiers: Mapping[str, str]) -> list[str]:
-    """Languages high tier first, then medium, then low; the given order within a tier."""
-    return sorted(languages, key=lambda lang: TIERS.index(tiers[lang]))
+    """Languages high tier first, then medium, then low (then untiered); the given order within a tier."""
+    return sorted(languages, key=lambda lang: TIERS.index(tiers[lang]) if tiers[lang] in TIERS else len(TIERS))
 
 
 def _in_group(group: str, src_tier: str, tgt_tier: str) -> bool:
     if group == "all":
         return True
+    if src_tier is None or tgt_tier is None:  # tiers unknown: only the overall mean
+        return False
     s, t = group.split("->")
     return s in ("*", SHORT[src_tier]) and t in ("*", SHORT[tgt_tier])
 
@@ -64,6 +66,9 @@ def tier_table(results: Mapping[str, Any], metric: str) -> str:
     """Markdown: source tier (rows) x target tier (columns) means, with "as source"/"as target" margins."""
     groups = results["groups"][metric]
     name = results["metrics"][metric]["name"]
+    if all(row["src_tier"] is None for row in results["directions"].values()):  # no tiers known: overall only
+        n = groups["all"]["n_directions"]
+        return f"### {name}\n\n| directions | mean |\n|---|---|\n| all ({n}) | {_fmt(groups['all']['mean'])} |\n"
     lines = [
         f"### {name}",
         "",
@@ -103,7 +108,7 @@ def heatmap(results: Mapping[str, Any], path: str | os.PathLike) -> None:
     from matplotlib.figure import Figure
 
     langs = results["languages"]
-    labels = [f"{lang} ({SHORT[results['tiers'][lang]]})" for lang in langs]
+    labels = [f"{lang} ({SHORT.get(results['tiers'][lang], '?')})" for lang in langs]
     n = len(langs)
     size = max(4.0, 0.45 * n + 2)
     fig = Figure(figsize=(2 * size + 1, size), layout="constrained")

@@ -172,3 +172,41 @@ def model_vocab_size(tokenizer: Any, multiple: int = 8) -> int:
     """Embedding rows a model needs for `tokenizer` (every id incl. language tokens), rounded up."""
     n = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
     return -(-n // multiple) * multiple
+
+
+def check_coverage(tokens: Mapping[str, Any], tokenizer: Any, where: str, max_share: float = 0.5) -> dict[str, float]:
+    """Share of `<unk>` pieces per language in `tokens` (language -> encoded ids); a one-line error above `max_share`.
+
+    A tokenizer that does not cover a language's script, or one built wrongly (e.g. transformers 5's plain
+    `NllbTokenizer(vocab_file=...)`, which maps every word to `<unk>`), would otherwise train on noise.
+    """
+    import numpy as np
+
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return {}
+    shares = {lang: float(np.mean(np.asarray(ids) == unk)) if len(ids) else 0.0 for lang, ids in tokens.items()}
+    worst = max(shares, key=shares.get, default=None)
+    if worst is not None and shares[worst] > max_share:
+        raise LsloError(
+            f"tokenizer {where}: {shares[worst]:.0%} of the pieces of {worst!r} are <unk>; the tokenizer does not "
+            "cover this text (load it with from_pretrained from the model's folder, or use the model's own tokenizer)"
+        )
+    return shares
+
+
+def save_tokenizer(tokenizer: Any, folder: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained(folder)`, plus its SentencePiece model when the save left it out.
+
+    A fast tokenizer saves `tokenizer.json` only; the `.model` file is what spBLEU's default pieces come from
+    (`lslo.evaluate.piece_tokenizer`), so an export scores exactly as the model it came from.
+    """
+    import shutil
+
+    folder = Path(folder)
+    tokenizer.save_pretrained(str(folder))
+    sp_file = getattr(tokenizer, "spm_file", None) or getattr(tokenizer, "vocab_file", None)
+    if sp_file and str(sp_file).endswith(".model") and Path(sp_file).is_file():
+        target = folder / Path(sp_file).name
+        if not target.exists():
+            shutil.copyfile(sp_file, target)

@@ -235,15 +235,18 @@ def inverse_sqrt(warmup_steps: int) -> Callable[[int], float]:
 
 
 def resolve_languages(cfg: TrainConfig, available: Sequence[str]) -> dict[str, str | None]:
-    """Canonical code -> tier (None where no tier is needed or known) for the run's languages."""
-    from lslo.languages import BIBLE12_TIERS, LANG12_TIERS, canonical, tier_of
+    """Code -> tier (None where no tier is needed or known) for the run's languages, codes as the user wrote them."""
+    from lslo.data.corpus import display_code
+    from lslo.languages import BIBLE12_TIERS, LANG12_TIERS, resolve, tier_of
 
     if cfg.languages is None:
         codes: dict[str, str | None] = dict.fromkeys(available)
     elif isinstance(cfg.languages, dict):
-        codes = {canonical(code): tier for code, tier in cfg.languages.items()}
+        codes = {display_code(code): tier for code, tier in cfg.languages.items()}
     else:
-        codes = dict.fromkeys(canonical(code) for code in cfg.languages)
+        codes = dict.fromkeys(display_code(code) for code in cfg.languages)
+    for code in codes:
+        resolve(code, "languages")
     tiers = {**LANG12_TIERS, **BIBLE12_TIERS}
     for code, tier in codes.items():
         if tier is None and cfg.method == "lslo":
@@ -257,12 +260,14 @@ def resolve_languages(cfg: TrainConfig, available: Sequence[str]) -> dict[str, s
     return codes
 
 
-def parse_pairs(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
+def parse_pairs(pairs: Sequence[str] | None, languages: Sequence[str] = ()) -> list[tuple[str, str]] | None:
+    """`["en-sw"]` -> [("en", "sw")], each code spelt as in `languages` when it names one of them."""
     from lslo.languages import canonical
 
     if pairs is None:
         return None
-    return [(canonical(p.split("-")[0]), canonical(p.split("-")[1])) for p in pairs]
+    spelling = {canonical(code): code for code in languages}
+    return [tuple(spelling.get(canonical(c), canonical(c)) for c in p.split("-")) for p in pairs]  # type: ignore[misc]
 
 
 def load_base_model(path: str, dropout: float | None = None) -> nn.Module:
@@ -471,7 +476,9 @@ def save_model(model: nn.Module, tokenizer: Any, method: str, folder: Path, best
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         if method == "full":
-            tokenizer.save_pretrained(str(tmp))
+            from lslo.tokenizer import save_tokenizer
+
+            save_tokenizer(tokenizer, tmp)
         if best is not None:
             write_json(tmp / BEST_FILE, dict(best))
 
@@ -480,7 +487,7 @@ def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) 
     """(tokenizer, languages -> tier, language token ids, batch sampler) of the run's training split."""
     from lslo.data.readers import read_corpus
     from lslo.languages import lang_token_ids
-    from lslo.tokenizer import load_tokenizer
+    from lslo.tokenizer import check_coverage, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model)
     if cfg.languages is None:
@@ -490,8 +497,9 @@ def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) 
         languages = resolve_languages(cfg, [])
         corpus = read_corpus(cfg.data, languages=list(languages), split=cfg.train_split)
     enc = encode_corpus(corpus, tokenizer, cache_dir=cache_dir)
+    check_coverage(enc.flat, tokenizer, cfg.tokenizer or cfg.base_model)
     lang_ids = lang_token_ids(tokenizer, list(languages))
-    sampler = BatchSampler(enc, directions(enc, list(languages), parse_pairs(cfg.pairs)), lang_ids,
+    sampler = BatchSampler(enc, directions(enc, list(languages), parse_pairs(cfg.pairs, list(languages))), lang_ids,
                            max_tokens=cfg.max_tokens, max_len=cfg.max_len, temperature=cfg.temperature,
                            seed=cfg.seed, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id)  # fmt: skip
     return tokenizer, languages, lang_ids, sampler
@@ -504,7 +512,7 @@ def _start_up(cfg: TrainConfig, out: Path, accelerator: Any) -> tuple[Any, dict[
 
     with accelerator.main_process_first():
         tokenizer, languages, lang_ids, sampler = training_data(cfg, out / "cache")
-    pairs = parse_pairs(cfg.pairs)
+    pairs = parse_pairs(cfg.pairs, list(languages))
     special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
     valid_batches: list[Batch] = []
     if cfg.valid_split:

@@ -28,10 +28,10 @@ def test_corpus_joins_languages_on_shared_ids():
         {"eng_Latn": ["a1", "a2", "a3"], "fra": ["b2", "b3"], "sw": ["c9"]},
         {"eng_Latn": ["1", "2", "3"], "fra": ["2", "3"], "sw": ["9"]},
     )
-    assert c.languages == ["en", "fr", "sw"]  # canonical codes
+    assert c.languages == ["eng_Latn", "fra", "sw"]  # named as given, in any style
     assert c.pairs("en", "fr") == [("a2", "b2"), ("a3", "b3")]
     assert c.pairs("fra_Latn", "__en__") == [("b2", "a2"), ("b3", "a3")]
-    assert sorted(c.directions()) == [("en", "fr"), ("fr", "en")]  # sw shares no id
+    assert sorted(c.directions()) == [("eng_Latn", "fra"), ("fra", "eng_Latn")]  # sw shares no id
     assert c.aligned_ids() == [] and not c.is_aligned()
     sub = c.subset(["en", "fr"])
     assert sub.aligned_ids() == ["2", "3"] and sub.counts() == {"en": 3, "fr": 2}
@@ -61,7 +61,7 @@ def test_write_and_load_round_trip(tmp_path):
     assert back.counts() == c.counts()
     assert back.pairs("zh", "en") == c.pairs("zh", "en") == [("二", "two"), ("三", "three\u2028still three")]
     assert back.ids("en") == c.ids("en")
-    assert load_multiway(tmp_path / "d" / "pretrain", languages=["zho_Hans"]).languages == ["zh"]
+    assert load_multiway(tmp_path / "d" / "pretrain", languages=["zho_Hans"]).languages == ["zho_Hans"]
 
 
 def test_load_without_ids_and_any_code_style(tmp_path):
@@ -130,9 +130,10 @@ def test_flores101_and_flores200_folders(tmp_path):
         write(f200 / split / f"xxx_Zzzz.{split}", [f"{split} ?"])  # not a language code: ignored
     c = read_corpus(f101, split="devtest", languages=["en", "zh"])
     assert c.languages == ["en", "zh"] and c.pairs("zh", "en")[1] == ("devtest zh 2", "devtest en 2")
-    assert read_corpus(f101 / "dev", fmt="flores", split="dev").languages == ["en", "zh", "zho_Hant"]
+    # Without --languages, the file names' codes (FLORES-101 here) are the languages' names.
+    assert read_corpus(f101 / "dev", fmt="flores", split="dev").languages == ["eng", "zho_simpl", "zho_trad"]
     c200 = read_corpus(f200, split="dev")
-    assert sorted(c200.languages) == ["ace_Arab", "en", "sw"] and c200.pairs("swh", "eng") == [("dev sw", "dev en")]
+    assert sorted(c200.languages) == ["ace_Arab", "eng_Latn", "swh_Latn"] and c200.pairs("swh", "en") == [("dev sw", "dev en")]
     assert c200.pairs("ace_Arab", "eng_Latn") == [("dev ace", "dev en")]
     with pytest.raises(LsloError, match="no file for language 'fr'"):
         read_corpus(f200, split="dev", languages=["en", "fr"])

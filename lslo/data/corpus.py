@@ -2,8 +2,8 @@
 
 Two languages form a parallel direction on the ids they share, so one object holds a fully aligned
 multi-way test set, a pretraining set where each language holds a different subset of ids, or bilingual
-pairs that are not multi-way at all. Languages are stored under their canonical code
-(`lslo.languages.canonical`: `en`, `zh`, ...); every method accepts any code style (`eng`, `eng_Latn`).
+pairs that are not multi-way at all. Languages are named as they were given (`en`, `pol_Latn`: a FLORES-200
+folder's languages keep their FLORES-200 codes); every method accepts any code style (`eng`, `eng_Latn`).
 
 On disk (written by `write_multiway`, read by `load_multiway`)::
 
@@ -23,6 +23,12 @@ from lslo.io import write_text
 from lslo.languages import canonical, lookup, resolve
 
 
+def display_code(code: str) -> str:
+    """A user's code as lslo echoes it: as written, less a token's underscores (`__en__` -> `en`)."""
+    code = code.strip()
+    return code[2:-2] if len(code) > 4 and code.startswith("__") and code.endswith("__") else code
+
+
 class MultiwayCorpus:
     """Sentences per language, each under an id; `pairs(a, b)` joins two languages on shared ids."""
 
@@ -34,9 +40,11 @@ class MultiwayCorpus:
     ) -> None:
         """`sentences[lang][i]` has id `ids[lang][i]` (default: "1", "2", ... for every language)."""
         self.source = source
-        self._data: dict[str, dict[str, str]] = {}
+        self._data: dict[str, dict[str, str]] = {}  # canonical code -> id -> sentence
+        self._names: dict[str, str] = {}  # canonical code -> the code as given
         for code, sents in sentences.items():
             lang = canonical(code)
+            self._names[lang] = display_code(code)
             if lang in self._data:
                 raise LsloError(f"{source}: language {code!r} is given twice; keep one")
             lang_ids = [str(i) for i in range(1, len(sents) + 1)] if ids is None else ids[code]
@@ -64,9 +72,10 @@ class MultiwayCorpus:
         sents: dict[str, list[str]] = {}
         ids: dict[str, list[str]] = {}
         seen: dict[tuple[str, str], str] = {}
+        names: dict[str, str] = {}  # canonical -> the code as first written
         for sid, src_lang, tgt_lang, src, tgt in rows:
             for code, text in ((src_lang, src), (tgt_lang, tgt)):
-                lang = canonical(code)
+                lang = names.setdefault(canonical(code), display_code(code))
                 old = seen.get((lang, sid))
                 if old is None:
                     seen[lang, sid] = text
@@ -81,15 +90,15 @@ class MultiwayCorpus:
     # -- queries -------------------------------------------------------------------------------
     @property
     def languages(self) -> list[str]:
-        """Canonical codes of the languages held, in insertion order."""
-        return list(self._data)
+        """The languages held, named as given, in insertion order."""
+        return [self._names[lang] for lang in self._data]
 
     def _table(self, code: str) -> dict[str, str]:
         lang = resolve(code, self.source)
         key = lang.m2m or lang.flores200 or lang.flores101
         if key not in self._data:
             raise LsloError(
-                f"{self.source}: no {code!r} sentences (languages held: {', '.join(self._data) or 'none'})"
+                f"{self.source}: no {code!r} sentences (languages held: {', '.join(self.languages) or 'none'})"
             )
         return self._data[key]  # type: ignore[index]
 
@@ -122,7 +131,8 @@ class MultiwayCorpus:
     def directions(self) -> list[tuple[str, str]]:
         """All ordered pairs of different languages sharing at least one id."""
         keys = {lang: set(t) for lang, t in self._data.items()}
-        return [(a, b) for a in self._data for b in self._data if a != b and not keys[a].isdisjoint(keys[b])]
+        name = self._names
+        return [(name[a], name[b]) for a in self._data for b in self._data if a != b and not keys[a].isdisjoint(keys[b])]
 
     def aligned_ids(self) -> list[str]:
         """Ids held by every language, in the first language's order."""
@@ -142,7 +152,7 @@ class MultiwayCorpus:
         return MultiwayCorpus(sents, {code: self.ids(code) for code in sents}, source=self.source)
 
     def counts(self) -> dict[str, int]:
-        return {lang: len(t) for lang, t in self._data.items()}
+        return {self._names[lang]: len(t) for lang, t in self._data.items()}
 
     def __repr__(self) -> str:
         return f"MultiwayCorpus({self.source!r}, {self.counts()})"
@@ -181,7 +191,7 @@ def check_nonempty(path: Path, lines: Sequence[str]) -> None:
 def language_files(
     folder: Path, suffixes: Sequence[str] | None = None, split: str | None = None
 ) -> dict[str, Path]:
-    """Map canonical language -> file for the files named `<lang>.<ext>` or `<prefix>.<lang>` in `folder`.
+    """Map language (the code as the file names it) -> file for the files `<lang>.<ext>` or `<prefix>.<lang>` in `folder`.
 
     `suffixes` restricts `<lang>.<ext>` files to those extensions; `split` keeps only `<lang>.<split>`
     and `<split>.<lang>` files; `.ids` files are never returned.
@@ -194,13 +204,14 @@ def language_files(
         if ext == "ids":
             continue
         if lookup(stem) is not None and (suffixes is None or ext in suffixes) and split in (None, ext):
-            lang = canonical(stem)
+            lang = stem
         elif suffixes is None and lookup(ext) is not None and split in (None, stem):
-            lang = canonical(ext)
+            lang = ext
         else:
             continue
-        if lang in found:
-            raise LsloError(f"{folder}: {found[lang].name} and {path.name} hold the same language; keep one")
+        same = next((code for code in found if canonical(code) == canonical(lang)), None)
+        if same is not None:
+            raise LsloError(f"{folder}: {found[same].name} and {path.name} hold the same language; keep one")
         found[lang] = path
     return found
 
@@ -238,14 +249,15 @@ def read_language_folder(
                 f"unknown language code(s) {', '.join(map(repr, unknown))}; use M2M-100 (en), "
                 "FLORES-101 (eng) or FLORES-200 (eng_Latn) codes"
             )
+        by_language = {canonical(code): path for code, path in files.items()}
         for code in languages:
             lang = canonical(code)
-            if lang not in files:
+            if lang not in by_language:
                 raise LsloError(
                     f"{folder}: no file for language {code!r} (languages here: {', '.join(files) or 'none'}); "
                     "add the file or drop the language"
                 )
-            chosen[lang] = files[lang]
+            chosen[display_code(code)] = by_language[lang]
     else:
         chosen = dict(files)
     if not chosen:
