@@ -35,6 +35,8 @@ from sacrebleu.metrics import BLEU, CHRF
 from tqdm.auto import tqdm
 
 from lslo import languages as langs
+from lslo.encoding import decoder_prompt, source_ids
+from lslo.encoding import pad as pad_rows
 from lslo.errors import LsloError
 from lslo.io import sha256_file, write_json, write_text
 from lslo.precision import autocast, effective_precision
@@ -163,7 +165,7 @@ def translate_items(
     codes = sorted({code for src, tgt, _ in items for code in (src, tgt)})
     lang_ids = langs.lang_token_ids(tokenizer, codes)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    sources = langs.source_ids(tokenizer, [text for _, _, text in items], [src for src, _, _ in items], max_source_tokens)
+    sources = source_ids(tokenizer, [text for _, _, text in items], [src for src, _, _ in items], max_source_tokens)
     plain = _is_plain_hf(model)
     base = model if plain else getattr(model, "base_model", model)
     start = base.config.decoder_start_token_id
@@ -210,11 +212,7 @@ def translate_items(
                     merged.enter_context(model.merged(*direction))
                     current = direction
                 width = len(sources[batch[0]])
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(sources[i])] = torch.tensor(sources[i])
-                    mask[row, : len(sources[i])] = 1
+                input_ids, mask = pad_rows([sources[i] for i in batch], pad)
                 kwargs: dict[str, Any] = dict(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device),
                     # Cap the output at 2 x the longest source + 10 tokens (fairseq's max_len_a/b idea):
@@ -223,8 +221,7 @@ def translate_items(
                     early_stopping=early_stopping if num_beams > 1 else False,
                 )  # fmt: skip
                 if plain:
-                    prompt = [[start, lang_ids[items[i][1]]] for i in batch]
-                    kwargs["decoder_input_ids"] = torch.tensor(prompt, dtype=torch.long, device=device)
+                    kwargs["decoder_input_ids"] = decoder_prompt(start, [lang_ids[items[i][1]] for i in batch], device)
                 else:
                     kwargs["src_lang"] = [items[i][0] for i in batch]
                     kwargs["tgt_lang"] = [items[i][1] for i in batch]

@@ -7,7 +7,7 @@ resolves all of them (case-insensitive) to one `Language`; `canonical` names it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -369,41 +369,3 @@ def tier_of(code: str, tiers: Mapping[str, str] = LANG12_TIERS) -> str:
         if lookup(other) is lang:
             return tier
     raise LsloError(f"language {code!r} has no resource tier; add it to the tiers ({', '.join(tiers)})")
-
-
-def source_ids(
-    tokenizer: Any, texts: Sequence[str], src_lang: str | Sequence[str], max_length: int | None = None
-) -> list[list[int]]:
-    """Token ids of each source sentence, `[its language token] pieces [eos]`, for M2M-100 and NLLB tokenizers.
-
-    `src_lang` is one code for all texts or one per text (any code style). Unlike `tokenizer(texts, src_lang=...)`,
-    which prefixes every row with one language token, a batch of mixed source languages gets each row its own.
-    `max_length` truncates the pieces so that a row has at most that many ids.
-    """
-    codes = [src_lang] * len(texts) if isinstance(src_lang, str) else list(src_lang)
-    if len(codes) != len(texts):
-        raise LsloError(f"src_lang: {len(codes)} codes for {len(texts)} sentences; give one per sentence or one for all")
-    ids = lang_token_ids(tokenizer, sorted(set(codes)))
-    body = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-    keep = None if max_length is None else max(max_length - 2, 0)
-    return [[ids[code], *pieces[:keep], tokenizer.eos_token_id] for code, pieces in zip(codes, body, strict=True)]
-
-
-def encode_sources(
-    tokenizer: Any, texts: Sequence[str], src_lang: str | Sequence[str], max_length: int | None = None
-) -> dict[str, Any]:
-    """`source_ids` as a right-padded batch: {"input_ids", "attention_mask"} (torch tensors) for a model or `generate`.
-
-        batch = encode_sources(tok, ["Hello", "Bonjour"], ["en", "fr"])
-        ids = model.generate(**batch, src_lang=["en", "fr"], tgt_lang=["wo", "zh"])
-    """
-    import torch
-
-    rows = source_ids(tokenizer, texts, src_lang, max_length)
-    width = max((len(r) for r in rows), default=0)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from lslo.encoding import decoder_prompt
 from lslo.errors import LsloError
 from lslo.languages import lookup
 
@@ -118,9 +119,8 @@ class TranslationModel(nn.Module):
         batch = input_ids.shape[0]
         src, tgt = self.batch_lists(src_lang, tgt_lang, batch)
         if "decoder_input_ids" not in kwargs:
-            start = self.config.decoder_start_token_id
-            prompt = [[start, self.lang_token_id(i)] for i in self.language_index(tgt, "tgt_lang")]
-            kwargs["decoder_input_ids"] = torch.tensor(prompt, dtype=torch.long, device=input_ids.device)
+            targets = [self.lang_token_id(i) for i in self.language_index(tgt, "tgt_lang")]
+            kwargs["decoder_input_ids"] = decoder_prompt(self.config.decoder_start_token_id, targets, input_ids.device)
         kwargs.setdefault("forced_bos_token_id", None)
         with self.routed(src, tgt, batch):
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

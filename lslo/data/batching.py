@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lslo.encoding import decoder_inputs, language_row, pad
 from lslo.errors import LsloError
 from lslo.io import atomic_path
 
@@ -226,18 +227,11 @@ def collate(
 
     Each side is cut to `max_len` tokens including its language token and </s>.
     """
-    srcs = [[lang_token_ids[s]] + list(x[: max_len - 2]) + [eos_id] for s, _, x, _ in samples]
-    tgts = [[lang_token_ids[t]] + list(y[: max_len - 2]) + [eos_id] for _, t, _, y in samples]
-    n, ls, lt = len(samples), max(map(len, srcs)), max(map(len, tgts))
-    input_ids = torch.full((n, ls), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, ls), dtype=torch.long)
-    labels = torch.full((n, lt), IGNORE_INDEX, dtype=torch.long)
-    decoder_input_ids = torch.full((n, lt), pad_id, dtype=torch.long)
-    for i, (src, tgt) in enumerate(zip(srcs, tgts, strict=True)):
-        input_ids[i, : len(src)] = torch.tensor(src)
-        attention_mask[i, : len(src)] = 1
-        labels[i, : len(tgt)] = torch.tensor(tgt)
-        decoder_input_ids[i, : len(tgt)] = torch.tensor([eos_id] + tgt[:-1])
+    srcs = [language_row(lang_token_ids[s], x, eos_id, max_len) for s, _, x, _ in samples]
+    tgts = [language_row(lang_token_ids[t], y, eos_id, max_len) for _, t, _, y in samples]
+    input_ids, attention_mask = pad(srcs, pad_id)
+    labels, _ = pad(tgts, IGNORE_INDEX)
+    decoder_input_ids, _ = pad(decoder_inputs(tgts, eos_id), pad_id)
     return Batch(
         input_ids, attention_mask, decoder_input_ids, labels, [s[0] for s in samples], [s[1] for s in samples]
     )
