@@ -35,6 +35,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from tqdm.auto import tqdm
 
 from lslo import languages as langs
+from lslo.config import TIERS
 from lslo.encoding import decoder_prompt, source_ids
 from lslo.encoding import pad as pad_rows
 from lslo.errors import LsloError
@@ -361,8 +362,8 @@ def resolve_tiers(
     """
     for table in (tiers, run_tiers):
         for code, tier in (table or {}).items():
-            if tier not in langs.TIERS:
-                raise LsloError(f"tiers: {code}={tier!r}; use one of {', '.join(langs.TIERS)}")
+            if tier not in TIERS:
+                raise LsloError(f"tiers: {code}={tier!r}; use one of {', '.join(TIERS)}")
     builtin = {**langs.LANG12_TIERS, **langs.BIBLE12_TIERS}
     tables = [tiers] if tiers else [t for t in (run_tiers, _model_tiers(model), builtin) if t]
     out: dict[str, str | None] = {}

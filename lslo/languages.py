@@ -359,7 +359,6 @@ BIBLE12_TIERS: dict[str, str] = {
     "zh": "medium", "ja": "medium", "ko": "medium", "ru": "medium",
     "sw": "low", "tl": "low", "fa": "low", "vi": "low",
 }  # fmt: skip
-TIERS = ("high", "medium", "low")
 
 
 def tier_of(code: str, tiers: Mapping[str, str] = LANG12_TIERS) -> str:

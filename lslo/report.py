@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lslo.config import TIERS
 from lslo.errors import LsloError
 from lslo.io import atomic_path, write_text
 
-TIERS = ("high", "medium", "low")
 SHORT = {"high": "H", "medium": "M", "low": "L"}
 GROUPS = (
     *(f"{SHORT[s]}->{SHORT[t]}" for s in TIERS for t in TIERS),

@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lslo.config import TIERS
 from lslo.data.corpus import MultiwayCorpus, write_multiway
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, sha256_file, write_json
-from lslo.languages import BIBLE12_TIERS, TIERS, canonical, lookup
+from lslo.languages import BIBLE12_TIERS, canonical, lookup
 
 # bbName of each translation in the database -> its language (M2M-100 code).
 BIBLE_TRANSLATIONS: dict[str, str] = {
