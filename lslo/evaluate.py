@@ -40,6 +40,7 @@ from lslo.encoding import decoder_prompt, source_ids
 from lslo.encoding import pad as pad_rows
 from lslo.errors import LsloError
 from lslo.io import sha256_file, write_json, write_text
+from lslo.model import weight_fingerprint
 from lslo.precision import autocast, effective_precision
 
 FORMAT = "lslo-eval/1"
@@ -83,16 +84,6 @@ def _batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
         else:
             batches.append([i])
     return batches
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A cheap fingerprint of every parameter and buffer (name, shape, sum, sum of squares, in float64)."""
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            x = t.detach().double()
-            h.update(f"{name}{tuple(t.shape)}{x.sum().item():.17g}{x.square().sum().item():.17g}".encode())
-    return h.hexdigest()
 
 
 class _BatchCache:
@@ -190,7 +181,7 @@ def translate_items(
         batches = [(None, b) for b in _batches(lengths, max_tokens)]
     store = None
     if cache is not None:
-        key = json.dumps([weights_fingerprint(model), items, num_beams, max_tokens, max_new_tokens,
+        key = json.dumps([weight_fingerprint(model, samples=None), items, num_beams, max_tokens, max_new_tokens,
                           max_source_tokens, early_stopping, merge, *([cast] if cast != "fp32" else [])])  # fmt: skip
         store = _BatchCache(cache, hashlib.sha256(key.encode()).hexdigest())
     was_training = model.training

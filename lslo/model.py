@@ -44,16 +44,25 @@ def base_identity(model: nn.Module) -> dict[str, Any]:
     return identity
 
 
-def weight_fingerprint(model: nn.Module, samples: int = 1024) -> str | None:
-    """sha256 over names, shapes and a strided sample of every weight, rounded to bf16 (dtype-independent)."""
+def weight_fingerprint(model: nn.Module, samples: int | None = 1024) -> str | None:
+    """sha256 over the names, shapes and values of every weight and buffer; None for a model on the meta device.
+
+    With `samples` (a base's identity, `check_identity`): a strided sample of each tensor, rounded to bf16, so the
+    same base in fp16 or fp32 has the same fingerprint. With `samples=None` (what `lslo eval` keys its partial
+    translations by): every value, exactly.
+    """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         if tensor.is_meta:
             return None
         flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // samples)][:samples]
-        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-        digest.update(sample.to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
+        if samples is None:
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            digest.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+            sample = flat[:: max(1, flat.numel() // samples)][:samples]
+            digest.update(sample.to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
