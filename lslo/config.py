@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lslo.routing import parse_routing
+
 TIERS = ("high", "medium", "low")
-ROUTES = ("src", "tgt")
 
 # Position name -> attribute path inside one M2M-100 encoder/decoder layer.
 POSITIONS: dict[str, str] = {
@@ -31,47 +32,6 @@ POSITIONS: dict[str, str] = {
 }
 ENCODER_POSITIONS = ("q", "k", "v", "o", "fc1", "fc2")
 DECODER_POSITIONS = ENCODER_POSITIONS + ("cross_q", "cross_k", "cross_v", "cross_o")
-
-
-def parse_routing(spec: str | list[str], num_layers: int, field_name: str) -> list[str]:
-    """Expand a routing spec into one route per layer.
-
-    `"src*9,tgt*3"` -> 9 x "src" then 3 x "tgt"; a bare `"tgt"` means every layer; a list is taken as is.
-    """
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.split(",") if p.strip()]
-        if len(parts) == 1 and "*" not in parts[0]:
-            parts = [f"{parts[0]}*{num_layers}"]
-        routes: list[str] = []
-        for part in parts:
-            name, _, count = part.partition("*")
-            try:
-                n = int(count) if count else 1
-            except ValueError:
-                raise ValueError(f"{field_name}: bad item {part!r}; write e.g. 'src*9,tgt*3'") from None
-            routes += [name.strip()] * n
-    else:
-        routes = list(spec)
-    bad = sorted({r for r in routes if r not in ROUTES})
-    if bad:
-        raise ValueError(f"{field_name}: unknown route {bad[0]!r}; each layer routes by 'src' or 'tgt'")
-    if len(routes) != num_layers:
-        raise ValueError(
-            f"{field_name}: {len(routes)} routes for a model with {num_layers} layers; "
-            f"give exactly one per layer, e.g. 'src*{num_layers - num_layers // 4},tgt*{num_layers // 4}'"
-        )
-    return routes
-
-
-def format_routing(routes: list[str]) -> str:
-    """Inverse of `parse_routing`: `["src", "src", "tgt"]` -> `"src*2,tgt*1"`."""
-    out: list[str] = []
-    for route in routes:
-        if out and out[-1].startswith(route + "*"):
-            out[-1] = f"{route}*{int(out[-1].split('*')[1]) + 1}"
-        else:
-            out.append(f"{route}*1")
-    return ",".join(out)
 
 
 @dataclass

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lslo.routing import Routing
+
 MIXED_PATHS = ("dense", "gathered", "compact")
 GATHER_ABOVE = 6  # the cost rule (`LSLoLinear.mixed_path`); where the two paths cross on CPU (benchmarks/lslo_speed.py --paths)
 
@@ -74,62 +76,6 @@ class GatheredLoRA(torch.autograd.Function):
         grad_B = torch.zeros_like(lora_B.t()).index_add_(0, flat, grad_b).t()
         grad_x = torch.bmm(grad_h, a) if ctx.needs_input_grad[0] else None
         return grad_x, grad_A, grad_B, None, None, grad if ctx.with_out else None
-
-
-class Routing:
-    """Per-call routing state shared by every LSLo layer of one model.
-
-    Holds each sample's language index per route ("src", "tgt"). A layer asking for `n` rows when the
-    batch has `b` samples gets each index repeated `n // b` times, which is how `generate` expands a
-    batch for beam search and `num_return_sequences` (sample i occupies rows i*k .. i*k+k-1).
-    """
-
-    def __init__(self) -> None:
-        self._index: dict[str, torch.Tensor] = {}
-        self._single: dict[str, int | None] = {}
-        self._expanded: dict[tuple[str, int], torch.Tensor] = {}
-
-    def set(self, route: str, index: list[int], device: torch.device | str) -> None:
-        """Route sample i to language `index[i]` on layers of route `route`."""
-        self._single[route] = index[0] if index and all(i == index[0] for i in index) else None
-        self._index[route] = torch.tensor(index, dtype=torch.long, device=device)
-        self._expanded = {k: v for k, v in self._expanded.items() if k[0] != route}
-
-    def clear(self) -> None:
-        self._index.clear()
-        self._single.clear()
-        self._expanded.clear()
-
-    def samples(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None, int]:
-        """(per-sample language index, or None when all share language `single`; single; rows per sample)."""
-        if route not in self._index:
-            raise RuntimeError(
-                "LSLo layer called without routing: call the LSLoModel (not its base model) with src_lang= and tgt_lang="
-            )
-        index = self._index[route]
-        if rows % index.shape[0]:
-            raise RuntimeError(f"LSLo routing: {rows} rows for a batch of {index.shape[0]} samples")
-        single = self._single[route]
-        return (None if single is not None else index), single, rows // index.shape[0]
-
-    def lookup(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None]:
-        """(per-row language index, or None when all rows share language `single`; single)."""
-        if route not in self._index:
-            raise RuntimeError(
-                "LSLo layer called without routing: call the LSLoModel (not its base model) with src_lang= and tgt_lang="
-            )
-        single = self._single[route]
-        if single is not None:
-            return None, single
-        index = self._index[route]
-        if rows == index.shape[0]:
-            return index, None
-        key = (route, rows)
-        if key not in self._expanded:
-            if rows % index.shape[0]:
-                raise RuntimeError(f"LSLo routing: {rows} rows for a batch of {index.shape[0]} samples")
-            self._expanded[key] = index.repeat_interleave(rows // index.shape[0])
-        return self._expanded[key], None
 
 
 class LSLoLinear(nn.Module):

@@ -23,7 +23,8 @@ from torch import nn
 from lslo.config import LSLoConfig
 from lslo.errors import LsloError
 from lslo.io import atomic_dir
-from lslo.layer import LSLoLinear, Routing
+from lslo.layer import LSLoLinear
+from lslo.routing import Routing
 from lslo.translation import Langs, TranslationModel, require_m2m100
 
 CONFIG_NAME = "adapter_config.json"
@@ -96,12 +97,9 @@ class LSLoModel(TranslationModel):
 
     @contextlib.contextmanager
     def routed(self, src_lang: Langs, tgt_lang: Langs, batch: int) -> Iterator[None]:
-        # Routing stays set after the call so that activation checkpointing can recompute in backward.
         src, tgt = self.batch_lists(src_lang, tgt_lang, batch)
-        device = self.device
-        self.routing.set("src", self.language_index(src, "src_lang"), device)
-        self.routing.set("tgt", self.language_index(tgt, "tgt_lang"), device)
-        yield
+        with self.routing.use(self.language_index(src, "src_lang"), self.language_index(tgt, "tgt_lang"), self.device):
+            yield
 
     def lslo_layers(self) -> dict[str, LSLoLinear]:
         """Name (relative to `base_model`) -> LSLo layer."""

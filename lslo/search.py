@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lslo.config import DECODER_POSITIONS, ENCODER_POSITIONS, POSITIONS, LSLoConfig, format_routing
+from lslo.config import DECODER_POSITIONS, ENCODER_POSITIONS, POSITIONS, LSLoConfig
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, atomic_path, write_json
-from lslo.layer import LSLoLinear, Routing
+from lslo.layer import LSLoLinear
 from lslo.model import LSLoModel, base_identity, rank_scales
 from lslo.pruning import GradualPruner, PruningConfig
+from lslo.routing import Routing, format_routing
 from lslo.subspace import locate, plot_subspace, subspace_report
 from lslo.translation import require_m2m100
 

@@ -17,25 +17,7 @@ from torch import nn
 
 from lslo.encoding import decoder_prompt
 from lslo.errors import LsloError
-from lslo.languages import lookup
-
-Langs = str | Sequence[str]
-
-
-def alias_table(languages: Sequence[str]) -> dict[str, int]:
-    """Every spelling of each configured language (as given, M2M-100, FLORES-101, FLORES-200) -> its index."""
-    table: dict[str, int] = {}
-    for i, code in enumerate(languages):
-        known = lookup(code)
-        spellings = {code, code.lower()}
-        if known is not None:
-            spellings |= {c for c in (known.m2m, known.flores101, known.flores200) if c}
-        for s in spellings:
-            for key in (s, s.lower()):
-                if table.get(key, i) != i:
-                    raise LsloError(f"languages: {code!r} and {languages[table[key]]!r} are the same language; list it once")
-                table[key] = i
-    return table
+from lslo.routing import Langs, alias_table, language_index
 
 
 def require_m2m100(model: nn.Module, who: str) -> None:
@@ -60,14 +42,7 @@ class TranslationModel(nn.Module):
     # -- languages ----------------------------------------------------------------------------------
     def language_index(self, codes: Langs, arg: str = "language") -> list[int]:
         """Indices of `codes` (a code or a list of codes) in `self.languages`; unknown codes raise LsloError."""
-        items = [codes] if isinstance(codes, str) else list(codes)
-        out = []
-        for code in items:
-            i = self._aliases.get(code, self._aliases.get(str(code).lower()))
-            if i is None:
-                raise LsloError(f"{arg}: unknown language {code!r}; this model knows {', '.join(self.languages)}")
-            out.append(i)
-        return out
+        return language_index(codes, self._aliases, self.languages, arg)
 
     def lang_token_id(self, index: int) -> int:
         code = self.languages[index]

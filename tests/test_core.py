@@ -239,6 +239,23 @@ def test_language_code_styles_and_unknown_code():
         model(**batch, src_lang=["en", "fr", "zh"], tgt_lang="fr")
 
 
+def test_routing_lasts_one_call_and_backward_does_not_need_it():
+    """The routing a call sets is cleared when it ends: the base model run alone then fails loudly instead of
+    reusing the last call's languages, and a loss computed inside the call still back-propagates."""
+    model = make_lslo()
+    batch, labels = make_batch(random_samples(2, seed=7))
+    logits = model(**batch, src_lang=["en", "sw"], tgt_lang=["fr", "zh"]).logits
+    with pytest.raises(RuntimeError, match="called without routing"):
+        model.base_model(**batch)
+    F.cross_entropy(logits.transpose(1, 2), labels).backward()
+    grads = [layer.lora_B.grad for layer in model.lslo_layers().values()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError):  # a call that fails inside the model clears it as well
+        model(**batch, src_lang=["en", "sw"], tgt_lang=["fr", "zh"], labels=torch.full((3, 1), 0))
+    with pytest.raises(RuntimeError, match="called without routing"):
+        model.base_model(**batch)
+
+
 # 8. Exact parameter accounting on the real M2M-100 418M shape, built on the meta device.
 def test_parameter_report_m2m100_418m_on_meta():
     cfg = M2M100Config(vocab_size=128112, d_model=1024, encoder_layers=12, decoder_layers=12, encoder_ffn_dim=4096,

@@ -102,7 +102,7 @@ def test_cli_pruned_run_subspace_report_compact_export_and_search(world, tmp_pat
     (tmp_path / "search.yaml").write_text(yaml.safe_dump({**cfg, "out_dir": str(tmp_path / "unused")}))
     assert main(["search", "routing", str(tmp_path / "search.yaml"), "--steps", "3", "--out", str(tmp_path / "routing")]) == 0
     routed = json.loads((tmp_path / "routing" / "lslo_config.json").read_text())
-    from lslo.config import parse_routing
+    from lslo.routing import parse_routing
 
     assert len(parse_routing(routed["encoder_routing"], 2, "encoder_routing")) == 2
     assert (tmp_path / "routing" / "routing.png").is_file()

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from conftest import tiny_model
 
 from lslo import LSLoConfig, LsloError, add_lslo
-from lslo.layer import LSLoLinear, Routing
+from lslo.layer import LSLoLinear
 from lslo.pruning import PruningConfig
+from lslo.routing import Routing
 from lslo.search import MixedRouteLinear, search_placement, search_routing
 
 LANGS = {"en": "high", "fr": "high", "sw": "low"}

@@ -199,7 +199,7 @@ def count_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
     report = model.parameter_report()
     out = {"trainable": trainable, "base": report["base_params"], "percent_of_base": 100 * trainable / report["base_params"]}
     if tc.method == "lslo":
-        from lslo.config import format_routing
+        from lslo.routing import format_routing
 
         out["routing"] = {f"{side}_routing": format_routing(model.lslo_config.routes(side, len(stack.layers)))
                           for side, stack in (("encoder", model.base_model.model.encoder), ("decoder", model.base_model.model.decoder))}  # fmt: skip
