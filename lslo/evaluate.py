@@ -154,36 +154,17 @@ def translate_items(
         return model.translate_items(tokenizer, items, num_beams, max_tokens, max_new_tokens, max_source_tokens)
     if not items:
         return []
-    codes = sorted({code for src, tgt, _ in items for code in (src, tgt)})
-    lang_ids = langs.lang_token_ids(tokenizer, codes)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    sources = source_ids(tokenizer, [text for _, _, text in items], [src for src, _, _ in items], max_source_tokens)
-    plain = _is_plain_hf(model)
-    base = model if plain else getattr(model, "base_model", model)
-    start = base.config.decoder_start_token_id
-    if start is None:
-        start = eos
-    device = _model_device(model)
-    cast = effective_precision(precision)
-    out: list[str] = [""] * len(items)
-    by_direction: dict[tuple[str, str], list[int]] = {}
-    for i, (src, tgt, _) in enumerate(items):
-        by_direction.setdefault((src, tgt), []).append(i)
     if merge and not getattr(model, "mergeable", False):
         raise ValueError(f"merge=True: {type(model).__name__} has no per-direction merge (LSLo models do)")
-    lengths = [len(s) for s in sources]
-    if merge:  # (direction, batch) in direction order; the merge is done once per direction
-        batches = [
-            (d, [idx[j] for j in b]) for d, idx in by_direction.items()
-            for b in _batches([lengths[i] for i in idx], max_tokens)
-        ]  # fmt: skip
-    else:
-        batches = [(None, b) for b in _batches(lengths, max_tokens)]
+    sources = source_ids(tokenizer, [text for _, _, text in items], [src for src, _, _ in items], max_source_tokens)
+    gen = _Generator(model, tokenizer, items, sources, num_beams, max_new_tokens, early_stopping, effective_precision(precision))
+    batches = _plan(items, [len(s) for s in sources], max_tokens, merge)
     store = None
     if cache is not None:
         key = json.dumps([weight_fingerprint(model, samples=None), items, num_beams, max_tokens, max_new_tokens,
-                          max_source_tokens, early_stopping, merge, *([cast] if cast != "fp32" else [])])  # fmt: skip
+                          max_source_tokens, early_stopping, merge, *([gen.cast] if gen.cast != "fp32" else [])])  # fmt: skip
         store = _BatchCache(cache, hashlib.sha256(key.encode()).hexdigest())
+    out: list[str] = [""] * len(items)
     was_training = model.training
     model.eval()
     current = None  # the direction whose LoRAs `merged` holds folded in
@@ -194,41 +175,65 @@ def translate_items(
             contextlib.ExitStack() as merged,
         ):
             for k, (direction, batch) in enumerate(batches):
-                if store is not None and k in store.done and len(store.done[k]) == len(batch):
-                    for i, text in zip(batch, store.done[k], strict=True):
-                        out[i] = text
-                    bar.update(len(batch))
-                    continue
-                if direction != current:
+                done = store is not None and k in store.done and len(store.done[k]) == len(batch)
+                if not done and direction != current:
                     merged.close()
                     merged.enter_context(model.merged(*direction))
                     current = direction
-                width = len(sources[batch[0]])
-                input_ids, mask = pad_rows([sources[i] for i in batch], pad)
-                kwargs: dict[str, Any] = dict(
-                    input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                    # Cap the output at 2 x the longest source + 10 tokens (fairseq's max_len_a/b idea):
-                    # a weak model that never emits </s> must not decode to max_new_tokens.
-                    num_beams=num_beams, max_new_tokens=min(max_new_tokens, 2 * width + 10),
-                    early_stopping=early_stopping if num_beams > 1 else False,
-                )  # fmt: skip
-                if plain:
-                    kwargs["decoder_input_ids"] = decoder_prompt(start, [lang_ids[items[i][1]] for i in batch], device)
-                else:
-                    kwargs["src_lang"] = [items[i][0] for i in batch]
-                    kwargs["tgt_lang"] = [items[i][1] for i in batch]
-                with autocast(cast, device):
-                    seqs = model.generate(**kwargs)
-                for i, text in zip(
-                    batch, tokenizer.batch_decode(seqs, skip_special_tokens=True), strict=True
-                ):
-                    out[i] = _clean(text)
-                if store is not None:
+                for i, text in zip(batch, store.done[k] if done else gen(batch), strict=True):
+                    out[i] = text
+                if store is not None and not done:
                     store.add(k, [out[i] for i in batch])
                 bar.update(len(batch))
     finally:
         model.train(was_training)
     return out
+
+
+def _plan(items: Sequence[tuple[str, str, str]], lengths: Sequence[int], max_tokens: int,
+          merge: bool) -> list[tuple[tuple[str, str] | None, list[int]]]:  # fmt: skip
+    """The batches to translate, as (direction or None, item indices): mixed directions, or with `merge` one
+    direction per batch, in direction order (so each direction's LoRAs are folded in once)."""
+    if not merge:
+        return [(None, b) for b in _batches(lengths, max_tokens)]
+    by_direction: dict[tuple[str, str], list[int]] = {}
+    for i, (src, tgt, _) in enumerate(items):
+        by_direction.setdefault((src, tgt), []).append(i)
+    return [(d, [idx[j] for j in b]) for d, idx in by_direction.items() for b in _batches([lengths[i] for i in idx], max_tokens)]
+
+
+class _Generator:
+    """Translates one batch of items: pads its sources, starts each decoder at its target language, decodes."""
+
+    def __init__(self, model: Any, tokenizer: Any, items: Sequence[tuple[str, str, str]], sources: list[list[int]],
+                 num_beams: int, max_new_tokens: int, early_stopping: bool, cast: str) -> None:  # fmt: skip
+        self.model, self.tokenizer, self.items, self.sources = model, tokenizer, items, sources
+        self.num_beams, self.max_new_tokens, self.early_stopping, self.cast = num_beams, max_new_tokens, early_stopping, cast
+        self.plain = _is_plain_hf(model)
+        base = model if self.plain else getattr(model, "base_model", model)
+        start = base.config.decoder_start_token_id
+        self.start = tokenizer.eos_token_id if start is None else start
+        self.lang_ids = langs.lang_token_ids(tokenizer, sorted({c for src, tgt, _ in items for c in (src, tgt)}))
+        self.device = _model_device(model)
+
+    def __call__(self, batch: list[int]) -> list[str]:
+        width = max(len(self.sources[i]) for i in batch)
+        input_ids, mask = pad_rows([self.sources[i] for i in batch], self.tokenizer.pad_token_id)
+        kwargs: dict[str, Any] = dict(
+            input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+            # Cap the output at 2 x the longest source + 10 tokens (fairseq's max_len_a/b idea):
+            # a weak model that never emits </s> must not decode to max_new_tokens.
+            num_beams=self.num_beams, max_new_tokens=min(self.max_new_tokens, 2 * width + 10),
+            early_stopping=self.early_stopping if self.num_beams > 1 else False,
+        )  # fmt: skip
+        if self.plain:
+            kwargs["decoder_input_ids"] = decoder_prompt(self.start, [self.lang_ids[self.items[i][1]] for i in batch], self.device)
+        else:
+            kwargs["src_lang"] = [self.items[i][0] for i in batch]
+            kwargs["tgt_lang"] = [self.items[i][1] for i in batch]
+        with autocast(self.cast, self.device):
+            seqs = self.model.generate(**kwargs)
+        return [_clean(text) for text in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
 
 
 def translate(
