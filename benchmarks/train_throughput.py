@@ -12,7 +12,8 @@ target tokens, backward, AdamW. Variants:
 - `compile`: the model's forward compiled by `torch.compile(dynamic=True)` (inductor, C++ kernels on CPU);
 - `pair-1t`: two `eager-1t` processes side by side (one job per core): their summed tokens/s.
 
-Rounds are interleaved (every variant once per round; median over rounds). Each timed window follows
+Rounds are interleaved (every variant once per round, `compile` only in the first `--compile-rounds`; median
+over rounds). Each timed window follows
 `--warmup` untimed steps (for `compile`, that is where it compiles; the compile time is reported apart).
 Exactness: the per-step losses of every variant against `eager`'s (max |difference|). The padding share of the
 batches (padded positions / all positions of the target side) says how much packing could gain at most.
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile-rounds", type=int, default=1, help="rounds that include `compile` (default: %(default)s)")
     ap.add_argument("--methods", nargs="+", default=["lslo", "full"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--note", default="", help="a line for RESULTS.md (e.g. what else ran on the machine)")
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(opts.rounds):
         for method in opts.methods:
             for variant in opts.variants:
+                if variant == "compile" and r >= opts.compile_rounds:
+                    continue  # its compile time dominates: measured in the first rounds only
                 res = run_pair(method, opts) if variant == "pair-1t" else run_variant(method, variant, opts)
                 runs[method][variant].append(res)
                 print(f"round {r + 1}: {method} {variant}: {res['tokens_per_s']:.0f} tokens/s", flush=True)
