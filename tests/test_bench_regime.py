@@ -186,3 +186,11 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     high = next(line for line in text.splitlines() if line.startswith("| 90% pruning improves high-resource"))
     assert "not measured yet" in high
     assert (results / "curves.png").stat().st_size > 1000 and "![validation loss per epoch](results/curves.png)" in text
+
+
+def test_regime_command_line_errors_are_one_line(tmp_path, capsys):
+    assert run.main(["--family", "regime", "--base", str(tmp_path / "missing"), "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--base" in err and "no such model folder" in err
+    assert run.main(["--family", "regime", "--list", "--only", "nope", "--results-dir", str(tmp_path / "r")]) == 2
+    assert "not a run or experiment of the regime family" in capsys.readouterr().err

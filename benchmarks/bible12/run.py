@@ -97,9 +97,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options and run; bad use is one line and exit 2, an interruption exit 130 (resumable)."""
     opts = parse_args(argv)
-    if opts.family == "regime":
-        return regime_main(opts)
+    try:
+        return regime_main(opts) if opts.family == "regime" else matrix_main(opts)
+    except BenchError as err:
+        print(f"run.py: error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"run.py: stopped ({err}); run the same command again to resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("run.py: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def matrix_main(opts: argparse.Namespace) -> int:
+    """The matrix: render, list, reproduce a run, or run what is unfinished."""
     if opts.render:
         print(f"updated section {SECTION!r} of {render_to_md(opts.results_dir, opts.results_md)}")
         return 0
@@ -112,47 +126,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             over = "" if r["run"] == "base" else " " + json.dumps(experiment(r["experiment"])["overrides"])
             print(f"{r['run']:<28} {status:<32} {about}{over}")
         return 0
-    if not Path(opts.base).is_dir():
-        print(f"run.py: error: --base {opts.base}: no such model folder; build it with `make base` or give --base", file=sys.stderr)
-        return 2
-    try:
-        if opts.reproduce:
-            r = reproduce(opts)
-            print(f"{r['run']}: spBLEU {r['metrics']['spbleu']['committed']:.2f} committed, {r['metrics']['spbleu']['reproduced']:.2f} "
-                  f"re-run; within the seed spread: {r['within_spread']}")  # fmt: skip
-        else:
-            run_matrix(runs, opts)
-    except BenchError as err:
-        print(f"run.py: error: {err}", file=sys.stderr)
-        return 2
-    except Interrupted as err:
-        print(f"run.py: stopped ({err}); run the same command again to resume", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("run.py: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    _check_base(opts)
+    if opts.reproduce:
+        r = reproduce(opts)
+        print(f"{r['run']}: spBLEU {r['metrics']['spbleu']['committed']:.2f} committed, {r['metrics']['spbleu']['reproduced']:.2f} "
+              f"re-run; within the seed spread: {r['within_spread']}")  # fmt: skip
+    else:
+        run_matrix(runs, opts)
     print(f"updated section {SECTION!r} of {render_to_md(opts.results_dir, opts.results_md)}")
     return 0
 
 
 def regime_main(opts: argparse.Namespace) -> int:
     """`--family regime`: the same runner's steps and statistics on the regime family (regime.py)."""
-    try:
-        if opts.render:
-            print(f"updated section {regime.SECTION!r} of {regime.render_to_md(opts)}")
-            return 0
-        if not opts.list and not Path(opts.base).is_dir():
-            raise BenchError(f"--base {opts.base}: no such model folder; build it with `make base` or give --base")
-        return regime.run_family(opts)
-    except BenchError as err:
-        print(f"run.py: error: {err}", file=sys.stderr)
-        return 2
-    except Interrupted as err:
-        print(f"run.py: stopped ({err}); run the same command again to resume", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("run.py: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    if opts.render:
+        print(f"updated section {regime.SECTION!r} of {regime.render_to_md(opts)}")
+        return 0
+    if not opts.list:
+        _check_base(opts)
+    return regime.run_family(opts)
+
+
+def _check_base(opts: argparse.Namespace) -> None:
+    if not Path(opts.base).is_dir():
+        raise BenchError(f"--base {opts.base}: no such model folder; build it with `make base` or give --base")
 
 
 if __name__ == "__main__":
