@@ -230,6 +230,22 @@ def render_sweep(r: dict, path: Path) -> str:
             f" | {row['optimizer_s']:.3f} | {row['trainable_params']:,} | {(mem['params'] + mem['grads'] + mem['optimizer']) / mib:.0f}"
             f" | {mem['activations'] / mib:.1f} |"
         )
+    by = {row["variant"]: row for row in r["train_step"]}
+    l12, l200 = by["LSLo-12 mixed"], by["LSLo-200 mixed"]
+    held = {k: sum(v for n, v in by[k]["memory_bytes"].items() if n != "activations") for k in by}
+    lines += [
+        "",
+        f"Reading (from the JSON): from 12 to 200 languages the saved activations of a mixed step go from"
+        f" {l12['memory_bytes']['activations'] / mib:.1f} to {l200['memory_bytes']['activations'] / mib:.1f} MiB"
+        f" (the dense path, before: {by['LSLo-200 mixed, dense path (before)']['memory_bytes']['activations'] / mib:.1f} MiB),"
+        f" and the forward + backward time from {l12['forward_backward_s']:.2f} to {l200['forward_backward_s']:.2f} s"
+        f" (peft: {peft['forward_backward_s']:.2f} s); what grows with the languages held is the optimizer step,"
+        f" {l12['optimizer_s']:.2f} -> {l200['optimizer_s']:.2f} s (peft: {peft['optimizer_s']:.2f} s), and the"
+        f" parameters + gradients + Adam state, {held['LSLo-12 mixed'] / mib:.0f} -> {held['LSLo-200 mixed'] / mib:.0f} MiB:"
+        " Adam updates every language's matrices, present in the batch or not. Timings on this shared machine"
+        " vary by more than the differences between variants (see the load averages): read the memory columns"
+        " and the path table (one thread, many repetitions) as the firm figures, the step times as indications.",
+    ]
     lines += ["", "| beam-5 generation, mixed directions | seconds (median) |", "|---|---:|"]
     lines += [f"| {g['variant']} | {g['seconds']:.2f} |" for g in r["generation_beam5"]]
     lines += ["", "| ratio (same run) | measured | target |", "|---|---:|---:|"]

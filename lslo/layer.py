@@ -32,7 +32,7 @@ from torch import nn
 from lslo.routing import Routing
 
 MIXED_PATHS = ("dense", "gathered", "compact")
-GATHER_ABOVE = 6  # the cost rule (`LSLoLinear.mixed_path`); where the two paths cross on CPU (benchmarks/lslo_speed.py --paths)
+GATHER_ABOVE = 3  # the cost rule (`LSLoLinear.mixed_path`): measured by benchmarks/lslo_speed.py --languages-sweep
 
 
 def project(h: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:

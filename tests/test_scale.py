@@ -20,7 +20,7 @@ from lslo.subspace import load_compact, save_compact
 TIERS = ("high", "medium", "low")
 RANKS = {"high": 2, "medium": 2, "low": 8}
 ROUTING = dict(encoder_routing="tgt*2,src*2", decoder_routing="src*1,tgt*3")
-SIZES = (12, 200)
+SIZES = (3, 12, 200)  # 3: the cost rule's dense pick
 PATHS = ("auto", *MIXED_PATHS)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,8 +54,9 @@ def pick(n: int, k: int, seed: int) -> list[str]:
     return [NLLB_CODES[i] for i in torch.randint(n, (k,), generator=g).tolist()]
 
 
-def test_cost_rule_picks_dense_at_12_and_gathered_at_200():
-    assert {layer.mixed_path() for layer in make(12).lslo_layers().values()} == {"dense"}
+def test_cost_rule_picks_dense_for_a_few_languages_and_gathered_at_12_and_200():
+    assert {layer.mixed_path() for layer in make(3).lslo_layers().values()} == {"dense"}  # ranks 2+2+8 <= 3 x 8
+    assert {layer.mixed_path() for layer in make(12).lslo_layers().values()} == {"gathered"}
     assert {layer.mixed_path() for layer in make(200).lslo_layers().values()} == {"gathered"}
 
 
