@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import HERE, machine, update_section  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: `benchmarks` is a package
+from benchmarks.bible12.analysis import sign_test  # noqa: E402
+from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 
 ROOT = HERE.parent
 ALPHA = 0.05  # sign-test level for "clearly above"
@@ -107,12 +107,6 @@ def main() -> None:
     write_json(out, result)
     update_section("demo", render(result))
     print(f"wrote {out.relative_to(ROOT)} and the `demo` section of benchmarks/RESULTS.md")
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """One-sided sign test: P(at least `wins` of `wins + losses` directions improve | no effect), ties left out."""
-    n = wins + losses
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
 
 
 def verdict(r: dict) -> tuple[str, dict[str, float], dict[str, float]]:

@@ -234,7 +234,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             save_tokenizer(tokenizer, tmp)
         print(f"wrote {args.out}: a plain transformers model for {src}->{tgt} (load with from_pretrained)")
     elif args.compact:
-        from lslo.pruning import save_compact
+        from lslo.subspace import save_compact
 
         if not isinstance(model, LSLoModel):
             raise LsloError(f"--compact: {args.model} is a {info['method']} model; compact export stores pruned LSLo adapters")
@@ -269,7 +269,7 @@ def _subspace_report(args: argparse.Namespace) -> int:
     from lslo.io import write_json
     from lslo.loading import load_model
     from lslo.model import LSLoModel
-    from lslo.pruning import plot_subspace, subspace_report
+    from lslo.subspace import plot_subspace, subspace_report
 
     model, _, info = load_model(args.subspace)
     if not isinstance(model, LSLoModel):

@@ -28,6 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MIXED_PATHS = ("dense", "gathered", "compact")
+GATHER_ABOVE = 6  # the cost rule (`LSLoLinear.mixed_path`); where the two paths cross on CPU (benchmarks/lslo_speed.py --paths)
+
+
+def project(h: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """h @ b_t (b_t: (r, out), or (samples, r, out) for a batched h), added to `out` in the same product when
+    `out` is given and of h's dtype."""
+    if out is None or out.dtype != h.dtype:
+        delta = torch.matmul(h, b_t)
+        return delta if out is None else out + delta.to(out.dtype)
+    if b_t.dim() == 3:
+        return torch.baddbmm(out, h, b_t)
+    return torch.addmm(out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b_t).view(out.shape)
+
 
 class Routing:
     """Per-call routing state shared by every LSLo layer of one model.
@@ -52,6 +66,18 @@ class Routing:
         self._index.clear()
         self._single.clear()
         self._expanded.clear()
+
+    def samples(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None, int]:
+        """(per-sample language index, or None when all share language `single`; single; rows per sample)."""
+        if route not in self._index:
+            raise RuntimeError(
+                "LSLo layer called without routing: call the LSLoModel (not its base model) with src_lang= and tgt_lang="
+            )
+        index = self._index[route]
+        if rows % index.shape[0]:
+            raise RuntimeError(f"LSLo routing: {rows} rows for a batch of {index.shape[0]} samples")
+        single = self._single[route]
+        return (None if single is not None else index), single, rows // index.shape[0]
 
     def lookup(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None]:
         """(per-row language index, or None when all rows share language `single`; single)."""
@@ -98,11 +124,20 @@ class LSLoLinear(nn.Module):
         weight = base_layer.weight
         self.lora_A = nn.Parameter(torch.empty(total, base_layer.in_features, device=weight.device, dtype=torch.float32))
         self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, total, device=weight.device, dtype=torch.float32))
-        # gates[l] holds scale_l on language l's rank slice and 0 elsewhere (derived, not saved).
-        gates = torch.zeros(len(self.ranks), total, device=weight.device)
-        for lang, (start, end) in enumerate(zip(self.offsets[:-1], self.offsets[1:], strict=True)):
-            gates[lang, start:end] = self.scales[lang]
-        self.register_buffer("gates", gates, persistent=False)
+        # gates[l] holds scale_l on language l's rank slice and 0 elsewhere; pad_index[l] lists language l's rows
+        # of A padded to the largest rank (repeating its first row) and pad_gate[l] its scale, 0 on padding.
+        # All derived, not saved.
+        ranks, scales = torch.tensor(self.ranks), torch.tensor(self.scales, dtype=torch.float32)
+        slot = torch.arange(max(self.ranks))
+        pad_valid = slot < ranks[:, None]
+        pad_index = torch.tensor(self.offsets[:-1])[:, None] + torch.where(pad_valid, slot, 0)
+        owner = torch.repeat_interleave(torch.arange(len(self.ranks)), ranks)  # the language of each rank
+        gates = torch.zeros(len(self.ranks), total)
+        gates[owner, torch.arange(total)] = scales[owner]
+        derived = dict(gates=gates, pad_index=pad_index, pad_gate=scales[:, None] * pad_valid, pad_valid=pad_valid)
+        for name, value in derived.items():
+            self.register_buffer(name, value.to(weight.device), persistent=False)
+        self.path = "auto"  # mixed-batch path: "auto" (the cost rule `mixed_path`) or one of MIXED_PATHS
         # Keep-masks set by pruning (None = dense); saved through `LSLoModel.lora_state_dict`.
         self.register_buffer("lora_A_mask", None, persistent=False)
         self.register_buffer("lora_B_mask", None, persistent=False)
@@ -122,22 +157,53 @@ class LSLoLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged_weight is not None:
             return F.linear(x, self.merged_weight, self.base_layer.bias)
-        out = self.base_layer(x)
-        return out + self.lora_delta(x, self.route, self.lora_A, self.lora_B).to(out.dtype)
+        return self.lora_delta(x, self.route, self.lora_A, self.lora_B, out=self.base_layer(x))
 
-    def lora_delta(self, x: torch.Tensor, route: str, lora_A: torch.Tensor, lora_B: torch.Tensor) -> torch.Tensor:
-        """B (g_l * (A x)) with each row's language l on `route`: the LoRA term of forward (not yet cast)."""
-        index, single = self.routing.lookup(route, x.shape[0])
+    def lora_delta(
+        self, x: torch.Tensor, route: str, lora_A: torch.Tensor, lora_B: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """B (g_l * (A x)) with each row's language l on `route`: the LoRA term of forward.
+
+        With `out` (the base layer's output) the term is added to it inside the last product (one pass less
+        over the output). The LoRA math runs in the activations' dtype on the rows it uses, except when
+        training a base stored in another dtype without autocast: then the activations go to fp32.
+        """
+        index, single, per_sample = self.routing.samples(route, x.shape[0])
         x = self.dropout(x)
-        if x.dtype != lora_A.dtype and not torch.is_autocast_enabled(x.device.type):
-            x = x.to(lora_A.dtype)  # e.g. a bf16 base without autocast: LoRA math stays in fp32
+        if x.dtype != lora_A.dtype and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(lora_A.dtype)  # e.g. training a bf16 base without autocast: LoRA math stays in fp32
         if single is not None:
             s = self.span(single)
-            return F.linear(F.linear(x, lora_A[s]), lora_B[:, s]) * self.scales[single]
-        h = F.linear(x, lora_A)
-        gate = self.gates[index].to(h.dtype)
-        h = h * gate.view(gate.shape[0], *([1] * (h.dim() - 2)), gate.shape[1])
-        return F.linear(h, lora_B)
+            h = F.linear(x, lora_A[s].to(x.dtype)) * self.scales[single]
+            return project(h, lora_B[:, s].t().to(h.dtype), out)
+        path = self.mixed_path() if self.path == "auto" else self.path
+        if path == "dense":
+            h = F.linear(x, lora_A.to(x.dtype))
+            gate = self.gates[self.routing.lookup(route, x.shape[0])[0]].to(h.dtype)
+            h = h * gate.view(gate.shape[0], *([1] * (h.dim() - 2)), gate.shape[1])
+            return project(h, lora_B.t().to(h.dtype), out)
+        grouped = x.reshape(index.shape[0], -1, x.shape[-1])  # (samples, tokens of one sample, in)
+        if path == "gathered":  # each sample's own rows, padded to the largest rank: cost ~ one rank
+            rows = self.pad_index[index]  # (samples, rmax); embedding's backward adds into the rows read only
+            h = torch.matmul(grouped, F.embedding(rows, lora_A).to(x.dtype).transpose(1, 2))
+            h = h * self.pad_gate[index].unsqueeze(1).to(h.dtype)
+            delta = project(h, F.embedding(rows, lora_B.t()).to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
+        else:  # "compact": the dense product over the present languages' ranks only
+            present, inverse = torch.unique(index, return_inverse=True)
+            valid = self.pad_valid[present]  # (present, rmax): which padded slots are real ranks
+            rows = self.pad_index[present][valid]
+            gate = torch.zeros(index.shape[0], *valid.shape, dtype=self.pad_gate.dtype, device=x.device)
+            gate[torch.arange(index.shape[0], device=x.device), inverse] = self.pad_gate[index]
+            h = F.linear(grouped, lora_A.index_select(0, rows).to(x.dtype))
+            h = h * gate[:, valid].unsqueeze(1).to(h.dtype)
+            delta = project(h, lora_B.index_select(1, rows).t().to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
+        return delta.reshape(*x.shape[:-1], delta.shape[-1])
+
+    def mixed_path(self) -> str:
+        """The cost rule for a batch that mixes languages: "dense" (every token through all languages' ranks,
+        one large product) while the ranks sum to at most GATHER_ABOVE x the largest, else "gathered" (every
+        token through its own language's rank only, in batched products per sample)."""
+        return "gathered" if self.offsets[-1] > GATHER_ABOVE * self.pad_index.shape[1] else "dense"
 
     def delta_weight(self, lang: int) -> torch.Tensor:
         """Language `lang`'s update of the base weight: scale * B_l @ A_l (out x in, fp32)."""

@@ -116,7 +116,7 @@ def load_model(
         if not base:
             raise LsloError(f"{root}: the adapter does not record its base model; pass --base")
         if meta["format"] == "lslo-compact":
-            from lslo.pruning import load_compact
+            from lslo.subspace import load_compact
 
             model = load_compact(load_base(base), root)
         else:

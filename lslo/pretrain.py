@@ -218,6 +218,63 @@ def pretrain(
     return export(out, export_dir, data_dir=data_dir, model_size=model_size, chrf_sentences=chrf_sentences)
 
 
+def _latest_weights(out: Path) -> tuple[dict[str, Any], Any, torch.nn.Module, dict[str, Any]]:
+    """(run config, tokenizer, model with the newest checkpoint's weights, that checkpoint's state) of a run."""
+    from lslo.checkpoint import read_checkpoint
+    from lslo.tokenizer import load_tokenizer
+    from lslo.train import checkpoints, load_base_model
+
+    run_file = out / "train" / "run.json"
+    if not run_file.is_file():
+        raise LsloError(f"{out}: no pretraining run here; run `python -m lslo.pretrain --out {out}` first")
+    run = json.loads(run_file.read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(out / "tokenizer")
+    model = load_base_model(str(out / "init"))
+    ckpts = checkpoints(out / "train")
+    if not ckpts:
+        raise LsloError(f"{out}/train: no checkpoint yet; let the pretraining run for a while")
+    state = read_checkpoint(ckpts[-1])
+    weights = {k.removeprefix("base_model."): v for k, v in state["model"].items()}
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    unloaded = [name for name, _ in model.named_parameters() if name not in weights]  # tied weights count once
+    if unexpected or unloaded:
+        raise LsloError(f"{ckpts[-1]}: weights do not fit {out}/init ({(unexpected or unloaded)[0]})")
+    return run, tokenizer, model, state
+
+
+def _manifest(out: Path, run: dict[str, Any], model: torch.nn.Module, state: dict[str, Any], data_dir: str | os.PathLike,
+              model_size: str | None) -> dict[str, Any]:  # fmt: skip
+    """The exported base's card: shape, data, training facts and the command that rebuilds it."""
+    log = state["log"]
+    valid = next((r for r in reversed(log) if "valid_loss" in r), None)
+    if model_size is None:
+        shapes = {name: all(getattr(model.config, k) == v for k, v in dims.items()) for name, dims in MODEL_SIZES.items()}
+        model_size = next((name for name, same in shapes.items() if same), "custom")
+    shape_keys = ("d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads", "vocab_size")
+    return {
+        "kind": "lslo-base",
+        "model_size": model_size,
+        "shape": {k: getattr(model.config, k) for k in shape_keys},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": str(data_dir),
+        "data_sha256": data_fingerprint(data_dir),
+        # Paths as given (relative to the work tree), not the machine's absolute ones.
+        "train_config": {**run, "data": str(data_dir), "base_model": str(out / "init"), "out_dir": str(out / "train")},
+        "command": _command_line(),
+        # Which steps ran in which autocast precision (None: before lslo recorded it; on CPU that was fp32).
+        "precision_history": state.get("precision_history"),
+        # What rebuilds these weights from scratch (`make base` runs it): the same run, stopped at this step,
+        # one command per precision segment.
+        "rebuild": _rebuild_command(data_dir, out, run, state, model_size),
+        "steps": state["step"],
+        "tokens": state["tokens"],
+        "hours": round(state["elapsed"] / 3600, 3),
+        "valid": {k: v for k, v in valid.items()} if valid else None,
+        "valid_curve": [{k: r[k] for k in ("step", "valid_loss", "valid_ppl") if k in r} for r in log if "valid_loss" in r],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+
+
 def export(
     out_dir: str | os.PathLike,
     export_dir: str | os.PathLike | None = None,
@@ -232,76 +289,10 @@ def export(
     With `chrf_sentences` > 0, the first that many `valid` sentences of every direction are translated
     greedily and the mean chrF++ is recorded. Returns the manifest (also written as `lslo_base.json`).
     """
-    from lslo.tokenizer import load_tokenizer
-    from lslo.train import checkpoints, load_base_model
-
     out = Path(out_dir)
-    run_file = out / "train" / "run.json"
-    if not run_file.is_file():
-        raise LsloError(f"{out}: no pretraining run here; run `python -m lslo.pretrain --out {out}` first")
-    run = json.loads(run_file.read_text(encoding="utf-8"))
+    run, tokenizer, model, state = _latest_weights(out)
     data_dir = data_dir or run["data"]
-    tokenizer = load_tokenizer(out / "tokenizer")
-    model = load_base_model(str(out / "init"))
-    ckpts = checkpoints(out / "train")
-    if not ckpts:
-        raise LsloError(f"{out}/train: no checkpoint yet; let the pretraining run for a while")
-    state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=False)
-    weights = {k.removeprefix("base_model."): v for k, v in state["model"].items()}
-    _, unexpected = model.load_state_dict(weights, strict=False)
-    unloaded = [
-        name for name, _ in model.named_parameters() if name not in weights
-    ]  # tied weights count once
-    if unexpected or unloaded:
-        raise LsloError(f"{ckpts[-1]}: weights do not fit {out}/init ({(unexpected or unloaded)[0]})")
-    log = state["log"]
-    valid = next((r for r in reversed(log) if "valid_loss" in r), None)
-    if model_size is None:
-        shapes = {
-            name: all(getattr(model.config, k) == v for k, v in dims.items())
-            for name, dims in MODEL_SIZES.items()
-        }
-        model_size = next((name for name, same in shapes.items() if same), "custom")
-    manifest: dict[str, Any] = {
-        "kind": "lslo-base",
-        "model_size": model_size,
-        "shape": {
-            k: getattr(model.config, k)
-            for k in (
-                "d_model",
-                "encoder_layers",
-                "decoder_layers",
-                "encoder_ffn_dim",
-                "decoder_ffn_dim",
-                "encoder_attention_heads",
-                "vocab_size",
-            )
-        },  # fmt: skip
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "data": str(data_dir),
-        "data_sha256": data_fingerprint(data_dir),
-        # Paths as given (relative to the work tree), not the machine's absolute ones.
-        "train_config": {
-            **run,
-            "data": str(data_dir),
-            "base_model": str(out / "init"),
-            "out_dir": str(out / "train"),
-        },
-        "command": _command_line(),
-        # Which steps ran in which autocast precision (None: before lslo recorded it; on CPU that was fp32).
-        "precision_history": state.get("precision_history"),
-        # What rebuilds these weights from scratch (`make base` runs it): the same run, stopped at this step,
-        # one command per precision segment.
-        "rebuild": _rebuild_command(data_dir, out, run, state, model_size),
-        "steps": state["step"],
-        "tokens": state["tokens"],
-        "hours": round(state["elapsed"] / 3600, 3),
-        "valid": {k: v for k, v in valid.items()} if valid else None,
-        "valid_curve": [
-            {k: r[k] for k in ("step", "valid_loss", "valid_ppl") if k in r} for r in log if "valid_loss" in r
-        ],
-        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    manifest = _manifest(out, run, model, state, data_dir, model_size)
     previous_file = out / "init" / MANIFEST
     if previous_file.is_file():  # a later stage: chain the earlier ones
         _chain(manifest, json.loads(previous_file.read_text(encoding="utf-8")))

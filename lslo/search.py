@@ -34,7 +34,8 @@ from lslo.errors import LsloError
 from lslo.io import atomic_dir, atomic_path, write_json
 from lslo.layer import LSLoLinear, Routing
 from lslo.model import LSLoModel, base_identity, rank_scales
-from lslo.pruning import GradualPruner, PruningConfig, locate, plot_subspace, subspace_report
+from lslo.pruning import GradualPruner, PruningConfig
+from lslo.subspace import locate, plot_subspace, subspace_report
 from lslo.translation import require_m2m100
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -264,7 +265,7 @@ class PlacementSearch:
     config: LSLoConfig
     positions: list[dict[str, Any]]  # side, position, share, rank (1 = most surviving), kept (bool)
     layers: list[dict[str, Any]]  # side, layer, share, rank, kept
-    report: dict[str, Any]  # `lslo.pruning.subspace_report` of the pruned search model
+    report: dict[str, Any]  # `lslo.subspace.subspace_report` of the pruned search model
     losses: list[float] = field(default_factory=list)
 
     def save(self, directory: str | Path) -> None:

@@ -12,6 +12,7 @@ Output directory:
     metrics.jsonl            one JSON record per log / validation
     checkpoints/step-N/      latest checkpoint (trainable weights, optimizer, schedule, sampler, RNG, log)
     model/                   the trained adapter or model (`save_pretrained`), written at the end
+    best/                    with `keep_best`: the model of the lowest validation loss (+ lslo_best.json)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lslo.checkpoint import read_checkpoint, write_checkpoint
 from lslo.data.batching import (
     IGNORE_INDEX,
     Batch,
@@ -52,9 +54,11 @@ from lslo.precision import PRECISIONS, effective_precision
 from lslo.precision import autocast as precision_autocast
 
 METHODS = ("lslo", "lora", "full")
-# Keys a resumed run may change: the budget, the display, and `precision` (the weights and optimizer state
-# stay fp32 whatever the autocast; each checkpoint records which steps ran in which precision).
-RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision")
+# Keys a resumed run may change: the budget, the display, how often it logs and checkpoints (neither touches the
+# weights or the random streams), and `precision` (the weights and optimizer state stay fp32 whatever the
+# autocast; each checkpoint records which steps ran in which precision).
+RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision", "save_every",
+                  "keep_checkpoints", "log_every")  # fmt: skip
 
 Callback = Callable[[int, nn.Module], None]
 
@@ -101,7 +105,8 @@ class TrainConfig:
     seed: int = 1
     log_every: int = 10
     save_every: int = 1000
-    eval_every: int = 1000
+    eval_every: int | str = 1000  # steps between validations, or "epoch": at the end of every epoch
+    keep_best: bool = False  # also keep the model of the lowest validation loss in best/
     valid_max_per_direction: int | None = 50
     keep_checkpoints: int = 1
     resume: bool = False
@@ -153,11 +158,13 @@ class TrainConfig:
             raise bad("method", f"use one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"use one of {', '.join(PRECISIONS)}")
-        for key in ("max_tokens", "max_len", "update_freq", "log_every", "save_every", "eval_every",
-                    "keep_checkpoints", "lora_rank"):  # fmt: skip
+        for key in ("max_tokens", "max_len", "update_freq", "log_every", "save_every",
+                    *(() if self.eval_every == "epoch" else ("eval_every",)), "keep_checkpoints", "lora_rank"):  # fmt: skip
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, "use a whole number >= 1")
+                raise bad(key, "use a whole number >= 1" + (' or "epoch"' if key == "eval_every" else ""))
+        if self.keep_best and not self.valid_split:
+            raise bad("keep_best", "the best model is chosen by validation loss; set valid_split")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise bad("warmup_steps", "use a whole number >= 0")
         if not 0 <= self.label_smoothing < 1:
@@ -461,6 +468,21 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+BEST_FILE = "lslo_best.json"  # in best/: the step, epoch and validation loss of the kept model
+
+
+def save_model(model: nn.Module, tokenizer: Any, method: str, folder: Path, best: Mapping[str, Any] | None = None) -> None:
+    """Write the trained adapter or model (a full model with its tokenizer) to `folder`, atomically."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        if method == "full":
+            from lslo.tokenizer import save_tokenizer
+
+            save_tokenizer(tokenizer, tmp)
+        if best is not None:
+            write_json(tmp / BEST_FILE, dict(best))
+
+
 def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Any, dict[str, str | None], dict[str, int], BatchSampler]:
     """(tokenizer, languages -> tier, language token ids, batch sampler) of the run's training split."""
     from lslo.data.readers import read_corpus
@@ -483,8 +505,9 @@ def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) 
     return tokenizer, languages, lang_ids, sampler
 
 
-def _start_up(cfg: TrainConfig, out: Path, accelerator: Any) -> tuple[Any, BatchSampler, list[Batch], nn.Module]:
-    """The run's tokenizer, training sampler, validation batches and model (seeded), checked against each other."""
+def _start_up(cfg: TrainConfig, out: Path, accelerator: Any) -> tuple[Any, dict[str, str | None], dict[str, int], BatchSampler, list[Batch], nn.Module]:
+    """The run's tokenizer, languages, language ids, training sampler, validation batches and model (seeded),
+    checked against each other."""
     from lslo.data.readers import read_corpus
 
     with accelerator.main_process_first():
@@ -509,22 +532,265 @@ def _start_up(cfg: TrainConfig, out: Path, accelerator: Any) -> tuple[Any, Batch
             f"base_model {cfg.base_model}: vocabulary of {model.config.vocab_size} is smaller than the "
             f"tokenizer's ({vocab_needed}); use the model's own tokenizer"
         )
-    return tokenizer, sampler, valid_batches, model
+    return tokenizer, languages, lang_ids, sampler, valid_batches, model
 
 
-def _check_finite(value: float, step: int, accelerator: Any, cfg: TrainConfig, out: Path, what: str = "loss") -> None:
+def _check_finite(value: float, step: int, run: Run, what: str = "loss") -> None:
     """Stop a diverged run: a one-line error naming the step; the checkpoints already saved stay as they are."""
-    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        bad = accelerator.reduce(bad, "max")
+    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=run.accelerator.device)
+    if run.world > 1:
+        bad = run.accelerator.reduce(bad, "max")
     if not bad.item():
         return
-    kept = checkpoints(out)
+    kept = checkpoints(run.out)
     last = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was saved before it"
     raise LsloError(
         f"training diverged at step {step}: the {what} became {value if what == 'loss' else 'nan/inf'} "
-        f"(lr={cfg.lr}); {last}; lower lr (or set clip_norm) and start a new out_dir"
+        f"(lr={run.cfg.lr}); {last}; lower lr (or set clip_norm) and start a new out_dir"
     )
+
+
+# -- the run: everything a training needs, built once -----------------------------------------------
+
+
+@dataclass
+class Run:
+    """What `setup` builds from a `TrainConfig`: data, model, optimizer, schedule (reused by search and the bench)."""
+
+    cfg: TrainConfig
+    out: Path
+    accelerator: Any
+    autocast: Callable[[], Any]
+    tokenizer: Any
+    languages: dict[str, str | None]
+    lang_ids: dict[str, int]
+    sampler: BatchSampler
+    valid_batches: list[Batch]
+    model: nn.Module  # as accelerate prepared it (wrapped for several processes)
+    unwrapped: nn.Module  # the model itself
+    optimizer: Any
+    scheduler: Any
+    callbacks: list[Any]
+    max_steps: int | None
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def epoch(self) -> float:
+        """Epochs trained so far (the sampler's position)."""
+        s = self.sampler
+        return round(s.epoch + s.index / s.batches_per_epoch(s.epoch), 4)
+
+
+def setup(cfg: TrainConfig, callbacks: Sequence[Callback] = (), out: str | os.PathLike | None = None,
+          accelerator: Any = None) -> Run:  # fmt: skip
+    """Build the run `cfg` describes (nothing is written but the encoded-corpus cache under `out`/cache).
+
+    Seeds as `train` does, so a model built here starts from the same weights and dropout stream.
+    """
+    cfg.check()
+    callbacks = list(callbacks)
+    if cfg.prune is not None:
+        from lslo.pruning import GradualPruner, PruningConfig
+
+        callbacks.insert(0, GradualPruner(cfg=PruningConfig(**cfg.prune)))
+    accelerator = accelerator or _make_accelerator(cfg)
+    folder = Path(out if out is not None else cfg.out_dir)
+    tokenizer, languages, lang_ids, sampler, valid_batches, model = _start_up(cfg, folder, accelerator)
+    torch.manual_seed(cfg.seed + 1 + accelerator.process_index)  # dropout differs between processes
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(cfg.warmup_steps))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    steps_per_epoch = sampler.batches_per_epoch(0) / cfg.update_freq
+    max_steps = cfg.max_steps
+    if cfg.max_epochs is not None:
+        epoch_steps = math.ceil(cfg.max_epochs * steps_per_epoch)
+        max_steps = epoch_steps if max_steps is None else min(max_steps, epoch_steps)
+    run = Run(cfg, folder, accelerator, autocast(cfg, accelerator), tokenizer, languages, lang_ids, sampler, valid_batches,
+              model, accelerator.unwrap_model(model), optimizer, scheduler, callbacks, max_steps)  # fmt: skip
+    for cb in callbacks:  # e.g. GradualPruner.setup(model, optimizer, steps_per_epoch)
+        if hasattr(cb, "setup"):
+            cb.setup(run.unwrapped, getattr(optimizer, "optimizer", optimizer), max(1, int(steps_per_epoch)))
+    return run
+
+
+# -- one step, one validation ----------------------------------------------------------------------
+
+
+def train_step(run: Run, micro: Sequence[Batch], step: int) -> dict[str, float]:
+    """One optimizer step over the micro-batches of one global batch: the summed smoothed loss and NLL of this
+    process, the global target tokens, the lr used. The loss is divided by the global number of target tokens,
+    so N processes compute exactly the gradient of one process with the same global batch."""
+    acc, rank, world = run.accelerator, run.accelerator.process_index, run.world
+    global_tokens = sum(b.num_tokens for b in micro)
+    sums = {"loss": 0.0, "nll": 0.0}
+    for k, batch in enumerate(micro):
+        local, weight = shard(batch, rank, world), 1.0
+        if len(local) == 0:  # fewer samples than processes: run one, count nothing
+            local, weight = batch_slice(batch, [0]), 0.0
+        local = local.to(acc.device)
+        with contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(run.model):
+            with run.autocast():
+                logits = run.model(**local.model_inputs()).logits
+            loss, nll, _ = label_smoothed_nll(logits, local.labels, run.cfg.label_smoothing)
+            acc.backward(loss * (weight * world / global_tokens))
+        sums["loss"] += weight * loss.item()
+        sums["nll"] += weight * nll.item()
+    _check_finite(sums["loss"], step, run)
+    if run.cfg.clip_norm > 0:
+        acc.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], run.cfg.clip_norm)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {**sums, "tokens": global_tokens, "lr": lr}
+
+
+def validate(run: Run) -> dict[str, float]:
+    """The validation loss, NLL and perplexity of the run's model now."""
+    return validation_loss(run.unwrapped, run.valid_batches, run.cfg.label_smoothing, run.accelerator, run.autocast)
+
+
+# -- what a checkpoint restores --------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """The loop's own state (position, log, timing); `save` and `restore` carry it with the run's model,
+    optimizer, schedule, sampler, callbacks and RNG streams, in the format of `lslo.checkpoint`."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed_before: float = 0.0
+    precision_history: list[list[Any]] = field(default_factory=list)  # [first step, precision] per change
+    log: list[dict[str, Any]] = field(default_factory=list)
+    window: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0})
+    started: float = field(default_factory=time.time)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def save(self, run: Run) -> None:
+        from accelerate.utils import gather_object
+
+        weights = [p for p in run.unwrapped.parameters() if p.requires_grad]
+        finite = all(bool(torch.isfinite(p).all()) for p in weights)
+        _check_finite(0.0 if finite else math.nan, self.step, run, what="trainable weights")
+        rngs = gather_object([rng_state()]) if run.world > 1 else [rng_state()]
+        if run.is_main:
+            scaler = run.accelerator.scaler
+            state = {"model": trainable_state(run.unwrapped), "optimizer": run.optimizer.state_dict(),
+                     "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
+                     "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs, "step": self.step,
+                     "tokens": self.tokens, "elapsed": self.elapsed(), "precision_history": self.precision_history,
+                     "log": self.log, "window": self.window}  # fmt: skip
+            for i, cb in enumerate(run.callbacks):
+                if hasattr(cb, "state_dict"):
+                    state[f"callback{i}"] = cb.state_dict()
+            write_checkpoint(run.out / "checkpoints" / f"step-{self.step:08d}", state)
+            for old in checkpoints(run.out)[: -run.cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+        run.accelerator.wait_for_everyone()
+
+    @classmethod
+    def restore(cls, run: Run, ckpt: Path) -> TrainState:
+        """Load `ckpt` into the run (weights, optimizer, schedule, sampler, callbacks, RNG) and return its state."""
+        state = read_checkpoint(ckpt)
+        unwrapped = run.unwrapped
+        missing = set(trainable_state(unwrapped)) ^ set(state["model"])
+        if missing:
+            raise LsloError(f"{ckpt}: trainable weights do not match this model ({sorted(missing)[0]}); start a new run")
+        if len(state["rng"]) != run.world:
+            raise LsloError(f"{ckpt}: saved by {len(state['rng'])} processes, resumed with {run.world}; use the same number")
+        with torch.no_grad():
+            for name, p in unwrapped.named_parameters():
+                if p.requires_grad:
+                    p.copy_(state["model"][name])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.sampler.load_state_dict(state["sampler"])
+        if run.accelerator.scaler is not None and state.get("scaler"):
+            run.accelerator.scaler.load_state_dict(state["scaler"])
+        for i, cb in enumerate(run.callbacks):
+            if hasattr(cb, "load_state_dict") and f"callback{i}" in state:
+                cb.load_state_dict(state[f"callback{i}"])
+        set_rng_state(state["rng"][run.accelerator.process_index])
+        history = state.get("precision_history", [[0, None]])  # None: saved before lslo recorded it
+        return cls(state["step"], state["tokens"], state["elapsed"], [list(h) for h in history], state["log"], state["window"])
+
+    def record(self, run: Run, entry: dict[str, Any]) -> None:
+        """Append `entry` to the log and to metrics.jsonl."""
+        self.log.append(entry)
+        if run.is_main:
+            with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def log_window(self, run: Run, lr: float, since: float) -> dict[str, Any]:
+        """The mean losses and speed of the steps since the last log entry; the window starts again."""
+        sums = torch.tensor([self.window["loss"], self.window["nll"]], dtype=torch.float64, device=run.accelerator.device)
+        sums = run.accelerator.reduce(sums, "sum").cpu() if run.world > 1 else sums.cpu()
+        n = max(self.window["tokens"], 1)
+        entry = {"step": self.step, "epoch": run.epoch(), "loss": float(sums[0]) / n, "nll_loss": float(sums[1]) / n,
+                 "lr": lr, "tokens": self.tokens, "tokens_per_s": round(self.window["tokens"] / max(time.time() - since, 1e-9), 1),
+                 "elapsed": round(self.elapsed(), 2)}  # fmt: skip
+        self.record(run, entry)
+        self.window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
+        return entry
+
+    def validate(self, run: Run) -> dict[str, Any]:
+        """Validate and log; with `keep_best`, a new lowest loss also replaces best/ (only once every callback with a
+        `final` flag, e.g. a pruner short of its ratio, has reached its final state)."""
+        best = min((r["valid_loss"] for r in self.log if "valid_loss" in r and r.get("best_eligible", True)), default=math.inf)
+        entry = {"step": self.step, "epoch": run.epoch(), **validate(run)}
+        if run.cfg.keep_best and not all(getattr(cb, "final", True) for cb in run.callbacks):
+            entry["best_eligible"] = False
+        if run.cfg.keep_best and run.is_main and entry.get("best_eligible", True) and entry["valid_loss"] < best:
+            save_model(run.unwrapped, run.tokenizer, run.cfg.method, run.out / "best",
+                       {k: entry[k] for k in ("step", "epoch", "valid_loss")})  # fmt: skip
+        self.record(run, entry)
+        return entry
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+
+def start(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> tuple[Run, TrainState]:
+    """Check the output folder, build the run (a failed start leaves nothing behind), write run.json, and
+    restore the last checkpoint when resuming."""
+    cfg.check()
+    accelerator = _make_accelerator(cfg)
+    out = Path(cfg.out_dir)
+    resuming = check_out_dir(cfg)
+    existed = out.exists()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _clean_partial(out)
+        _clean_partial(out / "checkpoints")
+    try:  # everything that can fail on bad input, before run.json is written
+        run = setup(cfg, callbacks, accelerator=accelerator)
+    except BaseException:
+        if accelerator.is_main_process and not resuming:  # leave nothing behind: the fixed config then starts here
+            shutil.rmtree(out / "cache", ignore_errors=True)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+    if run.is_main:
+        write_json(out / "run.json", cfg.to_dict())
+    run.accelerator.wait_for_everyone()
+    state = TrainState.restore(run, checkpoints(out)[-1]) if resuming and checkpoints(out) else TrainState()
+    if run.is_main:
+        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.log))
+    precision = effective_precision(cfg.precision)
+    if not state.precision_history or state.precision_history[-1][1] != precision:
+        state.precision_history.append([state.step, precision])
+    return run, state
 
 
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -536,254 +802,72 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     state saved in every checkpoint and handed back on resume, before the first step; state the model
     holds outside its trainable weights (e.g. pruning masks) must travel that way.
     """
-
-    cfg.check()
-    if cfg.prune is not None:
-        from lslo.pruning import GradualPruner, PruningConfig
-
-        callbacks = [GradualPruner(cfg=PruningConfig(**cfg.prune)), *callbacks]
-    accelerator = _make_accelerator(cfg)
-    autocast_ = autocast(cfg, accelerator)
-    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    out = Path(cfg.out_dir)
-    resuming = check_out_dir(cfg)
-    accelerator.wait_for_everyone()
-    if is_main:
-        _clean_partial(out)
-        _clean_partial(out / "checkpoints")
-    existed = out.exists()
-    try:  # everything that can fail on bad input, before run.json is written
-        tokenizer, sampler, valid_batches, model = _start_up(cfg, out, accelerator)
-    except BaseException:
-        if is_main and not resuming:  # leave nothing behind: the fixed config then starts here
-            shutil.rmtree(out / "cache", ignore_errors=True)
-            if not existed:
-                shutil.rmtree(out, ignore_errors=True)
-        raise
-    if is_main:
-        write_json(out / "run.json", cfg.to_dict())
-    accelerator.wait_for_everyone()
-    torch.manual_seed(cfg.seed + 1 + rank)  # dropout differs between processes
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(cfg.warmup_steps))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-
-    max_steps = cfg.max_steps
-    if cfg.max_epochs is not None:
-        epoch_steps = math.ceil(cfg.max_epochs * sampler.batches_per_epoch(0) / cfg.update_freq)
-        max_steps = epoch_steps if max_steps is None else min(max_steps, epoch_steps)
-
-    for cb in callbacks:  # e.g. GradualPruner.setup(model, optimizer, steps_per_epoch)
-        if hasattr(cb, "setup"):
-            raw_optimizer = getattr(optimizer, "optimizer", optimizer)
-            cb.setup(unwrapped, raw_optimizer, max(1, sampler.batches_per_epoch(0) // cfg.update_freq))
-
-    # State that a checkpoint restores.
-    step, tokens, elapsed_before = 0, 0, 0.0
-    precision_history: list[list[Any]] = []  # [first step, precision] per change of precision
-    log: list[dict[str, Any]] = []
-    window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
-    if resuming and checkpoints(out):
-        ckpt = checkpoints(out)[-1]
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
-        missing = set(trainable_state(unwrapped)) ^ set(state["model"])
-        if missing:
-            raise LsloError(
-                f"{ckpt}: trainable weights do not match this model ({sorted(missing)[0]}); start a new run"
-            )
-        with torch.no_grad():
-            for name, p in unwrapped.named_parameters():
-                if p.requires_grad:
-                    p.copy_(state["model"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        if accelerator.scaler is not None and state.get("scaler"):
-            accelerator.scaler.load_state_dict(state["scaler"])
-        for i, cb in enumerate(callbacks):
-            if hasattr(cb, "load_state_dict") and f"callback{i}" in state:
-                cb.load_state_dict(state[f"callback{i}"])
-        step, tokens, elapsed_before = state["step"], state["tokens"], state["elapsed"]
-        precision_history = state.get("precision_history", [[0, None]])  # None: saved before lslo recorded it
-        log, window = state["log"], state["window"]
-        if len(state["rng"]) != world:
-            raise LsloError(
-                f"{ckpt}: saved by {len(state['rng'])} processes, resumed with {world}; use the same number"
-            )
-        set_rng_state(state["rng"][rank])
-        if is_main:
-            write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-    elif is_main:
-        write_text(out / "metrics.jsonl", "")
-    now_precision = effective_precision(cfg.precision)
-    if not precision_history or precision_history[-1][1] != now_precision:
-        precision_history.append([step, now_precision])
-
-    def save_checkpoint() -> None:
-        from accelerate.utils import gather_object
-
-        weights = [p for p in unwrapped.parameters() if p.requires_grad]
-        _check_finite(0.0 if all(bool(torch.isfinite(p).all()) for p in weights) else math.nan, step, accelerator, cfg,
-                      out, what="trainable weights")  # fmt: skip
-        rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
-        if is_main:
-            state = {
-                "model": trainable_state(unwrapped),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "rng": rngs,
-                "step": step,
-                "tokens": tokens,
-                "elapsed": elapsed(),
-                "precision_history": precision_history,
-                "log": log,
-                "window": window,
-            }
-            for i, cb in enumerate(callbacks):
-                if hasattr(cb, "state_dict"):
-                    state[f"callback{i}"] = cb.state_dict()
-            with atomic_dir(out / "checkpoints" / f"step-{step:08d}") as tmp:
-                torch.save(state, tmp / "state.pt")
-            for old in checkpoints(out)[: -cfg.keep_checkpoints]:
-                shutil.rmtree(old)
-        accelerator.wait_for_everyone()
-
-    def record(entry: dict[str, Any]) -> None:
-        log.append(entry)
-        if is_main:
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    t_start = time.time()
-    t_window = t_start
-
-    def elapsed() -> float:
-        return elapsed_before + time.time() - t_start
-
     from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=max_steps, initial=step, disable=not (cfg.progress and is_main), unit="step", dynamic_ncols=True
-    )
-    model.train()
-    interrupted = False
-    last_saved = step
+    run, state = start(cfg, callbacks)
+    bar = tqdm(total=run.max_steps, initial=state.step, disable=not (cfg.progress and run.is_main), unit="step", dynamic_ncols=True)
+    run.model.train()
+    interrupted, last_saved, since = False, state.step, time.time()
     with _Stop() as stop:
-        while max_steps is None or step < max_steps:
-            # Out of time, or asked to stop: every process must agree, or one would wait forever.
-            out_of_time = cfg.max_hours is not None and elapsed() >= cfg.max_hours * 3600
-            flags = torch.tensor([float(out_of_time), float(stop.requested)], device=accelerator.device)
-            if world > 1:
-                flags = accelerator.reduce(flags, "max")
-            if flags[1].item():
-                interrupted = True
+        while run.max_steps is None or state.step < run.max_steps:
+            interrupted, out_of_time = _should_stop(run, state, stop)
+            if interrupted or out_of_time:
                 break
-            if flags[0].item():
-                break
-            epoch_before = sampler.epoch
-            micro = [sampler.next_batch() for _ in range(cfg.update_freq)]
-            global_tokens = sum(b.num_tokens for b in micro)
-            step_loss = 0.0
-            for k, batch in enumerate(micro):
-                local, weight = shard(batch, rank, world), 1.0
-                if len(local) == 0:  # fewer samples than processes: run one, count nothing
-                    local, weight = batch_slice(batch, [0]), 0.0
-                local = local.to(accelerator.device)
-                sync = k == len(micro) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    with autocast_():
-                        logits = model(**local.model_inputs()).logits
-                    loss, nll, n = label_smoothed_nll(logits, local.labels, cfg.label_smoothing)
-                    accelerator.backward(loss * (weight * world / global_tokens))
-                step_loss += weight * loss.item()
-                window["loss"] += weight * loss.item()
-                window["nll"] += weight * nll.item()
-            _check_finite(step_loss, step + 1, accelerator, cfg, out)
-            if cfg.clip_norm > 0:
-                accelerator.clip_grad_norm_(params, cfg.clip_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens += global_tokens
-            window["tokens"] += global_tokens
-            window["steps"] += 1
-            for cb in callbacks:
-                cb(step, unwrapped)
+            epoch_before = run.sampler.epoch
+            result = train_step(run, [run.sampler.next_batch() for _ in range(cfg.update_freq)], state.step + 1)
+            state.step += 1
+            state.tokens += result["tokens"]
+            for key in ("loss", "nll", "tokens"):
+                state.window[key] += result[key]
+            state.window["steps"] += 1
+            for cb in run.callbacks:
+                cb(state.step, run.unwrapped)
             bar.update(1)
-
-            if step % cfg.log_every == 0:
-                sums = torch.tensor(
-                    [window["loss"], window["nll"]], dtype=torch.float64, device=accelerator.device
-                )
-                sums = accelerator.reduce(sums, "sum").cpu() if world > 1 else sums.cpu()
-                now = time.time()
-                n = max(window["tokens"], 1)
-                entry = {
-                    "step": step,
-                    "epoch": round(
-                        sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4
-                    ),
-                    "loss": float(sums[0]) / n,
-                    "nll_loss": float(sums[1]) / n,
-                    "lr": lr,
-                    "tokens": tokens,
-                    "tokens_per_s": round(window["tokens"] / max(now - t_window, 1e-9), 1),
-                    "elapsed": round(elapsed(), 2),
-                }
-                record(entry)
+            if state.step % cfg.log_every == 0:
+                entry = state.log_window(run, result["lr"], since)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
-                window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0}
-                t_window = now
-            if valid_batches and step % cfg.eval_every == 0:
-                record(
-                    {
-                        "step": step,
-                        **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator, autocast_),
-                    }
-                )
-            if step % cfg.save_every == 0 or sampler.epoch != epoch_before:
-                save_checkpoint()
-                last_saved = step
+                since = time.time()
+            epoch_ended = run.sampler.epoch != epoch_before
+            if run.valid_batches and (epoch_ended if cfg.eval_every == "epoch" else state.step % cfg.eval_every == 0):
+                state.validate(run)
+            if state.step % cfg.save_every == 0 or epoch_ended:
+                state.save(run)
+                last_saved = state.step
     bar.close()
-    last_valid = next((r for r in reversed(log) if "valid_loss" in r), None)
-    if valid_batches and not interrupted and (last_valid is None or last_valid["step"] != step):
-        last_valid = {
-            "step": step,
-            **validation_loss(unwrapped, valid_batches, cfg.label_smoothing, accelerator, autocast_),
-        }
-        record(last_valid)
+    return finish(run, state, interrupted, last_saved)
+
+
+def _should_stop(run: Run, state: TrainState, stop: _Stop) -> tuple[bool, bool]:
+    """(asked to stop, out of time): every process must agree, or one would wait forever."""
+    out_of_time = run.cfg.max_hours is not None and state.elapsed() >= run.cfg.max_hours * 3600
+    flags = torch.tensor([float(stop.requested), float(out_of_time)], device=run.accelerator.device)
+    if run.world > 1:
+        flags = run.accelerator.reduce(flags, "max")
+    return bool(flags[0].item()), bool(flags[1].item())
+
+
+def finish(run: Run, state: TrainState, interrupted: bool, last_saved: int) -> dict[str, Any]:
+    """The final validation and checkpoint, model/ (unless interrupted) and the summary."""
+    last_valid = next((r for r in reversed(state.log) if "valid_loss" in r), None)
+    if run.valid_batches and not interrupted and (last_valid is None or last_valid["step"] != state.step):
+        last_valid = state.validate(run)
         last_saved = -1  # the log changed: the final checkpoint must hold it
-    if last_saved != step:
-        save_checkpoint()
-
+    if last_saved != state.step:
+        state.save(run)
     summary: dict[str, Any] = {
-        "out_dir": str(out),
-        "steps": step,
-        "epochs": round(sampler.epoch + sampler.index / sampler.batches_per_epoch(sampler.epoch), 4),
-        "tokens": tokens,
-        "elapsed": round(elapsed(), 2),
-        "interrupted": interrupted,
-        "train_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None),
-    }
+        "out_dir": str(run.out), "steps": state.step, "epochs": run.epoch(), "tokens": state.tokens,
+        "elapsed": round(state.elapsed(), 2), "interrupted": interrupted,
+        "train_loss": next((r["loss"] for r in reversed(state.log) if "loss" in r), None),
+    }  # fmt: skip
     if last_valid is not None:
-        summary.update({k: v for k, v in last_valid.items() if k != "step"})
+        summary.update({k: v for k, v in last_valid.items() if k not in ("step", "epoch")})
     if not interrupted:
-        if is_main:
-            with atomic_dir(out / "model") as tmp:
-                unwrapped.save_pretrained(tmp)
-                if cfg.method == "full":
-                    from lslo.tokenizer import save_tokenizer
-
-                    save_tokenizer(tokenizer, tmp)
-        summary["model_dir"] = str(out / "model")
-    accelerator.wait_for_everyone()
-    if world > 1:
-        accelerator.end_training()  # a process group left open aborts the process at exit
+        if run.is_main:
+            save_model(run.unwrapped, run.tokenizer, run.cfg.method, run.out / "model")
+        summary["model_dir"] = str(run.out / "model")
+        if run.cfg.keep_best and (run.out / "best").is_dir():
+            summary["best"] = json.loads((run.out / "best" / BEST_FILE).read_text(encoding="utf-8"))
+    run.accelerator.wait_for_everyone()
+    if run.world > 1:
+        run.accelerator.end_training()  # a process group left open aborts the process at exit
     return summary

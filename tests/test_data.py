@@ -126,13 +126,15 @@ def test_flores101_and_flores200_folders(tmp_path):
         write(f101 / split / f"zho_trad.{split}", [f"{split} zt 1", f"{split} zt 2"])
         write(f200 / split / f"eng_Latn.{split}", [f"{split} en"])
         write(f200 / split / f"swh_Latn.{split}", [f"{split} sw"])
-        write(f200 / split / f"ace_Arab.{split}", [f"{split} ace"])  # not in the registry: ignored
+        write(f200 / split / f"ace_Arab.{split}", [f"{split} ace"])  # an NLLB code beyond M2M-100 and FLORES-101
+        write(f200 / split / f"xxx_Zzzz.{split}", [f"{split} ?"])  # not a language code: ignored
     c = read_corpus(f101, split="devtest", languages=["en", "zh"])
     assert c.languages == ["en", "zh"] and c.pairs("zh", "en")[1] == ("devtest zh 2", "devtest en 2")
     # Without --languages, the file names' codes (FLORES-101 here) are the languages' names.
     assert read_corpus(f101 / "dev", fmt="flores", split="dev").languages == ["eng", "zho_simpl", "zho_trad"]
     c200 = read_corpus(f200, split="dev")
-    assert sorted(c200.languages) == ["eng_Latn", "swh_Latn"] and c200.pairs("swh", "en") == [("dev sw", "dev en")]
+    assert sorted(c200.languages) == ["ace_Arab", "eng_Latn", "swh_Latn"] and c200.pairs("swh", "en") == [("dev sw", "dev en")]
+    assert c200.pairs("ace_Arab", "eng_Latn") == [("dev ace", "dev en")]
     with pytest.raises(LsloError, match="no file for language 'fr'"):
         read_corpus(f200, split="dev", languages=["en", "fr"])
     with pytest.raises(LsloError, match="holds splits"):

@@ -29,7 +29,9 @@ from lslo.languages import (
 
 def test_code_sets_match_the_models():
     assert sorted(lang.m2m for lang in LANGUAGES if lang.m2m) == sorted(M2M_CODES["m2m100"])
-    assert {lang.flores200 for lang in LANGUAGES if lang.flores200} <= set(NLLB_CODES)
+    flores200 = [lang.flores200 for lang in LANGUAGES if lang.flores200]
+    assert len(flores200) == len(set(flores200)) == 204  # every FLORES-200 file name
+    assert set(flores200) == set(NLLB_CODES) | {"arb_Latn", "min_Arab"}  # NLLB-200 has tokens for all but two
     flores101 = [lang.flores101 for lang in LANGUAGES if lang.flores101]
     assert len(flores101) == len(set(flores101)) == 102  # 101 languages, Chinese in two scripts
 
@@ -49,6 +51,14 @@ def test_every_code_style_round_trips(lang):
     if lang.flores200:
         assert lang_token(codes[0], "nllb") == lang.flores200
         assert lookup(lang.flores200.replace("_", "-")) is lang
+
+
+@pytest.mark.parametrize("code", ["kab_Latn", "yue_Hant", "ace_Arab", "taq_Tfng", "KAS-deva"])
+def test_nllb_codes_beyond_m2m100_and_flores101(code):
+    lang = lookup(code)
+    assert lang is not None and lang.m2m is None and lang.flores101 is None
+    assert canonical(code) == lang.flores200 == lang_token(code, "nllb")
+    assert lookup(lang.flores200) is lang and not same_language(code, "en")
 
 
 def test_well_known_codes():

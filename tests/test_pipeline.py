@@ -91,7 +91,7 @@ def test_cli_pruned_run_subspace_report_compact_export_and_search(world, tmp_pat
     assert (tmp_path / "sub" / "subspace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "compact"), "--compact"]) == 0
     from lslo.loading import load_model
-    from lslo.pruning import load_compact
+    from lslo.subspace import load_compact
 
     model, tok, _ = load_model(str(tmp_path / "run"))
     again = load_compact(M2M100ForConditionalGeneration.from_pretrained(world / "model"), tmp_path / "compact")

@@ -15,17 +15,8 @@ import torch.nn.functional as F
 from conftest import LANG_IDS, tiny_model
 
 from lslo import LSLoConfig, LsloError, add_lslo, load_lslo
-from lslo.pruning import (
-    COMPACT_WEIGHTS,
-    GradualPruner,
-    PruningConfig,
-    load_compact,
-    plot_subspace,
-    prune,
-    save_compact,
-    sparsity_at,
-    subspace_report,
-)
+from lslo.pruning import GradualPruner, PruningConfig, prune, sparsity_at
+from lslo.subspace import COMPACT_WEIGHTS, load_compact, plot_subspace, save_compact, subspace_report
 
 LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
 RANKS = {"high": 2, "medium": 2, "low": 8}
@@ -262,6 +253,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_resume_through_the_trainer_keeps_masks_and_weights(world, tmp_path):
+    from lslo.checkpoint import read_checkpoint
     from lslo.train import TrainConfig, checkpoints, train
 
     cfg = PruningConfig(ratio=0.8, start=2, duration=8, unit="step", every=2, matrices="AB")
@@ -274,7 +266,7 @@ def test_resume_through_the_trainer_keeps_masks_and_weights(world, tmp_path):
             seed=5, resume=resume,
         )  # fmt: skip
         train(train_cfg, callbacks=[GradualPruner(cfg=cfg)])
-        state = torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)
+        state = read_checkpoint(checkpoints(out)[-1])
         return state["model"], state["callback0"]
 
     want_weights, want_pruner = run(tmp_path / "straight", 14)

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lslo.checkpoint import read_checkpoint
 from lslo.errors import LsloError
 from lslo.train import TrainConfig, checkpoints, inverse_sqrt, label_smoothed_nll, train
 
@@ -31,7 +32,7 @@ def config(world: Path, out: Path, **kw) -> TrainConfig:
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)["model"]
+    return read_checkpoint(checkpoints(out)[-1])["model"]
 
 
 def losses(out: Path) -> list[tuple[int, float]]:
@@ -167,7 +168,7 @@ def test_bf16_autocast_on_cpu_is_used_and_a_resume_may_change_precision(world, t
     train(config(world, out, max_steps=2, valid_split=None))
     mixed = train(config(world, out, max_steps=4, valid_split=None, precision="bf16", resume=True))
     assert mixed["steps"] == 4
-    state = torch.load(checkpoints(out)[-1] / "state.pt", weights_only=False)
+    state = read_checkpoint(checkpoints(out)[-1])
     assert state["precision_history"] == [[0, "fp32"], [2, "bf16"]]
     ref, got = losses(tmp_path / "fp32"), losses(out)
     assert ref[:1] == got[:1]  # the fp32 steps are the same run
@@ -230,24 +231,25 @@ def test_interrupted_atomic_writes_are_undone(tmp_path):
 # -- exact resume after SIGKILL ------------------------------------------------------------------
 
 CHILD = """
-import sys, time, torch
+import sys, time
 from pathlib import Path
+import lslo.checkpoint
 from lslo.train import TrainConfig, train
 
 cfg = TrainConfig(**__import__("json").loads(Path(sys.argv[1]).read_text()))
 marker = Path(sys.argv[2])
-real_save, calls = torch.save, []
+real_save, calls = lslo.checkpoint.save_file, []
 
-def stalling_save(obj, path, *a, **k):
+def stalling_save(tensors, path, *a, **k):
     # Second checkpoint (step 10): write half a file, tell the parent, and hang until killed.
     calls.append(path)
     if len(calls) < 2:
-        return real_save(obj, path, *a, **k)
+        return real_save(tensors, path, *a, **k)
     Path(path).write_bytes(b"partial")
     marker.write_text(str(path))
     time.sleep(300)
 
-torch.save = stalling_save
+lslo.checkpoint.save_file = stalling_save
 train(cfg)
 """
 
@@ -278,7 +280,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(world, tmp_p
     partial = Path(marker.read_text())
     assert partial.read_bytes() == b"partial" and partial.parent.name.endswith(".tmp")  # the kill left debris
     assert [p.name for p in checkpoints(out)] == ["step-00000005"]  # only the complete checkpoint counts
-    state = torch.load(checkpoints(out)[0] / "state.pt", weights_only=False)
+    state = read_checkpoint(checkpoints(out)[0])
     assert state["sampler"]["index"] > 0  # the killed run stopped in the middle of an epoch
 
     summary = train(cfg)
@@ -309,7 +311,9 @@ train(TrainConfig(**json.loads(Path(sys.argv[1]).read_text())))
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path):
-    if shutil.which("accelerate") is None:
+    # The interpreter's own `accelerate` (make runs .venv/bin/python without putting .venv/bin on PATH).
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
         pytest.fail("the `accelerate` command is not installed")
     common = dict(method="lslo", dropout=0.0, update_freq=2, max_steps=6, max_tokens=160, save_every=100,
                   valid_split=None, lslo={"ranks": {"high": 2, "medium": 2, "low": 4}})  # fmt: skip
@@ -320,7 +324,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path
     (tmp_path / "cfg.json").write_text(json.dumps(config(world, two, **common).to_dict()))
     (tmp_path / "launched.py").write_text(LAUNCHED)
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "launched.py"), str(tmp_path / "cfg.json")]  # fmt: skip
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -332,12 +336,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path
     # ~1e-8 after 6 steps (seen: 1.5e-8). 1e-5 leaves room for other BLAS builds, while any real bug
     # (a share counted twice, per-process normalisation, desynchronised batches) changes the step
     # itself, which Adam makes ~lr = 3e-3 per coordinate: hundreds of times the tolerance.
-    assert len(torch.load(checkpoints(two)[-1] / "state.pt", weights_only=False)["rng"]) == 2  # 2 ranks ran
+    assert len(read_checkpoint(checkpoints(two)[-1])["rng"]) == 2  # 2 ranks ran
     want, got = final_weights(one), final_weights(two)
     assert want.keys() == got.keys()
     worst = max((want[k] - got[k]).abs().max().item() for k in want)
     assert worst < 1e-5, worst
-    step4 = torch.load(checkpoints(one)[-2] / "state.pt", weights_only=False)["model"]
+    step4 = read_checkpoint(checkpoints(one)[-2])["model"]
     assert max((want[k] - step4[k]).abs().max().item() for k in want) > 100 * 1e-5  # two steps move far more
     for (sa, a), (sb, b) in zip(losses(one), losses(two), strict=True):
         assert sa == sb and a == pytest.approx(b, rel=1e-5)
@@ -454,6 +458,55 @@ def test_prune_needs_lslo_and_known_keys(world, tmp_path):
         config(world, tmp_path / "b", method="lslo", prune={"ratoi": 0.5}).check()
 
 
+def test_validation_every_epoch_keeps_the_model_of_the_lowest_validation_loss(world, tmp_path):
+    """eval_every: epoch validates at each epoch's end; keep_best writes best/ = the weights at the lowest loss."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "best"
+    summary = train(config(world, out, max_steps=None, max_epochs=4, eval_every="epoch", keep_best=True,
+                           keep_checkpoints=100, lr=3e-2, warmup_steps=1))  # fmt: skip
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in log if "valid_loss" in r]
+    assert [r["epoch"] for r in valid][:3] == [1.0, 2.0, 3.0] and len(valid) >= 4
+    best = min(valid, key=lambda r: r["valid_loss"])
+    kept = json.loads((out / "best" / "lslo_best.json").read_text())
+    assert kept == {"step": best["step"], "epoch": best["epoch"], "valid_loss": best["valid_loss"]} == summary["best"]
+    state = read_checkpoint(out / "checkpoints" / f"step-{best['step']:08d}")["model"]
+    saved = load_file(out / "best" / "model.safetensors")
+    names = {k: k.removeprefix("base_model.") for k in state if k.removeprefix("base_model.") in saved}
+    assert len(names) > len(state) // 2 and all(torch.equal(state[k], saved[n]) for k, n in names.items())
+    with pytest.raises(LsloError, match="keep_best"):
+        config(world, tmp_path / "x", keep_best=True, valid_split=None).check()
+
+
+def test_the_best_model_of_a_pruned_run_is_one_with_the_final_ratio(world, tmp_path):
+    """Validations before pruning reaches its ratio are logged but cannot become best/: it must be the pruned model."""
+    out = tmp_path / "pruned"
+    prune = {"ratio": 0.5, "unit": "epoch", "start": 1, "duration": 2, "every": 1}
+    train(config(world, out, method="lslo", max_steps=None, max_epochs=4, eval_every="epoch", keep_best=True,
+                 prune=prune, lr=3e-2, warmup_steps=1, lslo={"ranks": {"high": 2, "medium": 2, "low": 4}}))  # fmt: skip
+    valid = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "valid_loss" in line]
+    early = [r for r in valid if r.get("best_eligible") is False]
+    assert [r["epoch"] for r in early] == [1.0, 2.0]
+    kept = json.loads((out / "best" / "lslo_best.json").read_text())
+    assert kept["epoch"] >= 3.0 and kept["valid_loss"] == min(r["valid_loss"] for r in valid if r not in early)
+    with pytest.raises(LsloError, match='eval_every.*"epoch"'):
+        config(world, tmp_path / "x", eval_every="month").check()
+
+
+def test_a_resumed_run_may_checkpoint_and_log_at_another_rate(world, tmp_path):
+    """save_every / log_every / keep_checkpoints are bookkeeping: changing them on resume trains the same weights."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(config(world, straight, max_steps=6, valid_split=None))
+    train(config(world, split, max_steps=3, valid_split=None, save_every=3))
+    train(config(world, split, max_steps=6, valid_split=None, save_every=2, log_every=3, keep_checkpoints=2, resume=True))
+    want, got = final_weights(straight), final_weights(split)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert [p.name for p in checkpoints(split)] == ["step-00000004", "step-00000006"]
+    with pytest.raises(LsloError, match="holds a different run"):
+        train(config(world, split, max_steps=8, valid_split=None, lr=1e-2, resume=True))
+
+
 # -- start-up validation and divergence --------------------------------------------------------------
 
 
@@ -484,5 +537,5 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert all(int(p.name.split("-")[1]) < step for p in kept)
     if kept:
         assert str(kept[-1]) in message
-        state = torch.load(kept[-1] / "state.pt", weights_only=False)["model"]
+        state = read_checkpoint(kept[-1])["model"]
         assert all(torch.isfinite(t).all() for t in state.values())

@@ -12,6 +12,7 @@ seconds; nothing is downloaded (the tokenizer needs `protobuf`).
 from __future__ import annotations
 
 import io
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,3 +85,28 @@ def make_tiny_nllb(
     M2M100ForConditionalGeneration(config).save_pretrained(folder)
     tok.save_pretrained(str(folder))
     return folder
+
+
+def write_world(folder: str | Path, n: int = 200, steps: int = 3) -> dict[str, Path]:
+    """A tiny NLLB-style model, a FLORES-200-layout folder in its first `n` codes and an `lslo train` config
+    (tiers high/medium/low in turn, one direction out of every language) under `folder`."""
+    folder = Path(folder)
+    codes = NLLB_CODES[:n]
+    model = make_tiny_nllb(folder / "model")
+    data = write_flores200(folder / "flores200", codes)
+    config = {
+        "data": str(data), "base_model": str(model), "out_dir": str(folder / "run"), "method": "lslo",
+        "train_split": "dev", "valid_split": None, "languages": {c: ("high", "medium", "low")[i % 3] for i, c in enumerate(codes)},
+        "pairs": [f"{c}-{codes[(i + 1) % n]}" for i, c in enumerate(codes)], "max_steps": steps, "max_tokens": 256,
+        "max_len": 24, "warmup_steps": 1, "lr": 3e-3, "save_every": steps, "progress": False,
+        "lslo": {"encoder_routing": "src*1,tgt*1"},
+    }  # fmt: skip
+    (folder / "train.yaml").write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"model": model, "data": data, "config": folder / "train.yaml", "run": folder / "run"}
+
+
+if __name__ == "__main__":  # python tests/tiny_nllb.py OUT [N]: the world that README's 200-language commands use
+    import sys
+
+    for name, path in write_world(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 200).items():
+        print(f"{name}: {path}")

@@ -1,0 +1,574 @@
+"""The paper's regime on bible12: 15 epochs over a small multi-way subset, learning rates swept per method.
+
+    python benchmarks/bible12/run.py --family regime            # sweep, then the family (resumable)
+    python benchmarks/bible12/run.py --family regime --list     # the plan and what is finished
+    python benchmarks/bible12/run.py --family regime --only sweep.full full.seed1
+    python benchmarks/bible12/run.py --family regime --render   # RESULTS.md section + curves from the JSON
+
+The matrix (`run.py`) gives every method under half an epoch of the 997-verse training set. Cao et al. fine-tune
+for 15 epochs of FLORES-101 dev (997 sentences per language) and prune on an epoch schedule, a regime where full
+fine-tuning can over-fit a small set and language-specific subspaces can pay off. This family runs that regime:
+
+- data: a nested subset of bible12 `train` (`SUBSET` verses per language, the same verses in every language: a
+  seeded permutation's first N), all 132 directions; `TREND_SUBSET` for the trend runs. Validation and test are
+  bible12's own `valid` and `test`.
+- budget: `EPOCHS` epochs; warm-up one epoch; validation loss on `VALID_PER_DIRECTION` pairs per direction after
+  every epoch; both the last model and the model of the lowest validation loss (`best/`) are evaluated.
+- checkpoint rule, fixed before any test score was seen: the verdicts use the best-by-validation model (what
+  fairseq's `checkpoint_best.pt` is, and fair to methods that over-fit at different speeds); the last model's
+  scores are shown beside them.
+- learning rates: one sweep protocol for every method. Each sweep runs `SWEEP_EPOCHS` epochs with exactly the
+  family's config at lr = centre x 3^k (centre: the matrix's value, 2e-3 for adapters and 2e-4 for full
+  fine-tuning), k = -1, 0, 1, and adds k = -2 or 2 while the lowest validation loss sits at an edge of the grid.
+  The chosen lr is the one of the lowest validation loss; since a sweep run is the first `SWEEP_EPOCHS` epochs of
+  the family run with that lr (the schedule does not depend on the budget), seed 1 resumes it instead of starting
+  over. LSLo 8/8/8 and the pruned LSLo take LSLo 2/2/8's lr (same method, other ranks); the shared LoRA its own.
+- test: the first `MAX_SENTENCES` test verses of each direction, greedy, under bf16 autocast (cheaper than the
+  matrix's beam 5 in fp32; every run of the family, and the base, is decoded the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from benchmarks import results_md
+
+from . import analysis, matrix, runner
+
+FORMAT = "lslo-bible12-regime/1"
+SWEEP_FORMAT = "lslo-bible12-regime-sweep/1"
+SECTION = "bible12-regime"
+RESULTS_DIR = matrix.HERE / "results" / "regime"
+RUNS_DIR = matrix.ROOT / "runs" / "bench-regime"
+CURVES_PNG = "curves.png"
+
+EPOCHS = 15
+SWEEP_EPOCHS = 4
+SUBSET = 100
+TREND_SUBSET = 300
+SUBSET_SEED = 0
+MAX_TOKENS = 2048
+VALID_PER_DIRECTION = 10
+MAX_SENTENCES = 50
+BEAMS = 1
+EVAL_PRECISION = "bf16"
+CHECKPOINT = "best"  # the verdicts' checkpoint, chosen before any test score was seen
+LR_CENTRE = {"full": matrix.LR_FULL, "lora": matrix.LR_ADAPTER, "lslo": matrix.LR_ADAPTER}
+LR_STEPS = (-1, 0, 1)  # the first grid, in powers of LR_FACTOR around the centre
+LR_FACTOR = 3.0
+LR_MAX_STEP = 3  # how far an edge may extend the grid
+
+SWEPT = "swept"  # `lr` placeholder: the lr the sweep of the experiment's `sweep` group chose
+PRUNE = {"ratio": 0.9, "unit": "epoch", "start": 2, "duration": 10, "every": 1, "scope": "language"}  # the paper's t1, t2
+R228 = {"ranks": {"high": 2, "medium": 2, "low": 8}}
+
+EXPERIMENTS: list[dict[str, Any]] = [
+    {"name": "full", "seeds": [1, 2], "sweep": "full", "about": "full fine-tuning", "overrides": {"method": "full"}},
+    {"name": "lora", "seeds": [1], "sweep": "lora", "about": "shared peft LoRA, rank matched to lslo-228's parameter count",
+     "overrides": {"method": "lora", "lora_rank": matrix.MATCH}},
+    {"name": "lslo-228", "seeds": [1, 2], "sweep": "lslo", "about": "LSLo 2/2/8 (the paper's best routing)",
+     "overrides": {"lslo": R228}},
+    {"name": "lslo-888", "seeds": [1], "sweep": "lslo", "about": "LSLo 8/8/8",
+     "overrides": {"lslo": {"ranks": {"high": 8, "medium": 8, "low": 8}}}},
+    {"name": "lslo-228-prune", "seeds": [1], "sweep": "lslo",
+     "about": "LSLo 2/2/8, 90% gradual pruning (language scope, epochs 2 to 12, every epoch)",
+     "overrides": {"lslo": R228, "prune": PRUNE}},
+    {"name": "full-x3", "seeds": [1], "sweep": "full", "subset": TREND_SUBSET, "about": f"full fine-tuning, {TREND_SUBSET} verses",
+     "overrides": {"method": "full"}},
+    {"name": "lslo-228-x3", "seeds": [1], "sweep": "lslo", "subset": TREND_SUBSET, "about": f"LSLo 2/2/8, {TREND_SUBSET} verses",
+     "overrides": {"lslo": R228}},
+]  # fmt: skip
+# Which experiment's config each sweep group sweeps.
+SWEEPS = {"full": "full", "lora": "lora", "lslo": "lslo-228"}
+
+CLAIMS: list[dict[str, Any]] = [
+    {"claim": "LSLo (2/2/8) matches or beats full fine-tuning, overall", "a": "lslo-228", "b": "full", "group": "all",
+     "kind": "kept", "if_not": "to be read once the runs are in"},
+    {"claim": "LSLo (2/2/8) beats full fine-tuning on low-resource directions", "a": "lslo-228", "b": "full",
+     "group": "low", "kind": "better", "if_not": "to be read once the runs are in"},
+    {"claim": "Language-specific LoRAs beat one shared LoRA of the same size", "a": "lslo-228", "b": "lora",
+     "group": "all", "kind": "better", "if_not": "to be read once the runs are in"},
+    {"claim": "Ranks 2/2/8 keep the quality of 8/8/8 on high- and medium-resource directions", "a": "lslo-228",
+     "b": "lslo-888", "group": "no-low", "kind": "kept", "if_not": "to be read once the runs are in"},
+    {"claim": "90% pruning keeps the quality, overall", "a": "lslo-228-prune", "b": "lslo-228", "group": "all",
+     "kind": "kept", "if_not": "to be read once the runs are in"},
+    {"claim": "90% pruning improves high-resource directions", "a": "lslo-228-prune", "b": "lslo-228", "group": "high",
+     "kind": "better", "if_not": "to be read once the runs are in"},
+]  # fmt: skip
+TREND = [("lslo-228", "full"), ("lslo-228-x3", "full-x3")]  # the LSLo - full gap as data grows
+
+
+# -- data and plan -------------------------------------------------------------------------------------
+
+
+def subset_dir(opts: argparse.Namespace, verses: int) -> Path:
+    return Path(opts.data).parent / f"{Path(opts.data).name}-v{verses}"
+
+
+def build_subset(opts: argparse.Namespace, verses: int) -> Path:
+    """`<data>-v<N>/`: train = the same N verses of every language (a seeded permutation's first N, so the
+    subsets nest), valid and test = bible12's own. Written once, atomically."""
+    import numpy as np
+
+    from lslo.io import atomic_dir
+
+    out = subset_dir(opts, verses)
+    if (out / "train").is_dir():
+        return out
+    src = Path(opts.data)
+    with atomic_dir(out) as tmp:
+        for split in ("valid", "test"):
+            shutil.copytree(src / split, tmp / split)
+        (tmp / "train").mkdir()
+        files = sorted((src / "train").glob("*.txt"))
+        n = len(files[0].read_text(encoding="utf-8").splitlines())
+        pick = sorted(np.random.default_rng(SUBSET_SEED).permutation(n)[:verses].tolist())
+        for f in files:
+            for path in (f, f.with_suffix(".ids")):
+                lines = path.read_text(encoding="utf-8").splitlines()
+                (tmp / "train" / path.name).write_text("".join(lines[i] + "\n" for i in pick), encoding="utf-8")
+    return out
+
+
+@cache
+def steps_per_epoch(data: str, base: str, config: str, max_tokens: int) -> int:
+    """Optimizer steps in one epoch of `data` (the sampler's own plan, as `lslo train` counts them)."""
+    import yaml
+
+    from lslo.train import TrainConfig, training_data
+
+    cfg = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    cfg.update(data=data, base_model=base, out_dir="unused", max_tokens=max_tokens, progress=False)
+    return training_data(TrainConfig.from_dict(cfg))[3].batches_per_epoch(0)
+
+
+def lr_text(lr: float) -> str:
+    return f"{lr:.1e}".replace("e-0", "e-")
+
+
+def train_key(exp: str, lr: float, seed: int) -> str:
+    """The training folder's name: a sweep run and the family run with the same lr share it (seed 1 resumes)."""
+    return f"{exp}.lr{lr_text(lr)}.seed{seed}"
+
+
+def run_config(exp: Mapping[str, Any], seed: int, lr: float, epochs: int, opts: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig dict of one regime run (`lora_rank` may still be the MATCH placeholder)."""
+    import yaml
+
+    data = str(build_subset(opts, exp.get("subset", SUBSET)))
+    spe = steps_per_epoch(data, opts.base, opts.config, opts.max_tokens)
+    cfg = yaml.safe_load(Path(opts.config).read_text(encoding="utf-8"))
+    common = {
+        "data": data, "base_model": opts.base, "out_dir": str(Path(opts.runs_dir) / train_key(exp["name"], lr, seed) / "train"),
+        "max_epochs": epochs, "max_steps": None, "max_tokens": opts.max_tokens, "seed": seed, "lr": lr,
+        "warmup_steps": spe, "save_every": max(1, spe // 4), "eval_every": "epoch", "keep_best": True,
+        "valid_max_per_direction": VALID_PER_DIRECTION, "progress": False, "precision": opts.precision,
+    }  # fmt: skip
+    return runner.deep_merge(runner.deep_merge(cfg, common), exp["overrides"])
+
+
+def experiment(name: str) -> dict[str, Any]:
+    return next(e for e in EXPERIMENTS if e["name"] == name)
+
+
+def sweep_lrs(group: str, results_dir: str | Path) -> list[float]:
+    """The group's grid: LR_STEPS around the centre, extended while the lowest loss sits at a finished edge."""
+    steps = list(LR_STEPS)
+    done = {r["lr_step"]: r["min_valid_loss"] for r in load_sweep(results_dir).get(group, [])}
+    while all(k in done for k in steps):
+        best = min(steps, key=lambda k: done[k])
+        if best == steps[0] and -best < LR_MAX_STEP:
+            steps.insert(0, best - 1)
+        elif best == steps[-1] and best < LR_MAX_STEP:
+            steps.append(best + 1)
+        else:
+            break
+    return [LR_CENTRE[group] * LR_FACTOR**k for k in steps]
+
+
+def chosen_lr(group: str, results_dir: str | Path) -> float | None:
+    """The swept lr of the lowest validation loss once every run of the grid is in; else None."""
+    runs = {r["lr"]: r for r in load_sweep(results_dir).get(group, [])}
+    grid = sweep_lrs(group, results_dir)
+    if not all(any(math.isclose(lr, x) for x in runs) for lr in grid):
+        return None
+    return min(runs.values(), key=lambda r: r["min_valid_loss"])["lr"]
+
+
+def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """The sweep runs (centre first, so each method starts early), the base, then seed 1, 2 of every experiment."""
+    runs: list[dict[str, Any]] = []
+    for k_order in (0, -1, 1, -2, 2, -3, 3):
+        for group, exp in SWEEPS.items():
+            for lr in sweep_lrs(group, opts.results_dir):
+                if math.isclose(lr, LR_CENTRE[group] * LR_FACTOR**k_order):
+                    runs.append({"run": f"sweep.{group}.lr{lr_text(lr)}", "experiment": f"sweep.{group}", "kind": "sweep",
+                                 "group": group, "lr": lr, "lr_step": k_order, "seed": 1, "of": exp})  # fmt: skip
+    runs.append({"run": "base", "experiment": "base", "kind": "base", "seed": None})
+    for i in range(max(len(e["seeds"]) for e in EXPERIMENTS)):
+        for e in EXPERIMENTS:
+            if i < len(e["seeds"]):
+                runs.append({"run": matrix.run_name(e["name"], e["seeds"][i]), "experiment": e["name"], "kind": "family",
+                             "group": e["sweep"], "seed": e["seeds"][i]})  # fmt: skip
+    return runs
+
+
+def select(runs: Sequence[dict[str, Any]], only: Sequence[str] | None) -> list[dict[str, Any]]:
+    """`--only` names runs, experiments, `sweep` (every sweep run) or `sweep.GROUP`."""
+    if not only:
+        return list(runs)
+    known = {r["run"] for r in runs} | {r["experiment"] for r in runs} | {"sweep"}
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise runner.BenchError(f"--only {unknown[0]!r} is not a run or experiment of the regime family; see --list")
+    return [r for r in runs if {r["run"], r["experiment"], r["kind"]} & set(only)]
+
+
+def result_path(opts: argparse.Namespace, run: str) -> Path:
+    return Path(opts.results_dir) / f"{run}.json"
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+
+def _train(run: Mapping[str, Any], cfg: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    """`lslo train --resume` in the run's training folder; the summary and the sessions' resource use."""
+    from lslo.io import write_json
+
+    folder = Path(cfg["out_dir"]).parent
+    state_file = folder / "bench_state.json"
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {"sessions": []}
+    epochs_done = state.get("summary", {}).get("epochs_budget")
+    if epochs_done is not None and epochs_done >= cfg["max_epochs"]:
+        return state
+    config_file = folder / f"config.e{cfg['max_epochs']}.yaml"
+    runner._write_yaml(config_file, cfg)
+    log = folder / "logs" / f"train-{int(time.time())}.log"
+    res = runner.call(runner._cli("train", str(config_file), "--resume", "--no-progress"), log)
+    summary = runner.last_json(log.read_text(encoding="utf-8"))
+    state["sessions"].append({**res, "epochs_budget": cfg["max_epochs"]})
+    if summary.get("interrupted"):
+        write_json(state_file, state)
+        raise runner.Interrupted(f"{run['run']}: training interrupted at step {summary['steps']}; run again to resume")
+    state["summary"] = {**summary, "epochs_budget": cfg["max_epochs"]}
+    write_json(state_file, state)
+    return state
+
+
+def curve(train_dir: Path) -> list[dict[str, Any]]:
+    """Validation loss per epoch from the run's metrics.jsonl."""
+    rows = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return [{k: r[k] for k in ("step", "epoch", "valid_loss", "valid_nll")} for r in rows if "valid_loss" in r]
+
+
+def _eval(model: Path, out: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    if not (out / "results.json").is_file():
+        runner.call(runner._cli("eval", str(model), "--data", opts.data, "--languages", *runner.base_languages(opts),
+                              "--max-sentences", str(opts.max_sentences), "--beams", str(opts.beams),
+                              "--precision", EVAL_PRECISION, "--out", str(out), "--no-progress"),
+                   out.parent / "logs" / f"{out.name}-{int(time.time())}.log")  # fmt: skip
+    from lslo.report import load_results
+
+    ev = load_results(out)
+    groups = {m: {g: ev["groups"][m][g]["mean"] for g in ev["groups"][m]} for m in analysis.METRICS}
+    return {"metrics": {m: ev["metrics"][m]["name"] for m in analysis.METRICS}, "tiers": ev["tiers"],
+            "overall": {m: groups[m]["all"] for m in analysis.METRICS}, "groups": groups,
+            "directions": {k: {"spbleu": round(r["spbleu"], 4), "chrf": round(r["chrf"], 4), "n": r["n"]}
+                           for k, r in ev["directions"].items()}}  # fmt: skip
+
+
+def _common(run: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    return {"run": run["run"], "experiment": run["experiment"], "seed": run["seed"],
+            "git_commit": results_md.machine()["git_commit"], "machine": results_md.machine()}  # fmt: skip
+
+
+def _train_facts(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    s, sessions = state["summary"], state["sessions"]
+    return {"seconds": s["elapsed"], "steps": s["steps"], "epochs": s["epochs"], "tokens": s["tokens"],
+            "steps_per_epoch": cfg["warmup_steps"], "train_loss": s.get("train_loss"),
+            "peak_rss_mib": max(x["peak_rss_mib"] for x in sessions), "sessions": len(sessions),
+            "omp_num_threads": sorted({str(x.get("omp_num_threads")) for x in sessions}),
+            "cpu_seconds": sum(x["cpu_s"] for x in sessions)}  # fmt: skip
+
+
+def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    """Do what the run still needs (train / evaluate); write and return its result JSON."""
+    from lslo.io import write_json
+
+    print(f"== {run['run']}", flush=True)
+    out: dict[str, Any]
+    if run["kind"] == "base":
+        out = {"format": FORMAT, **_common(run, opts), "about": "the base model, not fine-tuned",
+               "checkpoints": {}, **_eval(Path(opts.base), Path(opts.runs_dir) / "base" / "eval", opts)}  # fmt: skip
+        out["params"] = {"trainable": 0, "percent_of_base": 0.0}
+    elif run["kind"] == "sweep":
+        exp = experiment(run["of"])
+        cfg = run_config(exp, 1, run["lr"], SWEEP_EPOCHS, opts)
+        notes = _resolve_rank(cfg, 1, run["lr"], opts)
+        state = _train(run, cfg, opts)
+        points = curve(Path(cfg["out_dir"]))
+        best = min(points, key=lambda p: p["valid_loss"])
+        out = {"format": SWEEP_FORMAT, **_common(run, opts), "group": run["group"], "lr": run["lr"], "lr_step": run["lr_step"],
+               "epochs": SWEEP_EPOCHS, "curve": points, "min_valid_loss": best["valid_loss"], "epoch_of_min": best["epoch"],
+               "train": _train_facts(state, cfg), "config": cfg, **notes}  # fmt: skip
+    else:
+        exp = experiment(run["experiment"])
+        lr = chosen_lr(run["group"], opts.results_dir)
+        if lr is None:
+            raise runner.BenchError(f"{run['run']}: the {run['group']} learning-rate sweep is not finished; run `--only sweep.{run['group']}` first")
+        cfg = run_config(exp, run["seed"], lr, EPOCHS, opts)
+        notes = _resolve_rank(cfg, run["seed"], lr, opts)
+        state = _train(run, cfg, opts)
+        train_dir = Path(cfg["out_dir"])
+        last = _eval(train_dir, Path(opts.runs_dir) / run["run"] / "eval-last", opts)
+        best_info = json.loads((train_dir / "best" / "lslo_best.json").read_text(encoding="utf-8"))
+        same = best_info["step"] == state["summary"]["steps"]
+        best = last if same else _eval(train_dir / "best", Path(opts.runs_dir) / run["run"] / "eval-best", opts)
+        params = runner.count_params(cfg)
+        if cfg.get("prune"):
+            sub = runner._subspace(train_dir.parent)
+            if sub is not None:
+                params["surviving"] = sub.pop("surviving")
+                params["surviving_percent_of_base"] = 100 * params["surviving"] / params["base"]
+                params["subspace"] = sub
+        chosen = {"last": {"step": state["summary"]["steps"], "epoch": state["summary"]["epochs"], **last},
+                  "best": {**best_info, "same_as_last": same, **best}}  # fmt: skip
+        out = {"format": FORMAT, **_common(run, opts), "about": exp["about"], "lr": lr, "lr_from": f"sweep.{run['group']}",
+               "subset": exp.get("subset", SUBSET), "verdict_checkpoint": CHECKPOINT, "checkpoints": chosen,
+               **{k: chosen[CHECKPOINT][k] for k in ("metrics", "tiers", "overall", "groups", "directions")},
+               "curve": curve(train_dir), "params": params, "train": _train_facts(state, cfg), "config": cfg, **notes}  # fmt: skip
+    out["budget"] = {"epochs": SWEEP_EPOCHS if run["kind"] == "sweep" else EPOCHS, "max_tokens": opts.max_tokens,
+                     "precision": opts.precision}  # fmt: skip
+    out["eval"] = {"split": "test", "sentences_per_direction": opts.max_sentences, "beams": opts.beams,
+                   "precision": EVAL_PRECISION}  # fmt: skip
+    write_json(result_path(opts, run["run"]), out)
+    print(f"wrote {result_path(opts, run['run'])}", flush=True)
+    return out
+
+
+def _resolve_rank(cfg: dict[str, Any], seed: int, lr: float, opts: argparse.Namespace) -> dict[str, Any]:
+    """Fill the MATCH placeholder: the shared-LoRA rank whose parameter count is closest to lslo-228's."""
+    if cfg.get("lora_rank") != matrix.MATCH:
+        return {}
+    target = matrix.MATCH.split(":", 1)[1]
+    match = runner.match_rank(run_config(experiment(target), seed, lr, EPOCHS, opts), cfg)
+    cfg["lora_rank"] = match["lora_rank"]
+    return {"rank_matching": {**match, "target": target}}
+
+
+def run_family(opts: argparse.Namespace) -> int:
+    runs = select(plan(opts), opts.only)
+    if opts.list:
+        for r in runs:
+            status = "finished" if result_path(opts, r["run"]).is_file() else "to do"
+            lr = f" lr {lr_text(r['lr'])}" if r.get("lr") else ""
+            print(f"{r['run']:<28} {status:<8} {r['kind']}{lr}")
+        return 0
+    # The sweep may grow (an edge won) and family runs wait for it: plan again after each run.
+    done: set[str] = set()
+    while True:
+        todo = [r for r in select(plan(opts), opts.only) if r["run"] not in done and not result_path(opts, r["run"]).is_file()]
+        ready = [r for r in todo if r["kind"] != "family" or chosen_lr(r["group"], opts.results_dir) is not None]
+        if not ready:
+            if todo:
+                print(f"waiting for a sweep: {', '.join(r['run'] for r in todo)} need finished sweeps", flush=True)
+            break
+        execute(ready[0], opts)
+        done.add(ready[0]["run"])
+        render_to_md(opts)
+    render_to_md(opts)
+    return 0
+
+
+# -- rendering -------------------------------------------------------------------------------------------
+
+
+def load_sweep(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(results_dir).glob("sweep.*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        if r.get("format") == SWEEP_FORMAT:
+            out.setdefault(r["group"], []).append(r)
+    for runs in out.values():
+        runs.sort(key=lambda r: r["lr"])
+    return out
+
+
+def load_family(results_dir: str | Path, checkpoint: str = CHECKPOINT) -> dict[str, list[dict[str, Any]]]:
+    """experiment -> its runs, each seen through one checkpoint ("best" or "last") for the statistics."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        if r.get("format") != FORMAT:
+            continue
+        if r["checkpoints"]:
+            r = {**r, **{k: r["checkpoints"][checkpoint][k] for k in ("overall", "groups", "directions")}}
+        out.setdefault(r["experiment"], []).append(r)
+    for runs in out.values():
+        runs.sort(key=lambda r: r["seed"] or 0)
+    return out
+
+
+def plot_curves(results_dir: str | Path) -> Path | None:
+    """Validation loss per epoch of every family run (one line per run) -> curves.png; None without runs."""
+    data = load_family(results_dir)
+    runs = [r for name in data for r in data[name] if r.get("curve")]
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    colours = {e["name"]: f"C{i}" for i, e in enumerate(EXPERIMENTS)}
+    for r in runs:
+        pts = r["curve"]
+        style = "--" if r.get("subset", SUBSET) != SUBSET else ("-" if r["seed"] == 1 else ":")
+        ax.plot([p["epoch"] for p in pts], [p["valid_loss"] for p in pts], style, color=colours[r["experiment"]],
+                marker="o", markersize=3, label=f"{r['run']} (lr {lr_text(r['lr'])})")  # fmt: skip
+        best = r["checkpoints"]["best"]
+        ax.plot([best["epoch"]], [best["valid_loss"]], "*", color=colours[r["experiment"]], markersize=10)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss (label-smoothed, 10 pairs x 132 directions)")
+    ax.set_title(f"bible12 regime: {SUBSET} verses per language (dashed: {TREND_SUBSET}); * = best-by-validation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(results_dir) / CURVES_PNG
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def render(opts: argparse.Namespace) -> str:
+    """The RESULTS.md section of the regime family, from its result JSONs only."""
+    rd = Path(opts.results_dir)
+    rel = rd.resolve().relative_to(matrix.ROOT) if rd.resolve().is_relative_to(matrix.ROOT) else rd
+    sweep, data, last = load_sweep(rd), load_family(rd), load_family(rd, "last")
+    lines = [f"## {SECTION}: the paper's regime (many epochs over a small set)", "",
+             f"Command: `make bench BENCH_ARGS=\"--family regime\"` (= `python benchmarks/bible12/run.py --family regime`) · "
+             f"rendered from `{rel}/*.json` with `python benchmarks/bible12/run.py --family regime --render`. "
+             "The protocol (subset, budget, learning-rate sweep, checkpoint rule) is in `benchmarks/bible12/README.md`.", "",
+             f"{EPOCHS} epochs over the same {SUBSET} verses of every language (trend runs: {TREND_SUBSET}), all 132 directions, "
+             f"batches of <= {opts.max_tokens} tokens ({opts.precision}); validation loss after every epoch; the verdicts use "
+             f"the **{CHECKPOINT}-by-validation** model (rule fixed before any test score was seen), the last model is shown "
+             f"beside it. Test: the first {opts.max_sentences} verses of each direction, beam {opts.beams}, {EVAL_PRECISION} "
+             "autocast (not comparable with the matrix's beam-5 fp32 scores)."]  # fmt: skip
+    everything = [r for g in sweep.values() for r in g] + [r for runs in data.values() for r in runs]
+    if everything:
+        dates = sorted({r["machine"]["date"] for r in everything})
+        m = everything[0]["machine"]
+        lines += ["", f"Machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, torch {m['torch']} · {dates[0]} to {dates[-1]} · "
+                      f"commits {', '.join(sorted({r['git_commit'] for r in everything}))}"]  # fmt: skip
+    lines += ["", "### Learning-rate sweep", "",
+              f"Each method's runs of {SWEEP_EPOCHS} epochs at lr = centre x {LR_FACTOR:g}^k; cell: the lowest validation loss "
+              "(at epoch); **bold**: chosen (the lowest). Seed 1 of the family continues the chosen run.", "",
+              "| method (config swept) | " + " | ".join(f"k = {k}" for k in range(-LR_MAX_STEP, LR_MAX_STEP + 1)) + " | chosen lr |",
+              "|---|" + "---:|" * (2 * LR_MAX_STEP + 2)]  # fmt: skip
+    for group, exp in SWEEPS.items():
+        runs = {r["lr_step"]: r for r in sweep.get(group, [])}
+        lr = chosen_lr(group, rd)
+        cells = []
+        for k in range(-LR_MAX_STEP, LR_MAX_STEP + 1):
+            r = runs.get(k)
+            text = "" if r is None else f"{lr_text(r['lr'])}: {r['min_valid_loss']:.4f} (ep {r['epoch_of_min']:g})"
+            cells.append(f"**{text}**" if r is not None and lr is not None and math.isclose(r["lr"], lr) else text)
+        lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
+    md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
+    lines += _score_lines(data, last) + _curve_lines(rd, md) + _claim_lines(data, last) + _cost_lines(data)
+    return "\n".join(lines)
+
+
+def _score_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
+    cols = ("all", "no-low", "low", "high")
+    lines = ["", "### Scores", "",
+             "Mean over seeds ± half the max-min range. Groups: all directions; high/medium only (no low-resource side); "
+             "low-resource on either side; high-resource on both sides. *best epoch*: where each seed's validation loss "
+             "was lowest.", "",
+             "| experiment | seeds | lr | best epoch | " + " | ".join(f"spBLEU {c}" for c in cols) + " | chrF++ all | spBLEU all, last model | chrF++ all, last model |",
+             "|---|---:|---:|---:|" + "---:|" * (len(cols) + 3)]  # fmt: skip
+    for name in ["base", *(e["name"] for e in EXPERIMENTS)]:
+        runs = data.get(name, [])
+        if not runs:
+            lines.append(f"| {name} | 0 | {matrix.NOT_MEASURED} |" + " |" * (len(cols) + 4))
+            continue
+        lr = "–" if name == "base" else lr_text(runs[0]["lr"])
+        epochs = "–" if name == "base" else ", ".join(f"{r['checkpoints']['best']['epoch']:g}" for r in runs)
+        cells = [analysis._cell(analysis.agg(runs, "spbleu", c)) for c in cols] + [analysis._cell(analysis.agg(runs, "chrf", "all"))]
+        cells += [analysis._cell(analysis.agg(last.get(name, []), m, "all")) for m in analysis.METRICS]
+        lines.append(f"| {name} | {len(runs)} | {lr} | {epochs} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _curve_lines(results_dir: Path, md: Path) -> list[str]:
+    """The plot, linked relative to the markdown file that shows it."""
+    if not (results_dir / CURVES_PNG).is_file():
+        return []
+    rel = os.path.relpath((results_dir / CURVES_PNG).resolve(), md.resolve().parent)
+    return ["", "### Learning curves", "", f"![validation loss per epoch]({Path(rel).as_posix()})"]
+
+
+def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
+    lines = ["", "### The paper's claims in its regime", "",
+             f"As in the `bible12` section (Δ = first - second, seed spread, directions where the first is higher), on the "
+             f"{CHECKPOINT}-by-validation models; *Δ last* is the same comparison on the last models. *directions*: where "
+             "the first is higher, with the one-sided sign-test p of the larger side (ties left out).", "",
+             "| claim (paper) | comparison | group | Δ spBLEU | Δ chrF++ | Δ spBLEU, last | seed spread (spBLEU) | directions | verdict | likely reason, where the data leans against the claim |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    for claim in CLAIMS:
+        v, vc, vl = (analysis.verdict(claim, d, m) for d, m in ((data, "spbleu"), (data, "chrf"), (last, "spbleu")))
+        fmt = lambda x: "–" if x["delta"] is None else f"{x['delta']:+.2f}"  # noqa: E731
+        sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
+        wins = "–"
+        if v.get("wins") is not None:  # (a higher, equal, compared): one-sided sign test, ties left out
+            up, tie, n = v["wins"]
+            wins = f"{up}/{n} (p = {analysis.sign_test(max(up, n - tie - up), min(up, n - tie - up)):.2g})"
+        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} | {fmt(v)} | {fmt(vc)} "
+                     f"| {fmt(vl)} | {sp} | {wins} | {v['verdict']} | {claim['if_not'] if v.get('against') else ''} |")  # fmt: skip
+    gaps = []
+    for a, b in TREND:
+        sa, sb = analysis.agg(data.get(a, []), "spbleu", "all"), analysis.agg(data.get(b, []), "spbleu", "all")
+        if sa and sb:
+            gaps.append(f"{a} - {b} = {sa['mean'] - sb['mean']:+.2f}")
+    if gaps:
+        lines += ["", f"Trend (spBLEU, all directions; {SUBSET} then {TREND_SUBSET} verses): " + "; ".join(gaps) + "."]
+    return lines
+
+
+def _cost_lines(data: Mapping[str, Any]) -> list[str]:
+    lines = ["", "### Cost", "", "| experiment | trainable params | % of base | steps per epoch | training time per run (min) | CPU time per run (min) | threads |",
+             "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for e in EXPERIMENTS:
+        runs = data.get(e["name"], [])
+        if not runs:
+            continue
+        p = runs[0]["params"]
+        count = f"{p['trainable']:,}" + (f" ({p['surviving']:,} after pruning)" if p.get("surviving") is not None else "")
+        minutes = ", ".join(f"{r['train']['seconds'] / 60:.1f}" for r in runs)
+        cpu = ", ".join(f"{r['train']['cpu_seconds'] / 60:.1f}" for r in runs)
+        threads = ", ".join("/".join(r["train"]["omp_num_threads"]) for r in runs)
+        lines.append(f"| {e['name']} | {count} | {p['percent_of_base']:.3f} | {runs[0]['train']['steps_per_epoch']} | {minutes} | {cpu} | {threads} |")
+    return lines
+
+
+def render_to_md(opts: argparse.Namespace) -> Path:
+    plot_curves(opts.results_dir)
+    default = results_md.RESULTS_MD
+    results_md.RESULTS_MD = Path(opts.results_md) if opts.results_md else default
+    try:
+        results_md.update_section(SECTION, render(opts))
+        return results_md.RESULTS_MD
+    finally:
+        results_md.RESULTS_MD = default

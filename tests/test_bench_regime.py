@@ -1,0 +1,188 @@
+"""benchmarks/bible12/regime.py: the regime family's sweep, plan, resume-by-prefix, subsets and rendering (nothing trains)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_bench_runner import fake_result
+
+from benchmarks import results_md
+from benchmarks.bible12 import matrix, regime, run, runner
+
+
+@pytest.fixture(autouse=True)
+def no_real_results_md(tmp_path, monkeypatch):
+    monkeypatch.setattr(results_md, "RESULTS_MD", tmp_path / "default-RESULTS.md")
+
+
+def opts(tmp_path, *extra):
+    return run.parse_args(["--family", "regime", "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                             "--results-md", str(tmp_path / "RESULTS.md"), "--data", str(tmp_path / "data" / "bible"), *extra])  # fmt: skip
+
+
+def write_sweep(results: Path, group: str, k: int, loss: float) -> None:
+    lr = regime.LR_CENTRE[group] * regime.LR_FACTOR**k
+    results.mkdir(parents=True, exist_ok=True)
+    r = {"format": regime.SWEEP_FORMAT, "run": f"sweep.{group}.lr{regime.lr_text(lr)}", "experiment": f"sweep.{group}",
+         "group": group, "lr": lr, "lr_step": k, "min_valid_loss": loss, "epoch_of_min": 2.0, "git_commit": "abc",
+         "machine": {"date": "2026-12-03 08:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"}}  # fmt: skip
+    (results / f"{r['run']}.json").write_text(json.dumps(r))
+
+
+def test_defaults_and_plan(tmp_path):
+    o = opts(tmp_path)
+    assert (o.max_sentences, o.beams) == (regime.MAX_SENTENCES, regime.BEAMS)
+    assert run.parse_args([]).max_sentences == matrix.MAX_SENTENCES  # the matrix keeps its own defaults
+    runs = regime.plan(o)
+    sweeps = [r for r in runs if r["kind"] == "sweep"]
+    assert [r["lr_step"] for r in sweeps] == [0, 0, 0, -1, -1, -1, 1, 1, 1]  # every method's centre first
+    family = [r["run"] for r in runs if r["kind"] == "family"]
+    assert {"full.seed1", "full.seed2", "lslo-228.seed1", "lslo-228.seed2", "lora.seed1", "lslo-888.seed1",
+            "lslo-228-prune.seed1", "full-x3.seed1", "lslo-228-x3.seed1"} == set(family)  # fmt: skip
+    assert regime.chosen_lr("full", o.results_dir) is None
+    assert [r["run"] for r in regime.select(runs, ["sweep.lora"])] == [r["run"] for r in sweeps if r["group"] == "lora"]
+    with pytest.raises(runner.BenchError, match="--only 'nope'"):
+        regime.select(runs, ["nope"])
+
+
+def test_sweep_extends_at_an_edge_and_chooses_the_lowest(tmp_path):
+    results = tmp_path / "results"
+    for k, loss in ((-1, 3.0), (0, 2.9), (1, 2.8)):  # still falling at the high edge
+        write_sweep(results, "lslo", k, loss)
+    grid = regime.sweep_lrs("lslo", results)
+    assert len(grid) == 4 and math.isclose(grid[-1], regime.LR_CENTRE["lslo"] * 9)
+    assert regime.chosen_lr("lslo", results) is None  # the new edge is not run yet
+    write_sweep(results, "lslo", 2, 3.5)  # diverges: k = 1 is interior now
+    assert math.isclose(regime.chosen_lr("lslo", results), regime.LR_CENTRE["lslo"] * 3)
+    for k, loss in ((-1, 3.0), (0, 2.5), (1, 2.7)):
+        write_sweep(results, "full", k, loss)
+    assert math.isclose(regime.chosen_lr("full", results), regime.LR_CENTRE["full"])
+    for k in range(-regime.LR_MAX_STEP, 2):  # the edge may move only LR_MAX_STEP away
+        write_sweep(results, "lora", k, 5.0 + k)
+    assert len(regime.sweep_lrs("lora", results)) == regime.LR_MAX_STEP + 2
+    assert math.isclose(regime.chosen_lr("lora", results), regime.LR_CENTRE["lora"] / regime.LR_FACTOR**regime.LR_MAX_STEP)
+
+
+def test_subsets_nest_and_keep_verses_aligned(tmp_path):
+    data = tmp_path / "data" / "bible"
+    for split, n in (("train", 40), ("valid", 5), ("test", 6)):
+        (data / split).mkdir(parents=True)
+        for lang in ("en", "fr"):
+            (data / split / f"{lang}.txt").write_text("".join(f"{lang} verse {i}\n" for i in range(n)))
+            (data / split / f"{lang}.ids").write_text("".join(f"1.1.{i}\n" for i in range(n)))
+    o = opts(tmp_path)
+    small, large = regime.build_subset(o, 10), regime.build_subset(o, 30)
+    ids = {p: (p / "train" / "en.ids").read_text().splitlines() for p in (small, large)}
+    assert len(ids[small]) == 10 and len(ids[large]) == 30 and set(ids[small]) <= set(ids[large])
+    assert (small / "train" / "fr.ids").read_text().splitlines() == ids[small]  # the same verses in every language
+    assert [line.split()[-1] for line in (small / "train" / "fr.txt").read_text().splitlines()] == [i.split(".")[-1] for i in ids[small]]
+    assert (small / "test" / "en.txt").read_text() == (data / "test" / "en.txt").read_text()
+    assert regime.build_subset(o, 10) == small  # built once
+
+
+def test_a_sweep_run_is_the_prefix_of_the_family_run(tmp_path, monkeypatch):
+    """Sweep and family configs differ only in max_epochs and share a folder: seed 1 resumes the chosen sweep run."""
+    monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
+    monkeypatch.setattr(regime, "steps_per_epoch", lambda *a: 37)
+    o = opts(tmp_path)
+    exp = regime.experiment("lslo-228")
+    sweep, family = (regime.run_config(exp, 1, 2e-3, e, o) for e in (regime.SWEEP_EPOCHS, regime.EPOCHS))
+    assert {k for k in sweep if sweep[k] != family[k]} == {"max_epochs"}
+    assert family["warmup_steps"] == 37 and family["save_every"] == 9 and family["eval_every"] == "epoch" and family["keep_best"]
+    assert regime.run_config(exp, 2, 2e-3, regime.EPOCHS, o)["out_dir"] != family["out_dir"]
+    prune = regime.run_config(regime.experiment("lslo-228-prune"), 1, 2e-3, regime.EPOCHS, o)
+    assert prune["prune"]["unit"] == "epoch" and (prune["prune"]["start"], prune["prune"]["duration"]) == (2, 10)
+    x3 = regime.run_config(regime.experiment("lslo-228-x3"), 1, 2e-3, regime.EPOCHS, o)
+    assert x3["data"].endswith(f"-v{regime.TREND_SUBSET}") and family["data"].endswith(f"-v{regime.SUBSET}")
+
+
+def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
+    monkeypatch.setattr(regime, "steps_per_epoch", lambda *a: 10)
+    monkeypatch.setattr(runner, "count_params", lambda cfg: {"trainable": 5, "base": 100, "percent_of_base": 5.0})
+    o = opts(tmp_path)
+    calls = []
+
+    def fake_call(argv, log):
+        calls.append(argv[3:5])
+        if argv[3] == "train":
+            import yaml
+
+            cfg = yaml.safe_load(Path(argv[4]).read_text())
+            out = Path(cfg["out_dir"])
+            (out / "best").mkdir(parents=True, exist_ok=True)
+            epochs = cfg["max_epochs"]
+            losses = [3.0 - 0.1 * e if e <= 3 else 2.7 + 0.05 * (e - 3) for e in range(1, epochs + 1)]  # best at epoch 3
+            (out / "metrics.jsonl").write_text("".join(json.dumps({"step": 10 * e, "epoch": float(e), "valid_loss": v, "valid_nll": v})
+                                                       + "\n" for e, v in enumerate(losses, 1)))  # fmt: skip
+            best = min(range(epochs), key=lambda i: losses[i])
+            (out / "best" / "lslo_best.json").write_text(json.dumps({"step": 10 * (best + 1), "epoch": best + 1.0, "valid_loss": losses[best]}))
+            summary = {"steps": 10 * epochs, "epochs": float(epochs), "tokens": 1, "elapsed": 60.0, "interrupted": False}
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(json.dumps(summary, indent=1) + "\n")
+        else:
+            out = Path(argv[argv.index("--out") + 1])
+            out.mkdir(parents=True)
+            r = fake_result("x", 1, 1.0 if "best" in argv[4] else 0.0)
+            (out / "results.json").write_text(json.dumps({**r, "groups": {m: {g: {"mean": v} for g, v in r["groups"][m].items()} for m in r["groups"]},
+                                                          "metrics": {m: {"name": n} for m, n in r["metrics"].items()}}))  # fmt: skip
+        return {"rc": 0, "wall_s": 1.0, "peak_rss_mib": 10.0, "cpu_s": 1.0, "omp_num_threads": None}
+
+    monkeypatch.setattr(runner, "call", fake_call)
+    sweep = next(r for r in regime.plan(o) if r["run"].startswith("sweep.lslo.") and r["lr_step"] == 0)
+    res = regime.execute(sweep, o)
+    assert res["min_valid_loss"] == pytest.approx(2.7) and res["epoch_of_min"] == 3.0 and calls[-1][0] == "train"
+    for k, loss in ((-1, 3.1), (1, 2.9)):
+        write_sweep(Path(o.results_dir), "lslo", k, loss)
+    assert math.isclose(regime.chosen_lr("lslo", o.results_dir), regime.LR_CENTRE["lslo"])
+    calls.clear()
+    res = regime.execute(next(r for r in regime.plan(o) if r["run"] == "lslo-228.seed1"), o)
+    train_dirs = {Path(a[1]).parent for a in calls if a[0] == "train"}
+    assert train_dirs == {Path(sweep_cfg := res["config"]["out_dir"]).parent} and "config.e15.yaml" in calls[0][1]
+    assert Path(sweep_cfg, "..", "config.e4.yaml").resolve().is_file()  # the sweep's config, same folder
+    assert [a[1].endswith("best") for a in calls if a[0] == "eval"] == [False, True]
+    assert res["checkpoints"]["best"]["epoch"] == 3.0 and res["checkpoints"]["last"]["epoch"] == 15.0
+    assert res["overall"] == res["checkpoints"]["best"]["overall"] != res["checkpoints"]["last"]["overall"]
+    calls.clear()
+    regime.execute(next(r for r in regime.plan(o) if r["run"] == "lslo-228.seed1"), o)  # everything done: nothing runs
+    assert calls == []
+
+
+def family_result(experiment: str, seed: int, best: float, last: float, low: float = 0.0) -> dict:
+    r = fake_result(experiment, seed, best, low)
+    r_last = fake_result(experiment, seed, last, low)
+    ck = {k: r[k] for k in ("overall", "groups", "directions", "metrics", "tiers")}
+    ck_last = {k: r_last[k] for k in ("overall", "groups", "directions", "metrics", "tiers")}
+    r.update(format=regime.FORMAT, lr=1e-3, subset=regime.SUBSET,
+             checkpoints={"best": {"step": 30, "epoch": 3.0, "valid_loss": 2.5, **ck}, "last": {"step": 150, "epoch": 15.0, **ck_last}},
+             curve=[{"step": 10 * e, "epoch": float(e), "valid_loss": 3.0 - 0.1 * min(e, 3) + 0.01 * e, "valid_nll": 1.0} for e in range(1, 16)],
+             train={"seconds": 600.0, "cpu_seconds": 590.0, "steps_per_epoch": 10, "omp_num_threads": ["1"]},
+             machine={"date": "2026-12-03 08:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"})  # fmt: skip
+    return r
+
+
+def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
+    o = opts(tmp_path)
+    results = Path(o.results_dir)
+    results.mkdir(parents=True)
+    for k, loss in ((-1, 3.0), (0, 2.5), (1, 2.7)):
+        write_sweep(results, "full", k, loss)
+    for exp, seed, best, last in (("full", 1, 1.0, 0.0), ("full", 2, 1.2, 0.2), ("lslo-228", 1, 2.0, 1.9), ("lslo-228", 2, 2.1, 2.0)):
+        (results / f"{exp}.seed{seed}.json").write_text(json.dumps(family_result(exp, seed, best, last)))
+    base = fake_result("base", None, -3.0)
+    (results / "base.json").write_text(json.dumps({**base, "format": regime.FORMAT, "checkpoints": {},
+                                                   "machine": {"date": "2026-12-03 07:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"}}))  # fmt: skip
+    regime.render_to_md(o)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert f"<!-- begin {regime.SECTION} -->" in text and not (tmp_path / "default-RESULTS.md").exists()
+    assert "| full (full) | " in text and "**2.0e-4: 2.5000 (ep 2)**" in text and "| lslo (lslo-228) |" in text
+    claim = next(line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches or beats full fine-tuning, overall"))
+    cells = [c.strip() for c in claim.split("|")]
+    assert cells[4] == "+0.95" and cells[6] == "+1.85"  # best models: 2.05 - 1.1; last models: 1.95 - 0.1
+    assert "supported" in cells[9]
+    high = next(line for line in text.splitlines() if line.startswith("| 90% pruning improves high-resource"))
+    assert "not measured yet" in high
+    assert (results / "curves.png").stat().st_size > 1000 and "![validation loss per epoch](results/curves.png)" in text
