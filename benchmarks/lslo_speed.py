@@ -110,6 +110,15 @@ class Variant:
                 logits = self.model(**kwargs).logits
         return F.cross_entropy(logits.float().flatten(0, 1), b["labels"].flatten(), label_smoothing=0.2)
 
+    def step_split(self) -> tuple[float, float]:
+        """One step, timed in two parts: (forward + backward, optimizer step) seconds (CPU)."""
+        start = time.perf_counter()
+        self.loss().backward()
+        middle = time.perf_counter()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return middle - start, time.perf_counter() - middle
+
     def step(self) -> None:
         self.loss().backward()
         if self.optimizer is not None:
@@ -145,6 +154,11 @@ def step_memory(v: Variant) -> int:
         v.step()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - others
+    return sum(step_memory_parts(v).values())
+
+
+def step_memory_parts(v: Variant) -> dict[str, int]:
+    """CPU: bytes of a step's parameters, gradients, optimizer state and tensors saved for backward (activations)."""
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
@@ -166,7 +180,7 @@ def step_memory(v: Variant) -> int:
     else:
         v.model.zero_grad(set_to_none=True)
         state = 0
-    return sum(params.values()) + grads + state + activations
+    return {"params": sum(params.values()), "grads": grads, "optimizer": state, "activations": activations}
 
 
 def randomize_lora(model: torch.nn.Module) -> None:
@@ -188,12 +202,26 @@ def main() -> None:
                     help="GPU only: dtype of the stored weights (bf16 autocast either way); CPU runs fp32 without autocast")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write JSON or RESULTS.md")
     ap.add_argument("--render", action="store_true", help="only re-render RESULTS.md sections from results/lslo_speed_*.json")
+    ap.add_argument("--languages-sweep", action="store_true",
+                    help="LSLo at 12/50/100/200 NLLB languages vs peft LoRA (CPU shape): results/lslo_speed_languages_<device>.json")
+    ap.add_argument("--gen-tokens", type=int, help="languages sweep: new tokens per generated sentence (default: --seq)")
     args = ap.parse_args()
+    if args.languages_sweep:
+        from languages_sweep import run_sweep
+
+        run_sweep(args)
+        return
     if args.render:
         paths = sorted((HERE / "results").glob("lslo_speed_*.json"))
         for path in paths:
-            update_section(path.stem, render(json.loads(path.read_text(encoding="utf-8")), path))
-        gpu = [(path, json.loads(path.read_text(encoding="utf-8"))) for path in paths if "cuda" in path.stem]
+            r = json.loads(path.read_text(encoding="utf-8"))
+            if r.get("benchmark") == "lslo_speed_languages":
+                from languages_sweep import render_sweep
+
+                update_section(path.stem, render_sweep(r, path))
+            else:
+                update_section(path.stem, render(r, path))
+        gpu = [(path, json.loads(path.read_text(encoding="utf-8"))) for path in paths if "cuda" in path.stem and "languages" not in path.stem]
         if gpu:
             update_section("lslo_speed_gpu_summary", render_gpu_summary(gpu))
         return

