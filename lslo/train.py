@@ -179,6 +179,8 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise bad(key, "use a value > 0 (or leave it out)")
+        if self.method in ("lslo", "lora") and self.lslo:
+            self._check_lslo_block(where)
         if self.prune is not None:
             if self.method != "lslo":
                 raise bad("prune", "gradual pruning applies to LSLo weights; use method lslo or drop prune")
@@ -194,6 +196,22 @@ class TrainConfig:
                     raise LsloError(
                         f"{where}: pairs item {p!r}; write a direction as 'src-tgt', e.g. 'en-sw'"
                     )
+
+    def _check_lslo_block(self, where: str) -> None:
+        """The `lslo:` block builds an LSLoConfig (keys, ranks, positions, dropout) before anything is written; the
+        languages stand in as far as the config knows them (their tiers come from the data otherwise)."""
+        from lslo.config import TIERS, LSLoConfig
+
+        if isinstance(self.languages, dict):
+            langs = {code: tier if tier in TIERS else "high" for code, tier in self.languages.items()}
+        else:
+            langs = dict.fromkeys(self.languages or [], "high")
+        ranks = self.lslo.get("ranks") or {}
+        langs.update({key: "high" for key in ranks if key not in TIERS and key not in langs})
+        try:
+            LSLoConfig(languages=langs or {"xx": "high"}, **self.lslo)
+        except (TypeError, ValueError) as err:
+            raise LsloError(f"{where}: lslo: {str(err).removeprefix('LSLoConfig.__init__() ')}; fix the lslo: block") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

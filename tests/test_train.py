@@ -539,3 +539,16 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         assert str(kept[-1]) in message
         state = read_checkpoint(kept[-1])["model"]
         assert all(torch.isfinite(t).all() for t in state.values())
+
+
+def test_the_lslo_block_is_checked_before_anything_is_written(world, tmp_path):
+    out = tmp_path / "run"
+    bad_rank = {"ranks": {"high": 2, "medium": 2, "low": 0}}
+    with pytest.raises(LsloError, match=r"lslo: ranks: rank of 'low' is 0"):
+        train(config(world, out, method="lslo", lslo=bad_rank))
+    assert not out.exists()  # not even the encoded-corpus cache
+    with pytest.raises(LsloError, match=r"lslo: .*'rnaks'.*fix the lslo: block"):
+        config(world, out, method="lslo", lslo={"rnaks": {"low": 4}}).check()
+    with pytest.raises(LsloError, match="encoder_modules: unknown module 'fc3'"):
+        config(world, out, method="lora", lslo={"encoder_modules": ["fc3"]}).check()
+    config(world, out, method="lslo", languages=["en", "fr", "sw"], lslo={"ranks": {"high": 2, "low": 4, "sw": 8}}).check()
