@@ -22,7 +22,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lslo_speed import SHAPES, Variant, build_base, make_batch, randomize_lora, step_memory_parts, timed
+from lslo_speed import (
+    SHAPES,
+    Variant,
+    build_base,
+    make_batch,
+    randomize_lora,
+    step_memory_parts,
+    time_generations,
+    timed,
+)
 from results_md import HERE, machine, update_section
 from torch import nn
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
@@ -150,13 +159,7 @@ def run_sweep(args: Namespace) -> None:
 
     gens = {"base": lambda: plain.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
             "LSLo-12 unmerged, mixed directions": unmerged(12), "LSLo-200 unmerged, mixed directions": unmerged(200)}  # fmt: skip
-    gen_times: dict[str, list[float]] = {k: [] for k in gens}
-    with torch.no_grad():
-        for fn in gens.values():
-            fn()
-        for _ in range(args.gen_reps):
-            for k, fn in gens.items():
-                gen_times[k].append(timed(fn, device))
+    gen_times = time_generations(gens, args.gen_reps, device)
     load_after = os.getloadavg()
 
     rows = []

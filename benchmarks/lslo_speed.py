@@ -138,6 +138,18 @@ def timed(fn: Callable[[], None], device: str) -> float:
     return time.perf_counter() - start
 
 
+def time_generations(gens: dict[str, Callable[[], object]], reps: int, device: str) -> dict[str, list[float]]:
+    """Each generation once untimed (warm-up), then `reps` interleaved timed rounds: name -> seconds per round."""
+    times: dict[str, list[float]] = {k: [] for k in gens}
+    with torch.no_grad():
+        for fn in gens.values():
+            fn()
+        for _ in range(reps):
+            for k, fn in gens.items():
+                times[k].append(timed(fn, device))
+    return times
+
+
 def held_bytes(v: Variant) -> int:
     """Bytes a variant holds between steps: its parameters (each storage once) and optimizer state."""
     storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in v.model.parameters()}
@@ -283,13 +295,7 @@ def main() -> None:
         "LSLo-12 unmerged, mixed batch": lambda: lslo12.generate(src_ids, mask, src_lang=mixed12["src_lang"], tgt_lang=mixed12["tgt_lang"], **gen),
         "LSLo merged (one direction)": lambda: merged.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
     }  # fmt: skip
-    gen_times: dict[str, list[float]] = {k: [] for k in gens}
-    with torch.no_grad():
-        for fn in gens.values():
-            fn()
-        for _ in range(args.gen_reps):
-            for k, fn in gens.items():
-                gen_times[k].append(timed(fn, device))
+    gen_times = time_generations(gens, args.gen_reps, device)
 
     tokens = shape["batch"] * shape["seq"]
     by_name = {v.name: v for v in variants}
