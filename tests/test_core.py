@@ -47,6 +47,27 @@ def make_batch(samples):
     return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec}, labels
 
 
+def assert_mixed_batch_equals_each_alone(model, samples, src, tgt):
+    """One mixed batch gives each sample's logits and, summed, the gradients of the samples run alone (1e-5)."""
+    batch, labels = make_batch(samples)
+    out = model(**batch, src_lang=src, tgt_lang=tgt)
+    F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum").backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    summed = {n: torch.zeros_like(g) for n, g in grads.items()}
+    for i, sample in enumerate(samples):
+        one, one_labels = make_batch([sample])
+        o = model(**one, src_lang=src[i], tgt_lang=tgt[i])
+        torch.testing.assert_close(out.logits[i][labels[i] != -100], o.logits[0], rtol=1e-5, atol=1e-5)
+        F.cross_entropy(o.logits[0], one_labels[0], reduction="sum").backward()
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                summed[n] += p.grad
+        model.zero_grad()
+    for n in grads:
+        torch.testing.assert_close(grads[n], summed[n], rtol=1e-5, atol=1e-5)
+
+
 def random_samples(n, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -87,25 +108,7 @@ def test_mixed_batch_matches_samples_alone(routing):
     samples = random_samples(6, seed=3)
     src = ["en", "sw", "zh", "wo", "fr", "sw"]
     tgt = ["wo", "en", "sw", "fr", "zh", "en"]
-    batch, labels = make_batch(samples)
-    out = model(**batch, src_lang=src, tgt_lang=tgt)
-    loss = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad()
-    summed = {n: torch.zeros_like(g) for n, g in grads.items()}
-    for i, sample in enumerate(samples):
-        one, one_labels = make_batch([sample])
-        o = model(**one, src_lang=src[i], tgt_lang=tgt[i])
-        valid = labels[i] != -100
-        torch.testing.assert_close(out.logits[i][valid], o.logits[0], rtol=1e-5, atol=1e-5)
-        F.cross_entropy(o.logits[0], one_labels[0], reduction="sum").backward()
-        for n, p in model.named_parameters():
-            if p.requires_grad:
-                summed[n] += p.grad
-        model.zero_grad()
-    for n in grads:
-        torch.testing.assert_close(grads[n], summed[n], rtol=1e-5, atol=1e-5)
+    assert_mixed_batch_equals_each_alone(model, samples, src, tgt)
     # The batch really mixed ranks 2 and 8 and both routes.
     layers = model.lslo_layers().values()
     assert {layer.route for layer in layers} == {"src", "tgt"}

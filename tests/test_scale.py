@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_model
-from test_core import PAD, make_batch, random_samples
+from test_core import PAD, assert_mixed_batch_equals_each_alone, make_batch, random_samples
 from tiny_nllb import NLLB_CODES
 
 from lslo import LSLoConfig, add_lslo, load_lslo
@@ -77,23 +77,7 @@ def test_mixed_batch_matches_samples_alone(n, path):
     samples = random_samples(5, seed=3)
     src, tgt = pick(n, 5, 3), pick(n, 5, 4)
     src[3] = src[0]  # two samples share a source language
-    batch, labels = make_batch(samples)
-    out = model(**batch, src_lang=src, tgt_lang=tgt)
-    F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum").backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad()
-    summed = {n: torch.zeros_like(g) for n, g in grads.items()}
-    for i, sample in enumerate(samples):
-        one, one_labels = make_batch([sample])
-        o = model(**one, src_lang=src[i], tgt_lang=tgt[i])
-        torch.testing.assert_close(out.logits[i][labels[i] != -100], o.logits[0], rtol=1e-5, atol=1e-5)
-        F.cross_entropy(o.logits[0], one_labels[0], reduction="sum").backward()
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                summed[name] += p.grad
-        model.zero_grad()
-    for name in grads:
-        torch.testing.assert_close(grads[name], summed[name], rtol=1e-5, atol=1e-5)
+    assert_mixed_batch_equals_each_alone(model, samples, src, tgt)
 
 
 @pytest.mark.parametrize("n", SIZES)
