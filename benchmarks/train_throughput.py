@@ -44,22 +44,15 @@ VARIANTS = ("eager", "eager-1t", "compile", "pair-1t")
 
 def build(method: str, opts: argparse.Namespace) -> tuple[Any, Any, Any, float]:
     """(model, sampler, optimizer, label smoothing) exactly as `lslo train` builds them for the regime's runs."""
-    import random
-
-    import numpy as np
-
-    from lslo.train import TrainConfig, build_model, load_base_model, training_data
+    from lslo.train import TrainConfig, setup_model, training_data
 
     over = {"data": opts.data, "base_model": opts.base, "out_dir": "unused", "method": method, "max_tokens": opts.max_tokens,
             "progress": False, "seed": 1}  # fmt: skip
     if method == "lora":
         over["lora_rank"] = 48
     cfg = TrainConfig.from_yaml(opts.config, **over)
-    _, languages, lang_ids, sampler = training_data(cfg)
-    random.seed(1)
-    np.random.seed(1)
-    torch.manual_seed(1)
-    model = build_model(cfg, load_base_model(cfg.base_model), languages, lang_ids)
+    tokenizer, languages, _, sampler = training_data(cfg)
+    model = setup_model(cfg, tokenizer, languages)  # seeded with cfg.seed, as `lslo train` does
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)

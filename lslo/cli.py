@@ -106,17 +106,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    import dataclasses
     import itertools
 
     from lslo.search import search_placement, search_routing
-    from lslo.train import TrainConfig, load_base_model, lslo_config, training_data
+    from lslo.train import TrainConfig, load_base_model, lslo_config, setup_data
 
     overrides = _overrides(args.set)
     cfg = TrainConfig.from_yaml(args.config, **{"method": "lslo", "max_steps": args.steps, **overrides})
-    _, languages, lang_ids, sampler = training_data(cfg)
-    config = lslo_config(cfg, languages, lang_ids)
+    data = setup_data(dataclasses.replace(cfg, valid_split=None))  # a search does not validate
+    config = lslo_config(cfg, data.languages, data.lang_ids)
     base = load_base_model(cfg.base_model, cfg.dropout)
-    batches = (sampler.next_batch() for _ in itertools.count())
+    batches = (data.sampler.next_batch() for _ in itertools.count())
     if args.kind == "routing":
         result = search_routing(base, config, batches, args.steps, lr=cfg.lr, arch_lr=args.arch_lr,
                                 per_position=args.per_position)  # fmt: skip

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -523,34 +523,53 @@ def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) 
     return tokenizer, languages, lang_ids, sampler
 
 
-def _start_up(cfg: TrainConfig, out: Path, accelerator: Any) -> tuple[Any, dict[str, str | None], dict[str, int], BatchSampler, list[Batch], nn.Module]:
-    """The run's tokenizer, languages, language ids, training sampler, validation batches and model (seeded),
-    checked against each other."""
+class RunData(NamedTuple):
+    """What `setup_data` reads for a run."""
+
+    tokenizer: Any
+    languages: dict[str, str | None]  # code -> tier, codes as the user wrote them
+    lang_ids: dict[str, int]  # code -> language token id
+    sampler: BatchSampler  # the training split's batches
+    valid_batches: list[Batch]  # empty without a validation split
+
+
+def setup_data(cfg: TrainConfig, out: str | os.PathLike | None = None, accelerator: Any = None) -> RunData:
+    """The run's tokenizer, languages, language ids, training sampler and validation batches, checked against each
+    other. With `out`, encoded corpora are cached in `out`/cache; with `accelerator`, the main process reads first."""
     from lslo.data.readers import read_corpus
 
-    with accelerator.main_process_first():
-        tokenizer, languages, lang_ids, sampler = training_data(cfg, out / "cache")
-    pairs = parse_pairs(cfg.pairs, list(languages))
-    special = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
+    first = accelerator.main_process_first if accelerator is not None else contextlib.nullcontext
+    cache = None if out is None else Path(out) / "cache"
+    with first():
+        tokenizer, languages, lang_ids, sampler = training_data(cfg, cache)
     valid_batches: list[Batch] = []
     if cfg.valid_split:
-        with accelerator.main_process_first():
+        with first():
             vcorpus = read_corpus(cfg.data, languages=list(languages), split=cfg.valid_split)
-            venc = encode_corpus(vcorpus, tokenizer, cache_dir=out / "cache")
-        valid_batches = fixed_batches(venc, directions(venc, list(languages), pairs), lang_ids,
-                                      max_tokens=cfg.max_tokens, max_len=cfg.max_len,
-                                      max_per_direction=cfg.valid_max_per_direction, **special)  # fmt: skip
+            venc = encode_corpus(vcorpus, tokenizer, cache_dir=cache)
+        valid_batches = fixed_batches(venc, directions(venc, list(languages), parse_pairs(cfg.pairs, list(languages))),
+                                      lang_ids, max_tokens=cfg.max_tokens, max_len=cfg.max_len,
+                                      max_per_direction=cfg.valid_max_per_direction, pad_id=tokenizer.pad_token_id,
+                                      eos_id=tokenizer.eos_token_id)  # fmt: skip
+    return RunData(tokenizer, languages, lang_ids, sampler, valid_batches)
+
+
+def setup_model(cfg: TrainConfig, tokenizer: Any, languages: Mapping[str, str | None]) -> nn.Module:
+    """The run's model, seeded as `train` seeds it (the same initial weights every time), checked against the
+    tokenizer's vocabulary."""
+    from lslo.languages import lang_token_ids
+
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, load_base_model(cfg.base_model, cfg.dropout), languages, lang_ids)
+    model = build_model(cfg, load_base_model(cfg.base_model, cfg.dropout), languages, lang_token_ids(tokenizer, list(languages)))
     vocab_needed = max(tokenizer.get_vocab().values()) + 1
     if model.config.vocab_size < vocab_needed:
         raise LsloError(
             f"base_model {cfg.base_model}: vocabulary of {model.config.vocab_size} is smaller than the "
             f"tokenizer's ({vocab_needed}); use the model's own tokenizer"
         )
-    return tokenizer, languages, lang_ids, sampler, valid_batches, model
+    return model
 
 
 def _check_finite(value: float, step: int, run: Run, what: str = "loss") -> None:
@@ -619,7 +638,8 @@ def setup(cfg: TrainConfig, callbacks: Sequence[Callback] = (), out: str | os.Pa
         callbacks.insert(0, GradualPruner(cfg=PruningConfig(**cfg.prune)))
     accelerator = accelerator or _make_accelerator(cfg)
     folder = Path(out if out is not None else cfg.out_dir)
-    tokenizer, languages, lang_ids, sampler, valid_batches, model = _start_up(cfg, folder, accelerator)
+    tokenizer, languages, lang_ids, sampler, valid_batches = setup_data(cfg, folder, accelerator)
+    model = setup_model(cfg, tokenizer, languages)
     torch.manual_seed(cfg.seed + 1 + accelerator.process_index)  # dropout differs between processes
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,

@@ -187,14 +187,12 @@ def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
 
 def count_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Trainable parameters of the model `lslo train` builds from `cfg`, and the base's parameter count."""
-    from lslo.languages import lang_token_ids
     from lslo.tokenizer import load_tokenizer
-    from lslo.train import TrainConfig, build_model, load_base_model, resolve_languages
+    from lslo.train import TrainConfig, resolve_languages, setup_model
 
     tc = TrainConfig.from_dict({**cfg, "prune": None})
     tokenizer = load_tokenizer(tc.tokenizer or tc.base_model)
-    languages = resolve_languages(tc, [])
-    model = build_model(tc, load_base_model(tc.base_model), languages, lang_token_ids(tokenizer, list(languages)))
+    model = setup_model(tc, tokenizer, resolve_languages(tc, []))  # the languages as given: no corpus to read
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report = model.parameter_report()
     out = {"trainable": trainable, "base": report["base_params"], "percent_of_base": 100 * trainable / report["base_params"]}
