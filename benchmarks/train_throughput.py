@@ -61,8 +61,8 @@ def build(method: str, opts: argparse.Namespace) -> tuple[Any, Any, Any, float]:
 
 def run_variant(method: str, variant: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Train `--warmup` + `--steps` steps; tokens/s of the timed steps, every step's loss, the compile time."""
+    from lslo.loss import batch_loss
     from lslo.precision import autocast
-    from lslo.train import label_smoothed_nll
 
     torch.set_num_threads(1 if variant.endswith("1t") else opts.threads)
     model, sampler, optimizer, eps = build(method, opts)
@@ -72,9 +72,7 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace) -> dict[str
     for i in range(opts.warmup + opts.steps):
         batch = sampler.next_batch()
         start = time.perf_counter()
-        with autocast("bf16", "cpu"):
-            logits = model(**batch.model_inputs()).logits
-        loss, _, n = label_smoothed_nll(logits, batch.labels, eps)
+        loss, _, n = batch_loss(model, batch.model_inputs(), batch.labels, eps, lambda: autocast("bf16", "cpu"))
         (loss / n).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

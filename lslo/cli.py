@@ -109,7 +109,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
     import itertools
 
-    from lslo.search import search_placement, search_routing
+    from lslo.search import search_placement, search_routing, token_loss
     from lslo.train import TrainConfig, load_base_model, lslo_config, setup_data
 
     overrides = _overrides(args.set)
@@ -118,13 +118,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = lslo_config(cfg, data.languages, data.lang_ids)
     base = load_base_model(cfg.base_model, cfg.dropout)
     batches = (data.sampler.next_batch() for _ in itertools.count())
+    step = {"loss_fn": token_loss(cfg.label_smoothing, cfg.precision), "clip_norm": cfg.clip_norm}  # as `lslo train`'s
     if args.kind == "routing":
         result = search_routing(base, config, batches, args.steps, lr=cfg.lr, arch_lr=args.arch_lr,
-                                per_position=args.per_position)  # fmt: skip
+                                per_position=args.per_position, **step)  # fmt: skip
         print(f"encoder_routing: {result.config.encoder_routing}")
         print(f"decoder_routing: {result.config.decoder_routing}")
     else:
-        result = search_placement(base, config, batches, args.steps, lr=cfg.lr)
+        result = search_placement(base, config, batches, args.steps, lr=cfg.lr, **step)
         print(f"encoder_modules: {result.config.encoder_modules}")
         print(f"decoder_modules: {result.config.decoder_modules}")
     result.save(args.out)

@@ -413,8 +413,8 @@ def source_dependence(
     from lslo.data.batching import directions, encode_corpus, fixed_batches
     from lslo.data.corpus import load_multiway
     from lslo.languages import lang_token_ids
+    from lslo.loss import IGNORE_INDEX
     from lslo.report import SHORT
-    from lslo.train import IGNORE_INDEX
 
     corpus = load_multiway(data_dir, languages=languages, split="valid")
     enc = encode_corpus(corpus, tokenizer)

@@ -11,8 +11,10 @@ budget); positions and layers are ranked by the share of their parameters that s
 the mean share make up the recommended placement.
 
 Both take a base model and an iterator of training batches (a `lslo.data.batching.Batch` or a dict with
-`input_ids`, `attention_mask`, `decoder_input_ids`, `labels`, `src_lang`, `tgt_lang`) and train with their
-own short loop; `loss_fn(model, batch)` replaces the default cross-entropy (e.g. for distillation).
+`input_ids`, `attention_mask`, `decoder_input_ids`, `labels`, `src_lang`, `tgt_lang`) and train with a short
+loop (`fit`: AdamW at a constant rate) on `lslo train`'s loss, `lslo.loss.batch_loss`, averaged over the
+target tokens (`token_loss`; by default without smoothing, in fp32; `lslo search` passes the run config's
+label smoothing, precision and clip_norm). `loss_fn(model, batch)` replaces it (e.g. for distillation).
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lslo.config import DECODER_POSITIONS, ENCODER_POSITIONS, POSITIONS, LSLoConfig
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, atomic_path, write_json
 from lslo.layer import LSLoLinear
+from lslo.loss import batch_loss
 from lslo.model import LSLoModel, base_identity, rank_scales
+from lslo.precision import autocast
 from lslo.pruning import GradualPruner, PruningConfig
 from lslo.routing import Routing, format_routing
 from lslo.subspace import locate, plot_subspace, subspace_report
@@ -56,13 +59,23 @@ def _to_device(batch: Any, device: torch.device) -> tuple[dict[str, Any], torch.
     return inputs, None if labels is None else labels.to(device)
 
 
+def token_loss(label_smoothing: float = 0.0, precision: str = "fp32") -> LossFn:
+    """`lslo train`'s loss (`lslo.loss.batch_loss`, the forward under `precision`'s autocast) divided by the
+    batch's number of target tokens."""
+
+    def loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
+        inputs, labels = _to_device(batch, model.device)
+        if labels is None:
+            raise LsloError("search: a batch has no labels; give labels or a loss_fn")
+        loss, _, n = batch_loss(model, inputs, labels, label_smoothing, lambda: autocast(precision, model.device))
+        return loss / max(n, 1)
+
+    return loss_fn
+
+
 def cross_entropy_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-    """Token-averaged cross-entropy of the batch's labels (-100 ignored)."""
-    inputs, labels = _to_device(batch, model.device)
-    if labels is None:
-        raise LsloError("search: a batch has no labels; give labels or a loss_fn")
-    logits = model(**inputs).logits
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+    """The default loss: token-averaged cross-entropy of the batch's labels (-100 ignored), in fp32."""
+    return token_loss()(model, batch)
 
 
 def fit(
@@ -72,8 +85,10 @@ def fit(
     param_groups: list[dict[str, Any]],
     loss_fn: LossFn = cross_entropy_loss,
     callback: Callable[[int, nn.Module], None] | None = None,
+    clip_norm: float = 0.0,
 ) -> list[float]:
-    """`steps` AdamW steps over `batches` (cycled if it runs out); returns the loss of every step."""
+    """`steps` AdamW steps over `batches` (cycled if it runs out), the gradient norm clipped to `clip_norm` as
+    `lslo train` clips it (0: no clipping); returns the loss of every step."""
     if steps < 1:
         raise LsloError(f"search: steps={steps}; use at least 1")
     optimizer = torch.optim.AdamW(param_groups, weight_decay=0.0)
@@ -92,6 +107,8 @@ def fit(
                 raise LsloError("search: the batch iterator is empty; give training batches") from None
         loss = loss_fn(model, batch)
         loss.backward()
+        if clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
@@ -208,16 +225,17 @@ def search_routing(
     arch_lr: float = 1e-2,
     per_position: bool = False,
     loss_fn: LossFn = cross_entropy_loss,
+    clip_norm: float = 0.0,
 ) -> RoutingSearch:
     """Learn, for every layer that `config` places LSLo in, whether it should route by source or target.
 
     `model` (a plain M2M-100/NLLB model) is modified in place; pass a copy to keep it. The LoRA banks
-    train with `lr`, the mixing logits with `arch_lr`, jointly, for `steps` steps.
+    train with `lr`, the mixing logits with `arch_lr`, jointly, for `steps` steps (`fit`, with `clip_norm`).
     """
     search_model, mixes = add_routing_search(model, config, per_position)
     lora = [p for n, p in search_model.named_parameters() if p.requires_grad and not n.endswith(".mix")]
     groups = [{"params": lora, "lr": lr}, {"params": list(mixes.values()), "lr": arch_lr}]
-    losses = fit(search_model, batches, steps, groups, loss_fn)
+    losses = fit(search_model, batches, steps, groups, loss_fn, clip_norm=clip_norm)
     weights = {key: torch.softmax(mix.detach().float().cpu(), 0).tolist() for key, mix in mixes.items()}
     counts = {"encoder": len(model.model.encoder.layers), "decoder": len(model.model.decoder.layers)}
     return RoutingSearch(decide_routes(weights, config, counts), weights, losses)
@@ -311,12 +329,14 @@ def search_placement(
     loss_fn: LossFn = cross_entropy_loss,
     position_threshold: float = 1.0,
     layer_threshold: float = 0.0,
+    clip_norm: float = 0.0,
 ) -> PlacementSearch:
     """Train LSLo on every position and layer under gradual pruning, rank what survives, recommend a placement.
 
     `config` gives the languages, ranks and routing; its placement is ignored. The recommended config keeps
     each side's positions whose surviving share is at least `position_threshold` x the side's mean, and its
-    layers likewise with `layer_threshold` (default 0: every layer). `model` is modified in place.
+    layers likewise with `layer_threshold` (default 0: every layer). `model` is modified in place; `fit` trains
+    it (with `clip_norm`).
     """
     pruning = pruning or default_placement_pruning(steps)
     if pruning.scope != "language":
@@ -331,7 +351,8 @@ def search_placement(
     search_model = add_lslo(model, full)
     pruner = GradualPruner(cfg=pruning)
     params = [p for p in search_model.parameters() if p.requires_grad]
-    losses = fit(search_model, batches, steps, [{"params": params, "lr": lr}], loss_fn, callback=pruner)
+    losses = fit(search_model, batches, steps, [{"params": params, "lr": lr}], loss_fn, callback=pruner,
+                 clip_norm=clip_norm)
     pruner.close()
     report = subspace_report(search_model)
     positions = _rank(report["positions"], position_threshold)

@@ -34,12 +34,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lslo.checkpoint import read_checkpoint, write_checkpoint
 from lslo.data.batching import (
-    IGNORE_INDEX,
     Batch,
     BatchSampler,
     batch_slice,
@@ -50,6 +48,7 @@ from lslo.data.batching import (
 )
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, write_json, write_text
+from lslo.loss import batch_loss
 from lslo.precision import PRECISIONS, effective_precision
 from lslo.precision import autocast as precision_autocast
 
@@ -217,24 +216,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# -- loss and schedule ---------------------------------------------------------------------------
-
-
-def label_smoothed_nll(
-    logits: torch.Tensor, labels: torch.Tensor, epsilon: float
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Summed label-smoothed cross-entropy, summed NLL, and the number of counted tokens.
-
-    Per token: (1 - eps) * -log p(y) + eps / V * sum_v -log p(v), the same as
-    `F.cross_entropy(..., label_smoothing=eps)`; positions labelled -100 are ignored.
-    """
-    lprobs = F.log_softmax(logits.float(), dim=-1)
-    mask = labels != IGNORE_INDEX
-    target = labels.masked_fill(~mask, 0)
-    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    smooth = -lprobs.sum(-1)
-    loss = (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth
-    return loss[mask].sum(), nll[mask].sum(), int(mask.sum())
+# -- schedule --------------------------------------------------------------------------------
 
 
 def inverse_sqrt(warmup_steps: int) -> Callable[[int], float]:
@@ -451,9 +433,7 @@ def validation_loss(
     rank, world = accelerator.process_index, accelerator.num_processes
     for batch in batches[rank::world]:
         b = batch.to(accelerator.device)
-        with (autocast_ or accelerator.autocast)():
-            logits = model(**b.model_inputs()).logits
-        loss, nll, n = label_smoothed_nll(logits, b.labels, epsilon)
+        loss, nll, n = batch_loss(model, b.model_inputs(), b.labels, epsilon, autocast_ or accelerator.autocast)
         sums += torch.tensor([loss.item(), nll.item(), n], dtype=torch.float64)
     sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
     model.train(was_training)
@@ -675,9 +655,7 @@ def train_step(run: Run, micro: Sequence[Batch], step: int) -> dict[str, float]:
             local, weight = batch_slice(batch, [0]), 0.0
         local = local.to(acc.device)
         with contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(run.model):
-            with run.autocast():
-                logits = run.model(**local.model_inputs()).logits
-            loss, nll, _ = label_smoothed_nll(logits, local.labels, run.cfg.label_smoothing)
+            loss, nll, _ = batch_loss(run.model, local.model_inputs(), local.labels, run.cfg.label_smoothing, run.autocast)
             acc.backward(loss * (weight * world / global_tokens))
         sums["loss"] += weight * loss.item()
         sums["nll"] += weight * nll.item()

@@ -15,7 +15,7 @@ from lslo import LSLoConfig, LsloError, add_lslo
 from lslo.layer import LSLoLinear
 from lslo.pruning import PruningConfig
 from lslo.routing import Routing
-from lslo.search import MixedRouteLinear, search_placement, search_routing
+from lslo.search import MixedRouteLinear, cross_entropy_loss, search_placement, search_routing, token_loss
 
 LANGS = {"en": "high", "fr": "high", "sw": "low"}
 RANKS = {"high": 2, "medium": 2, "low": 2}
@@ -138,3 +138,21 @@ def test_per_position_weights_and_bad_scope(teacher):
     with pytest.raises(LsloError, match="scope='language'"):
         search_placement(tiny_model(0), student, distillation_batches(teacher), steps=3, loss_fn=distill,
                          pruning=PruningConfig(scope="layer", unit="step", start=1, duration=1))  # fmt: skip
+
+
+def test_the_search_loss_is_the_training_loss_per_target_token():
+    """One loss: `token_loss(eps)` (what `lslo search` trains on) is `lslo.loss.batch_loss` per target token, i.e.
+    the cross-entropy with label smoothing eps; the library default is the same without smoothing."""
+    model = add_lslo(tiny_model(0), LSLoConfig(languages=dict(LANGS), ranks=dict(RANKS))).eval()
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 90, (4, 6), generator=g)
+    labels = torch.randint(3, 90, (4, 6), generator=g)
+    labels[0, 4:] = -100  # padding is not counted
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=torch.randint(3, 90, (4, 6), generator=g),
+                  src_lang=["en", "fr", "sw", "en"], tgt_lang=["sw", "en", "fr", "fr"])  # fmt: skip
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        for eps in (0.0, 0.1):
+            want = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=eps)
+            torch.testing.assert_close(token_loss(eps)(model, {**inputs, "labels": labels}), want)
+        assert torch.equal(cross_entropy_loss(model, {**inputs, "labels": labels}), token_loss()(model, {**inputs, "labels": labels}))

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from lslo.checkpoint import read_checkpoint
 from lslo.errors import LsloError
-from lslo.train import TrainConfig, checkpoints, inverse_sqrt, label_smoothed_nll, train
+from lslo.loss import label_smoothed_nll
+from lslo.train import TrainConfig, checkpoints, inverse_sqrt, train
 
 REPO = Path(__file__).resolve().parents[1]
 def config(world: Path, out: Path, **kw) -> TrainConfig:

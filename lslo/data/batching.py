@@ -29,9 +29,7 @@ import torch
 from lslo.encoding import decoder_inputs, language_row, pad
 from lslo.errors import LsloError
 from lslo.io import atomic_path
-
-IGNORE_INDEX = -100
-
+from lslo.loss import IGNORE_INDEX
 
 # -- encoding ------------------------------------------------------------------------------------
 

@@ -1,0 +1,48 @@
+"""The training loss, in one place: label-smoothed cross-entropy over a batch's target tokens.
+
+`lslo train` (each micro-batch of a step, and validation) and the architecture searches (`lslo.search`) compute
+it with `batch_loss`; labels are padded with `IGNORE_INDEX`, which the loss skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100  # the label of a padded position: not counted
+
+
+def label_smoothed_nll(
+    logits: torch.Tensor, labels: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Summed label-smoothed cross-entropy, summed NLL, and the number of counted tokens.
+
+    Per token: (1 - eps) * -log p(y) + eps / V * sum_v -log p(v), the same as
+    `F.cross_entropy(..., label_smoothing=eps)`; positions labelled -100 are ignored.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    mask = labels != IGNORE_INDEX
+    target = labels.masked_fill(~mask, 0)
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(-1)
+    loss = (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth
+    return loss[mask].sum(), nll[mask].sum(), int(mask.sum())
+
+
+def batch_loss(
+    model: nn.Module,
+    inputs: Mapping[str, Any],
+    labels: torch.Tensor,
+    epsilon: float = 0.0,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`label_smoothed_nll` of the model's logits on one batch, the forward pass under `autocast()`: the summed
+    smoothed loss, the summed NLL and the number of target tokens (inputs and labels on the model's device)."""
+    with autocast():
+        logits = model(**inputs).logits
+    return label_smoothed_nll(logits, labels, epsilon)
