@@ -161,32 +161,45 @@ def translate_items(
     batches = _plan(items, [len(s) for s in sources], max_tokens, merge)
     store = None
     if cache is not None:
-        key = json.dumps([weight_fingerprint(model, samples=None), items, num_beams, max_tokens, max_new_tokens,
-                          max_source_tokens, early_stopping, merge, *([gen.cast] if gen.cast != "fp32" else [])])  # fmt: skip
-        store = _BatchCache(cache, hashlib.sha256(key.encode()).hexdigest())
-    out: list[str] = [""] * len(items)
+        settings = [num_beams, max_tokens, max_new_tokens, max_source_tokens, early_stopping, merge,
+                    *([gen.cast] if gen.cast != "fp32" else [])]  # fmt: skip
+        store = _BatchCache(cache, _cache_key(model, items, settings))
     was_training = model.training
     model.eval()
-    current = None  # the direction whose LoRAs `merged` holds folded in
     try:
-        with (
-            torch.inference_mode(),
-            tqdm(total=len(items), unit="sent", desc="translate", disable=not progress) as bar,
-            contextlib.ExitStack() as merged,
-        ):
-            for k, (direction, batch) in enumerate(batches):
-                done = store is not None and k in store.done and len(store.done[k]) == len(batch)
-                if not done and direction != current:
-                    merged.close()
-                    merged.enter_context(model.merged(*direction))
-                    current = direction
-                for i, text in zip(batch, store.done[k] if done else gen(batch), strict=True):
-                    out[i] = text
-                if store is not None and not done:
-                    store.add(k, [out[i] for i in batch])
-                bar.update(len(batch))
+        return _translate_batches(model, batches, gen, store, len(items), progress)
     finally:
         model.train(was_training)
+
+
+def _cache_key(model: Any, items: Sequence[tuple[str, str, str]], settings: Sequence[Any]) -> str:
+    """What a partial translation is valid for: every weight exactly, the items and the settings."""
+    key = json.dumps([weight_fingerprint(model, samples=None), items, *settings])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _translate_batches(model: Any, batches: Sequence[tuple[tuple[str, str] | None, list[int]]], gen: _Generator,
+                       store: _BatchCache | None, count: int, progress: bool) -> list[str]:  # fmt: skip
+    """The hypotheses of `count` items, batch by batch (those in `store` taken from it, the others generated and
+    added to it); a batch of one direction runs with that direction's LoRAs folded in."""
+    out: list[str] = [""] * count
+    current = None  # the direction whose LoRAs `merged` holds folded in
+    with (
+        torch.inference_mode(),
+        tqdm(total=count, unit="sent", desc="translate", disable=not progress) as bar,
+        contextlib.ExitStack() as merged,
+    ):
+        for k, (direction, batch) in enumerate(batches):
+            done = store is not None and k in store.done and len(store.done[k]) == len(batch)
+            if not done and direction != current:
+                merged.close()
+                merged.enter_context(model.merged(*direction))
+                current = direction
+            for i, text in zip(batch, store.done[k] if done else gen(batch), strict=True):
+                out[i] = text
+            if store is not None and not done:
+                store.add(k, [out[i] for i in batch])
+            bar.update(len(batch))
     return out
 
 
@@ -491,10 +504,6 @@ def evaluate(
     partial = Path(out_dir) / PARTIAL
     hyps = translate_items(model, tokenizer, items, num_beams, max_tokens, max_new_tokens, progress=progress,
                            cache=partial, merge=merge, precision=precision)  # fmt: skip
-    outputs, pos = {}, 0
-    for d, ps in pairs.items():
-        outputs[d] = ([x for x, _ in ps], hyps[pos : pos + len(ps)], [r for _, r in ps])
-        pos += len(ps)
     settings = {
         "num_beams": num_beams, "max_sentences": max_sentences, "max_tokens": max_tokens,
         "max_new_tokens": max_new_tokens,
@@ -503,10 +512,22 @@ def evaluate(
         "merged_per_direction": merge, "precision": effective_precision(precision),
     }  # fmt: skip
     results = write_results(
-        out_dir, outputs, tier, pieces, settings, languages=used, progress=progress, meta=meta
+        out_dir, _by_direction(pairs, hyps), tier, pieces, settings, languages=used, progress=progress, meta=meta
     )
     partial.unlink(missing_ok=True)
     return results
+
+
+def _by_direction(
+    pairs: Mapping[tuple[str, str], Sequence[tuple[str, str]]], hyps: Sequence[str]
+) -> dict[tuple[str, str], tuple[list[str], Sequence[str], list[str]]]:
+    """`outputs[(src, tgt)] = (sources, hypotheses, references)` of `write_results`, from each direction's
+    (source, reference) pairs and the hypotheses of all of them in that order."""
+    outputs, pos = {}, 0
+    for d, ps in pairs.items():
+        outputs[d] = ([x for x, _ in ps], hyps[pos : pos + len(ps)], [r for _, r in ps])
+        pos += len(ps)
+    return outputs
 
 
 def write_results(
@@ -529,28 +550,39 @@ def write_results(
     if not outputs:
         raise ValueError("write_results: no directions to write")
     out = Path(out_dir)
-    rows: dict[str, Any] = {}
-    for (s, t), (srcs, hyps, refs) in tqdm(outputs.items(), desc="score", unit="dir", disable=not progress):
-        hyps, refs = [_clean(h) for h in hyps], [_clean(r) for r in refs]
-        scored = score_direction(hyps, refs, pieces)
-        texts = {
-            "src": [_clean(x) for x in srcs], "hyp": hyps, "ref": refs,
-            "hyp_pieces": scored.pop("hyp_pieces"), "ref_pieces": scored.pop("ref_pieces"),
-        }  # fmt: skip
-        files = {key: f"directions/{s}-{t}/{key.replace('_', '.')}.txt" for key in texts}
-        for key, lines in texts.items():
-            write_text(out / files[key], "".join(line + "\n" for line in lines))
-        rows[f"{s}-{t}"] = {
-            "src": s,
-            "tgt": t,
-            "src_tier": tiers[s],
-            "tgt_tier": tiers[t],
-            **scored,
-            "files": files,
-        }
-
+    rows = {f"{s}-{t}": _write_direction(out, (s, t), texts, tiers, pieces)
+            for (s, t), texts in tqdm(outputs.items(), desc="score", unit="dir", disable=not progress)}  # fmt: skip
     seen = list(dict.fromkeys(code for direction in outputs for code in direction))
     order = report.order_by_tier([c for c in (languages or seen) if c in seen], tiers)
+    results = _results(rows, order, tiers, pieces, settings, meta)
+    report.write_tables(results, out)
+    write_json(out / "results.json", results)
+    return results
+
+
+def _write_direction(out: Path, direction: tuple[str, str], texts: tuple[Sequence[str], Sequence[str], Sequence[str]],
+                     tiers: Mapping[str, str], pieces: PieceTokenizer) -> dict[str, Any]:  # fmt: skip
+    """Score one direction's (sources, hypotheses, references), write its text files under `out`/directions/,
+    and return its row of results.json."""
+    s, t = direction
+    srcs, hyps, refs = texts
+    hyps, refs = [_clean(h) for h in hyps], [_clean(r) for r in refs]
+    scored = score_direction(hyps, refs, pieces)
+    lines_of = {
+        "src": [_clean(x) for x in srcs], "hyp": hyps, "ref": refs,
+        "hyp_pieces": scored.pop("hyp_pieces"), "ref_pieces": scored.pop("ref_pieces"),
+    }  # fmt: skip
+    files = {key: f"directions/{s}-{t}/{key.replace('_', '.')}.txt" for key in lines_of}
+    for key, lines in lines_of.items():
+        write_text(out / files[key], "".join(line + "\n" for line in lines))
+    return {"src": s, "tgt": t, "src_tier": tiers[s], "tgt_tier": tiers[t], **scored, "files": files}
+
+
+def _results(rows: Mapping[str, Any], order: list[str], tiers: Mapping[str, str], pieces: PieceTokenizer,
+             settings: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """The results.json document: metrics and how to recompute them, settings, languages, rows, tier groups."""
+    from lslo import report
+
     first = next(iter(rows.values()))
     results = {
         "format": FORMAT,
@@ -574,6 +606,4 @@ def write_results(
             f"sacrebleu {{ref}} -i {{hyp}} -m bleu --tokenize {pieces.info['name']} -b -w 4"
             f"  (same score when sacrebleu's cached model is the file of sha256 {pieces.info['sha256']})"
         )
-    report.write_tables(results, out)
-    write_json(out / "results.json", results)
     return results
