@@ -241,6 +241,26 @@ def read_language_folder(
     folder: Path, files: Mapping[str, Path], languages: Sequence[str] | None, source: str
 ) -> MultiwayCorpus:
     """Read the chosen language files of `folder` (with their `.ids` files when present) into a corpus."""
+    chosen = _choose_files(folder, files, languages)
+    id_files = {lang: p.with_suffix(".ids") for lang, p in chosen.items()}
+    with_ids = [lang for lang, p in id_files.items() if p.is_file()]
+    if with_ids and len(with_ids) != len(chosen):
+        lacking = next(lang for lang in chosen if lang not in with_ids)
+        raise LsloError(f"{id_files[lacking]}: missing, while other languages have .ids files; add it")
+    sents: dict[str, list[str]] = {}
+    ids: dict[str, list[str]] = {}
+    for lang, path in chosen.items():
+        sents[lang] = read_lines(path)
+        check_nonempty(path, sents[lang])
+        if with_ids:
+            ids[lang] = _read_ids(id_files[lang], len(sents[lang]), path)
+    if not with_ids:
+        _check_line_counts(chosen, sents)
+    return MultiwayCorpus(sents, ids or None, source=source)
+
+
+def _choose_files(folder: Path, files: Mapping[str, Path], languages: Sequence[str] | None) -> dict[str, Path]:
+    """Language (as the user wrote it) -> file: those of `languages`, or every file of `folder` when None."""
     if languages is not None:
         chosen: dict[str, Path] = {}
         unknown = [code for code in languages if lookup(code) is None]
@@ -262,43 +282,38 @@ def read_language_folder(
         chosen = dict(files)
     if not chosen:
         raise LsloError(f"{folder}: no language files found (expected <lang>.txt, e.g. en.txt)")
-    sents: dict[str, list[str]] = {}
-    ids: dict[str, list[str]] = {}
-    id_files = {lang: p.with_suffix(".ids") for lang, p in chosen.items()}
-    with_ids = [lang for lang, p in id_files.items() if p.is_file()]
-    if with_ids and len(with_ids) != len(chosen):
-        lacking = next(lang for lang in chosen if lang not in with_ids)
-        raise LsloError(f"{id_files[lacking]}: missing, while other languages have .ids files; add it")
-    for lang, path in chosen.items():
-        lines = read_lines(path)
-        check_nonempty(path, lines)
-        sents[lang] = lines
-        if with_ids:
-            id_lines = read_lines(id_files[lang])
-            if len(id_lines) != len(lines):
-                raise LsloError(
-                    f"{id_files[lang]}: {len(id_lines)} ids for {len(lines)} lines of {path.name}; "
-                    "give one id per line"
-                )
-            check_nonempty(id_files[lang], id_lines)
-            seen: dict[str, int] = {}
-            for i, sid in enumerate(id_lines, 1):
-                if sid in seen:
-                    raise LsloError(
-                        f"{id_files[lang]}:{i}: id {sid!r} repeats line {seen[sid]}; ids must be unique"
-                    )
-                seen[sid] = i
-            ids[lang] = id_lines
-    if not with_ids:
-        counts = {lang: len(s) for lang, s in sents.items()}
-        if len(set(counts.values())) > 1:
-            first = next(iter(counts))
-            odd = next(lang for lang, n in counts.items() if n != counts[first])
+    return chosen
+
+
+def _read_ids(id_file: Path, count: int, text_file: Path) -> list[str]:
+    """The sentence ids of `id_file`: one per line of `text_file` (`count` lines), unique."""
+    id_lines = read_lines(id_file)
+    if len(id_lines) != count:
+        raise LsloError(
+            f"{id_file}: {len(id_lines)} ids for {count} lines of {text_file.name}; "
+            "give one id per line"
+        )
+    check_nonempty(id_file, id_lines)
+    seen: dict[str, int] = {}
+    for i, sid in enumerate(id_lines, 1):
+        if sid in seen:
             raise LsloError(
-                f"{chosen[odd]}: {counts[odd]} lines but {chosen[first].name} has {counts[first]}; "
-                "without .ids files every language needs the same line count"
+                f"{id_file}:{i}: id {sid!r} repeats line {seen[sid]}; ids must be unique"
             )
-    return MultiwayCorpus(sents, ids or None, source=source)
+        seen[sid] = i
+    return id_lines
+
+
+def _check_line_counts(files: Mapping[str, Path], sents: Mapping[str, list[str]]) -> None:
+    """Without .ids files, line i of every language is the same sentence: every file needs the same count."""
+    counts = {lang: len(s) for lang, s in sents.items()}
+    if len(set(counts.values())) > 1:
+        first = next(iter(counts))
+        odd = next(lang for lang, n in counts.items() if n != counts[first])
+        raise LsloError(
+            f"{files[odd]}: {counts[odd]} lines but {files[first].name} has {counts[first]}; "
+            "without .ids files every language needs the same line count"
+        )
 
 
 def load_multiway(
