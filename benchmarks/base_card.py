@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import update_section  # noqa: E402
-
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
+from benchmarks.results_md import update_section  # noqa: E402
 from lslo.report import tier_groups  # noqa: E402
 
 

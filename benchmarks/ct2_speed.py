@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import HERE, machine, update_section  # noqa: E402
-
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
+from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 from lslo.io import write_json  # noqa: E402
 
 ROOT = HERE.parent

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: `benchmarks` is a package
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
 from benchmarks.bible12.analysis import sign_test  # noqa: E402
 from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 

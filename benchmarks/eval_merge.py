@@ -18,13 +18,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import HERE, machine, update_section  # noqa: E402
-
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
+from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 from lslo.config import LSLoConfig  # noqa: E402
 from lslo.data.corpus import load_multiway  # noqa: E402
 from lslo.evaluate import translate_items  # noqa: E402

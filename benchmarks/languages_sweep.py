@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lslo_speed import (
+from torch import nn
+from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+from benchmarks.lslo_speed import (
     SHAPES,
     Variant,
     build_base,
@@ -32,14 +35,12 @@ from lslo_speed import (
     time_generations,
     timed,
 )
-from results_md import HERE, machine, update_section
-from torch import nn
-from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
-
+from benchmarks.results_md import HERE, machine, update_section
 from lslo import LSLoConfig, add_lslo
 from lslo.baselines import SharedLoRA
 from lslo.io import write_json
-from lslo.layer import MIXED_PATHS, LSLoLinear, Routing
+from lslo.layer import MIXED_PATHS, LSLoLinear
+from lslo.routing import Routing
 
 SIZES = (12, 50, 100, 200)
 TIERS = ("high", "medium", "low")

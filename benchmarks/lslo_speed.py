@@ -22,7 +22,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from transformers import M2M100Config, M2M100ForConditionalGeneration
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import HERE, machine, update_section  # noqa: E402
-
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
+from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 from lslo import LSLoConfig, add_lslo  # noqa: E402
 from lslo.baselines import FullFineTune, SharedLoRA  # noqa: E402
 from lslo.io import write_json  # noqa: E402
@@ -219,7 +218,7 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, help="languages sweep: new tokens per generated sentence (default: --seq)")
     args = ap.parse_args()
     if args.languages_sweep:
-        from languages_sweep import run_sweep
+        from benchmarks.languages_sweep import run_sweep
 
         run_sweep(args)
         return
@@ -228,7 +227,7 @@ def main() -> None:
         for path in paths:
             r = json.loads(path.read_text(encoding="utf-8"))
             if r.get("benchmark") == "lslo_speed_languages":
-                from languages_sweep import render_sweep
+                from benchmarks.languages_sweep import render_sweep
 
                 update_section(path.stem, render_sweep(r, path))
             else:

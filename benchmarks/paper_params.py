@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,9 @@ import torch
 import yaml
 from transformers import M2M100Config, M2M100ForConditionalGeneration
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import HERE, machine, update_section  # noqa: E402
-
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
+from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 from lslo import LSLoConfig, add_lslo  # noqa: E402
 from lslo.io import write_json  # noqa: E402
 from lslo.languages import LANG12_TIERS  # noqa: E402

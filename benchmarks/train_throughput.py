@@ -34,8 +34,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_md  # noqa: E402
+if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
+    import _bootstrap  # noqa: F401
+from benchmarks import results_md  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "train_throughput.json"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
-import sys
 from pathlib import Path
 
 # The suite checks CPU claims (exact resume within 1e-6, two processes = one, fp32 unless asked), and CI has
@@ -19,17 +17,6 @@ import torch
 from transformers import M2M100Config, M2M100ForConditionalGeneration
 
 from lslo.data.corpus import MultiwayCorpus, write_multiway
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(relative: str, name: str):
-    """Import a benchmark script (not a package module) by its path under benchmarks/."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 # Language token ids inside the tiny vocabulary (M2M-100 puts them at the end of the vocabulary).
 LANG_IDS = {"en": 90, "fr": 91, "de": 92, "zh": 93, "sw": 94, "wo": 95}

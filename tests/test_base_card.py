@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from conftest import load_script
+
+from benchmarks import base_card
 
 TIERS = {"en": "high", "fr": "high", "sw": "low"}
 
 
 @pytest.fixture(scope="module")
 def card():
-    return load_script("base_card.py", "bench_base_card")
+    return base_card
 
 
 def manifest() -> dict:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import load_script
+
+from benchmarks import demo_run
 
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_script("demo_run.py", "bench_demo_run")
+    return demo_run
 
 
 def test_sign_test_is_the_binomial_tail(demo):

@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import load_script
 from transformers import M2M100Config
 
+from benchmarks import paper_params
 from lslo import LSLoConfig, add_lslo
 from lslo.languages import LANG12_TIERS
 
 
 @pytest.fixture(scope="module")
 def pp():
-    return load_script("paper_params.py", "paper_params")
+    return paper_params
 
 
 def m2m418(ffn: int = 4096) -> M2M100Config:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from conftest import load_script
+from benchmarks import train_throughput
 
 
 def test_variants_train_the_same_batches_and_the_section_is_rendered(world, tmp_path, monkeypatch):
-    bench = load_script("train_throughput.py", "bench_train_throughput")
+    bench = train_throughput
     monkeypatch.setattr(bench, "OUT", tmp_path / "train_throughput.json")
     monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
     config = tmp_path / "run.yaml"
