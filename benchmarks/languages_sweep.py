@@ -32,6 +32,7 @@ from lslo_speed import (
     time_generations,
     timed,
 )
+from peft import LoraConfig, get_peft_model
 from results_md import HERE, machine, update_section
 from torch import nn
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
@@ -131,7 +132,12 @@ def run_sweep(args: Namespace) -> None:
     lora = SharedLoRA(copy.deepcopy(base).train(), {k: ids[k] for k in placement.languages}, r=8, placement=placement)
     randomize_lora(lora)
     models = {n: lslo(n) for n in SIZES}
-    variants = [Variant("peft shared LoRA r=8", lora, batches[200], device, False)]
+    # The baseline is not slowed by lslo's wrapper: plain peft on a fresh copy of the base, the same targets.
+    targets = [name for name, _ in placement.targets(shape["layers"], shape["layers"])]
+    plain = get_peft_model(copy.deepcopy(base).train(), LoraConfig(r=8, lora_alpha=8, target_modules=targets))
+    randomize_lora(plain)
+    variants = [Variant("peft shared LoRA r=8", lora, batches[200], device, False),
+                Variant("plain peft get_peft_model r=8, same targets", plain, batches[200], device, False)]  # fmt: skip
     variants += [Variant(f"LSLo-{n} mixed", models[n], batches[n], device, False) for n in SIZES]
     variants += [Variant(f"LSLo-{n} one-language", models[n], one, device, False) for n in (12, 200)]
     variants.append(Variant("LSLo-200 mixed, AdamW over every language", models[200], batches[200], device, False,
@@ -185,6 +191,7 @@ def run_sweep(args: Namespace) -> None:
         "saved activations, LSLo-200 mixed / LSLo-12 mixed":
             by["LSLo-200 mixed"]["memory_bytes"]["activations"] / by["LSLo-12 mixed"]["memory_bytes"]["activations"],
         "unmerged mixed generation, LSLo-200 / base": gmed["LSLo-200 unmerged, mixed directions"] / gmed["base"],
+        "plain peft (same targets) / lslo's peft baseline": by["plain peft get_peft_model r=8, same targets"]["step_s"] / peft["step_s"],
         "LSLo-200 mixed / peft, forward + backward only": by["LSLo-200 mixed"]["forward_backward_s"] / peft["forward_backward_s"],
         "LSLo-200 mixed, AdamW over every language / peft": by["LSLo-200 mixed, AdamW over every language"]["step_s"] / peft["step_s"],
         "LSLo-200 mixed, dense path (before) / peft": by["LSLo-200 mixed, dense path (before)"]["step_s"] / peft["step_s"],
