@@ -123,8 +123,14 @@ class LanguageAdamW(torch.optim.Optimizer):
         full = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
         part = [t.index_select(axis, rows) for t in full]
         _adamw(*part, _per_slice(steps[owner], axis, p.dim()), group)
-        for k in (0, 2, 3):  # the weights and both moments; not the gradient
-            full[k].index_copy_(axis, rows, part[k])
+        # Write back the weights and both moments (not the gradient). Columns (B) go through scatter_ with a
+        # broadcast index: about twice as fast as index_copy_ along dim 1 on CPU.
+        columns = rows.expand(p.shape[0], -1) if axis == 1 else None
+        for k in (0, 2, 3):
+            if columns is None:
+                full[k].index_copy_(0, rows, part[k])
+            else:
+                full[k].scatter_(1, columns, part[k])
 
 
 def _per_slice(steps: torch.Tensor, axis: int, dim: int) -> torch.Tensor:
