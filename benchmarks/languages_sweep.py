@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
 
@@ -98,13 +99,15 @@ def path_costs(reps: int = 30) -> list[dict]:
 
 
 def busy_processes() -> list[str]:
-    """What else is running: `ps` lines (CPU %, command, cut) of the processes above 10% CPU, this one excluded."""
+    """What else is running: `ps` lines (CPU %, command, cut) of the processes above 10% CPU (ps's lifetime
+    average), this one and stopped ones (state T, e.g. paused with SIGSTOP) excluded."""
     try:
-        ps = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+        ps = subprocess.run(["ps", "-eo", "pid,stat,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
     except OSError:
         return []
-    rows = [line.split(None, 2) for line in ps.splitlines()[1:]]
-    return [f"{cpu}% {cmd[:90]}" for pid, cpu, cmd in rows if float(cpu) > 10 and int(pid) != os.getpid()]
+    rows = [line.split(None, 3) for line in ps.splitlines()[1:]]
+    return [f"{cpu}% {cmd[:90]}" for pid, stat, cpu, cmd in rows
+            if float(cpu) > 10 and int(pid) != os.getpid() and not stat.startswith("T")]  # fmt: skip
 
 
 def run_sweep(args: Namespace) -> None:
@@ -130,10 +133,18 @@ def run_sweep(args: Namespace) -> None:
     lora = SharedLoRA(copy.deepcopy(base).train(), {k: ids[k] for k in placement.languages}, r=8, placement=placement)
     randomize_lora(lora)
     models = {n: lslo(n) for n in SIZES}
-    variants = [Variant("peft shared LoRA r=8", lora, batches[200], device, False)]
+    # The baseline is not slowed by lslo's wrapper: plain peft on a fresh copy of the base, the same targets.
+    targets = [name for name, _ in placement.targets(shape["layers"], shape["layers"])]
+    plain = get_peft_model(copy.deepcopy(base).train(), LoraConfig(r=8, lora_alpha=8, target_modules=targets))
+    randomize_lora(plain)
+    variants = [Variant("peft shared LoRA r=8", lora, batches[200], device, False),
+                Variant("plain peft get_peft_model r=8, same targets", plain, batches[200], device, False)]  # fmt: skip
     variants += [Variant(f"LSLo-{n} mixed", models[n], batches[n], device, False) for n in SIZES]
     variants += [Variant(f"LSLo-{n} one-language", models[n], one, device, False) for n in (12, 200)]
-    variants.append(Variant("LSLo-200 mixed, dense path (before)", lslo(200, "dense"), batches[200], device, False))
+    variants.append(Variant("LSLo-200 mixed, AdamW over every language", models[200], batches[200], device, False,
+                            optimizer="adamw"))  # fmt: skip
+    variants.append(Variant("LSLo-200 mixed, dense path (before)", lslo(200, "dense"), batches[200], device, False,
+                            optimizer="adamw"))  # fmt: skip
     print(f"device={device} shape={shape}; {len(variants)} variants", flush=True)
     memory = {}
     for v in variants:
@@ -181,7 +192,9 @@ def run_sweep(args: Namespace) -> None:
         "saved activations, LSLo-200 mixed / LSLo-12 mixed":
             by["LSLo-200 mixed"]["memory_bytes"]["activations"] / by["LSLo-12 mixed"]["memory_bytes"]["activations"],
         "unmerged mixed generation, LSLo-200 / base": gmed["LSLo-200 unmerged, mixed directions"] / gmed["base"],
+        "plain peft (same targets) / lslo's peft baseline": by["plain peft get_peft_model r=8, same targets"]["step_s"] / peft["step_s"],
         "LSLo-200 mixed / peft, forward + backward only": by["LSLo-200 mixed"]["forward_backward_s"] / peft["forward_backward_s"],
+        "LSLo-200 mixed, AdamW over every language / peft": by["LSLo-200 mixed, AdamW over every language"]["step_s"] / peft["step_s"],
         "LSLo-200 mixed, dense path (before) / peft": by["LSLo-200 mixed, dense path (before)"]["step_s"] / peft["step_s"],
     }  # fmt: skip
     result = {
@@ -190,7 +203,8 @@ def run_sweep(args: Namespace) -> None:
         + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("rounds", "steps", "gen_reps", "gen_tokens") if getattr(args, k) is not None),
         "machine": machine(), "device": device, "shape": shape, "load_average_before": load_before,
         "load_average_after": load_after,
-        "note": "shared machine: other jobs ran during the measurement (load averages; busy_processes at the start)",
+        "note": "shared machine: other jobs ran during the measurement (load averages; busy_processes at the start)"
+        if busy else "no other process running at the start (busy_processes: none above 10% CPU, stopped ones excluded)",
         "busy_processes": busy,
         "languages": {n: {"sum_of_ranks": models[n].lslo_layers()[next(iter(models[n].lslo_layers()))].offsets[-1],
                           "tiers": "high/medium/low in turn, ranks 2/2/8"} for n in SIZES},
@@ -237,18 +251,21 @@ def render_sweep(r: dict, path: Path) -> str:
     by = {row["variant"]: row for row in r["train_step"]}
     l12, l200 = by["LSLo-12 mixed"], by["LSLo-200 mixed"]
     held = {k: sum(v for n, v in by[k]["memory_bytes"].items() if n != "activations") for k in by}
+    adamw = by.get("LSLo-200 mixed, AdamW over every language", l200)
     lines += [
         "",
         f"Reading (from the JSON): from 12 to 200 languages the saved activations of a mixed step go from"
         f" {l12['memory_bytes']['activations'] / mib:.1f} to {l200['memory_bytes']['activations'] / mib:.1f} MiB"
         f" (the dense path, before: {by['LSLo-200 mixed, dense path (before)']['memory_bytes']['activations'] / mib:.1f} MiB),"
-        f" and the forward + backward time from {l12['forward_backward_s']:.2f} to {l200['forward_backward_s']:.2f} s"
-        f" (peft: {peft['forward_backward_s']:.2f} s); what grows with the languages held is the optimizer step,"
-        f" {l12['optimizer_s']:.2f} -> {l200['optimizer_s']:.2f} s (peft: {peft['optimizer_s']:.2f} s), and the"
-        f" parameters + gradients + Adam state, {held['LSLo-12 mixed'] / mib:.0f} -> {held['LSLo-200 mixed'] / mib:.0f} MiB:"
-        " Adam updates every language's matrices, present in the batch or not. Timings on this shared machine"
-        " vary by more than the differences between variants (see the load averages): read the memory columns"
-        " and the path table (one thread, many repetitions) as the firm figures, the step times as indications.",
+        f" the forward + backward time from {l12['forward_backward_s']:.2f} to {l200['forward_backward_s']:.2f} s"
+        f" (peft: {peft['forward_backward_s']:.2f} s), the optimizer step (LanguageAdamW, what `lslo train` uses) from"
+        f" {l12['optimizer_s']:.2f} to {l200['optimizer_s']:.2f} s (AdamW over every language at 200:"
+        f" {adamw['optimizer_s']:.2f} s; peft: {peft['optimizer_s']:.2f} s), and the parameters + gradients + Adam"
+        f" state from {held['LSLo-12 mixed'] / mib:.0f} to {held['LSLo-200 mixed'] / mib:.0f} MiB (they grow with the"
+        " languages held: every language's matrices, gradients and moments are stored)."
+        + (" Timings on this shared machine vary by more than the differences between variants (see the load"
+           " averages): read the memory columns and the path table as the firm figures, the step times as"
+           " indications." if r.get("busy_processes") else ""),
     ]
     lines += ["", "| beam-5 generation, mixed directions | seconds (median) |", "|---|---:|"]
     lines += [f"| {g['variant']} | {g['seconds']:.2f} |" for g in r["generation_beam5"]]

@@ -36,6 +36,8 @@ from benchmarks.results_md import HERE, machine, update_section  # noqa: E402
 from lslo import LSLoConfig, add_lslo  # noqa: E402
 from lslo.baselines import FullFineTune, SharedLoRA  # noqa: E402
 from lslo.io import write_json  # noqa: E402
+from lslo.model import LSLoModel  # noqa: E402
+from lslo.optim import LanguageAdamW  # noqa: E402
 from lslo.translation import TranslationModel  # noqa: E402
 
 SHAPES = {
@@ -91,11 +93,17 @@ def make_batch(shape: dict, langs: list[str], mixed: bool, device: str, seed: in
 class Variant:
     """One model under test with its training-step closure."""
 
-    def __init__(self, name: str, model: torch.nn.Module, batch: dict, device: str, autocast: bool, optimize: bool = True):
+    def __init__(self, name: str, model: torch.nn.Module, batch: dict, device: str, autocast: bool, optimize: bool = True,
+                 optimizer: str = "auto"):  # fmt: skip
+        """`optimizer`: "auto" is what `lslo train` uses (LanguageAdamW for LSLo, AdamW otherwise), "adamw" AdamW."""
         self.name, self.model, self.batch, self.device, self.autocast = name, model, batch, device, autocast
         params = [p for p in model.parameters() if p.requires_grad]
         self.trainable = sum(p.numel() for p in params)
-        self.optimizer = torch.optim.Adam(params, lr=1e-5, betas=(0.9, 0.98)) if optimize and params else None
+        adam = dict(lr=1e-5, betas=(0.9, 0.98), weight_decay=0.0)
+        per_language = optimizer == "auto" and isinstance(model, LSLoModel)
+        self.optimizer = None
+        if optimize and params:
+            self.optimizer = LanguageAdamW(params, model, **adam) if per_language else torch.optim.AdamW(params, **adam)
         self.times: list[float] = []
         self.memory = 0
 

@@ -167,7 +167,12 @@ class LSLoLinear(nn.Module):
             fused = out is not None and out.dtype == dtype
             base = out.reshape(*grouped.shape[:2], -1) if fused else None
             with torch.autocast(x.device.type, enabled=False):
-                delta = GatheredLoRA.apply(grouped.to(dtype), lora_A, lora_B, self.pad_index[index], self.pad_gate[index], base)
+                if torch.is_grad_enabled():
+                    delta = GatheredLoRA.apply(grouped.to(dtype), lora_A, lora_B, self.pad_index[index], self.pad_gate[index], base)
+                else:  # inference: gather once per call (e.g. a whole beam search), not once per decoding step
+                    a_t, b = self.routing.memo((self, route, dtype), lambda: self.gathered_weights(lora_A, lora_B, index, dtype))
+                    h = torch.bmm(grouped.to(dtype), a_t)
+                    delta = torch.bmm(h, b) if base is None else torch.baddbmm(base, h, b)
             if out is not None and not fused:
                 delta = out + delta.reshape(out.shape).to(out.dtype)
         else:  # "compact": the dense product over the present languages' ranks only
@@ -181,11 +186,23 @@ class LSLoLinear(nn.Module):
             delta = project(h, lora_B.index_select(1, rows).t().to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
         return delta.reshape(*x.shape[:-1], delta.shape[-1])
 
+    def gathered_weights(self, lora_A: torch.Tensor, lora_B: torch.Tensor, index: torch.Tensor,
+                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Each sample's own rows of A (transposed, times the gate: samples x in x rmax) and of B (samples x
+        rmax x out), in `dtype`: what the gathered path multiplies by."""
+        rows = self.pad_index[index]
+        a_t = (lora_A[rows] * self.pad_gate[index].unsqueeze(-1)).to(dtype).transpose(1, 2).contiguous()
+        return a_t, lora_B.t()[rows].to(dtype)
+
     def mixed_path(self) -> str:
         """The cost rule for a batch that mixes languages: "dense" (every token through all languages' ranks,
         one large product) while the ranks sum to at most GATHER_ABOVE x the largest, else "gathered" (every
         token through its own language's rank only, in batched products per sample)."""
         return "gathered" if self.offsets[-1] > GATHER_ABOVE * self.pad_index.shape[1] else "dense"
+
+    def language_params(self) -> list[tuple[nn.Parameter, str, int]]:
+        """(matrix, route, axis of its language slices) of each LoRA matrix: A's rows, B's columns."""
+        return [(self.lora_A, self.route, 0), (self.lora_B, self.route, 1)]
 
     def delta_weight(self, lang: int) -> torch.Tensor:
         """Language `lang`'s update of the base weight: scale * B_l @ A_l (out x in, fp32)."""

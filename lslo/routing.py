@@ -13,7 +13,8 @@ Data flows one way: codes -> indices (here) -> per-row gates and slices (`lslo.l
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -114,17 +115,21 @@ class Routing:
         self._index: dict[str, torch.Tensor] = {}
         self._single: dict[str, int | None] = {}
         self._expanded: dict[tuple[str, int], torch.Tensor] = {}
+        self._memo: dict[Any, Any] = {}
+        self._used: dict[str, set[int]] = {"src": set(), "tgt": set()}
 
     def set(self, route: str, index: list[int], device: torch.device | str) -> None:
         """Route sample i to language `index[i]` on layers of route `route`."""
         self._single[route] = index[0] if index and all(i == index[0] for i in index) else None
         self._index[route] = torch.tensor(index, dtype=torch.long, device=device)
         self._expanded = {k: v for k, v in self._expanded.items() if k[0] != route}
+        self._memo.clear()
 
     def clear(self) -> None:
         self._index.clear()
         self._single.clear()
         self._expanded.clear()
+        self._memo.clear()
 
     @contextlib.contextmanager
     def use(self, src: list[int], tgt: list[int], device: torch.device | str) -> Iterator[None]:
@@ -133,10 +138,26 @@ class Routing:
         routing: the layers' autograd keeps the indices it used.)"""
         self.set("src", src, device)
         self.set("tgt", tgt, device)
+        if torch.is_grad_enabled():
+            self._used["src"].update(src)
+            self._used["tgt"].update(tgt)
         try:
             yield
         finally:
             self.clear()
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()`, computed once per call for `key` (cleared with the routing): e.g. a layer's gathered
+        per-sample weights, reused by every decoding step of a beam search. Only for calls without autograd."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def take_used(self) -> dict[str, set[int]]:
+        """The languages of each route that calls with autograd on used since the last `take_used` (what one
+        optimizer step trained: read by `lslo.optim.LanguageAdamW`), and start a new record."""
+        used, self._used = self._used, {"src": set(), "tgt": set()}
+        return used
 
     def samples(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None, int]:
         """(per-sample language index, or None when all share language `single`; single; rows per sample)."""

@@ -151,6 +151,9 @@ class MixedRouteLinear(LSLoLinear):
         tgt = self.lora_delta(x, "tgt", self.tgt_A, self.tgt_B)
         return out + (w[0] * src + w[1] * tgt).to(out.dtype)
 
+    def language_params(self) -> list[tuple[nn.Parameter, str, int]]:
+        return [(self.lora_A, "src", 0), (self.lora_B, "src", 1), (self.tgt_A, "tgt", 0), (self.tgt_B, "tgt", 1)]
+
     def delta_weight(self, lang: int) -> torch.Tensor:
         raise LsloError("MixedRouteLinear is a search layer; train an LSLo model with the searched config and merge that")
 

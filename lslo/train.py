@@ -49,6 +49,7 @@ from lslo.data.batching import (
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, write_json, write_text
 from lslo.loss import batch_loss
+from lslo.optim import LanguageAdamW
 from lslo.precision import PRECISIONS, effective_precision
 from lslo.precision import autocast as precision_autocast
 
@@ -58,6 +59,11 @@ METHODS = ("lslo", "lora", "full")
 # autocast; each checkpoint records which steps ran in which precision).
 RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision", "save_every",
                   "keep_checkpoints", "log_every")  # fmt: skip
+
+# auto = language-adamw for lslo (only the languages a step used move: `lslo.optim`), adamw otherwise.
+OPTIMIZERS = ("auto", "adamw", "language-adamw")
+# Keys added after runs were made: a run.json without the key ran with this value, and resumes with it.
+LEGACY_SETTINGS = {"optimizer": "adamw"}
 
 Callback = Callable[[int, nn.Module], None]
 
@@ -91,6 +97,7 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
+    optimizer: str = "auto"  # auto (language-adamw for lslo, else adamw) | adamw | language-adamw (lslo.optim)
     clip_norm: float = 0.0  # 0 = no clipping
     label_smoothing: float = 0.2
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16 (GPU)
@@ -157,6 +164,10 @@ class TrainConfig:
             raise bad("method", f"use one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"use one of {', '.join(PRECISIONS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"use one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "language-adamw" and self.method != "lslo":
+            raise bad("optimizer", "language-adamw updates LSLo's per-language LoRAs; use adamw (or auto) with method " + self.method)
         for key in ("max_tokens", "max_len", "update_freq", "log_every", "save_every",
                     *(() if self.eval_every == "epoch" else ("eval_every",)), "keep_checkpoints", "lora_rank"):  # fmt: skip
             value = getattr(self, key)
@@ -374,12 +385,15 @@ def check_out_dir(cfg: TrainConfig) -> bool:
             raise LsloError(f"out_dir {out}: not empty and holds no lslo run; choose a new directory")
         return False
     saved = json.loads(run_file.read_text(encoding="utf-8"))
+    for key, value in LEGACY_SETTINGS.items():  # e.g. a run started before `optimizer` existed keeps AdamW
+        if key not in saved and getattr(cfg, key) == TrainConfig.__dataclass_fields__[key].default:
+            setattr(cfg, key, value)
     now = cfg.to_dict()
     defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
                 for f in dataclasses.fields(TrainConfig)}  # fmt: skip
     for key in sorted(set(saved) | set(now)):
-        # A key that a newer lslo added is compared with its default, so older runs still resume.
-        before = saved.get(key, defaults.get(key))
+        # A key that a newer lslo added is compared with the value such runs had: older runs still resume.
+        before = saved.get(key, LEGACY_SETTINGS.get(key, defaults.get(key)))
         if key not in RESUMABLE_KEYS and not _same_setting(key, before, now.get(key)):
             if not checkpoints(out) and not (out / "model").exists():
                 return False  # a run that stopped before its first checkpoint: nothing to lose, start afresh
@@ -604,6 +618,15 @@ class Run:
         return round(s.epoch + s.index / s.batches_per_epoch(s.epoch), 4)
 
 
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; per language for LSLo unless `optimizer: adamw`."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "language-adamw" or (cfg.optimizer == "auto" and cfg.method == "lslo"):
+        return LanguageAdamW(params, model, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
 def setup(cfg: TrainConfig, callbacks: Sequence[Callback] = (), out: str | os.PathLike | None = None,
           accelerator: Any = None) -> Run:  # fmt: skip
     """Build the run `cfg` describes (nothing is written but the encoded-corpus cache under `out`/cache).
@@ -621,9 +644,7 @@ def setup(cfg: TrainConfig, callbacks: Sequence[Callback] = (), out: str | os.Pa
     tokenizer, languages, lang_ids, sampler, valid_batches = setup_data(cfg, folder, accelerator)
     model = setup_model(cfg, tokenizer, languages)
     torch.manual_seed(cfg.seed + 1 + accelerator.process_index)  # dropout differs between processes
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)  # fmt: skip
+    optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(cfg.warmup_steps))
     model, optimizer = accelerator.prepare(model, optimizer)
     steps_per_epoch = sampler.batches_per_epoch(0) / cfg.update_freq

@@ -508,6 +508,25 @@ def test_a_resumed_run_may_checkpoint_and_log_at_another_rate(world, tmp_path):
         train(config(world, split, max_steps=8, valid_split=None, lr=1e-2, resume=True))
 
 
+def test_lslo_trains_with_language_adamw_and_a_run_from_before_resumes_with_adamw(world, tmp_path):
+    """LSLo's default optimizer leaves the languages a step did not use alone (plain AdamW moves them on weight
+    decay and momentum); a run.json written before the `optimizer` key resumes with the AdamW it ran with."""
+    kw = dict(method="lslo", languages={"en": "high", "fr": "high", "sw": "low"}, valid_split=None, weight_decay=0.1)
+    adamw, legacy, auto = tmp_path / "adamw", tmp_path / "legacy", tmp_path / "auto"
+    train(config(world, adamw, max_steps=6, optimizer="adamw", **kw))
+    train(config(world, legacy, max_steps=3, optimizer="adamw", save_every=3, **kw))
+    saved = json.loads((legacy / "run.json").read_text())
+    del saved["optimizer"]
+    (legacy / "run.json").write_text(json.dumps(saved))
+    train(config(world, legacy, max_steps=6, resume=True, **kw))
+    want, got = final_weights(adamw), final_weights(legacy)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    train(config(world, auto, max_steps=6, **kw))
+    assert not all(torch.equal(want[k], v) for k, v in final_weights(auto).items())
+    with pytest.raises(LsloError, match="optimizer='language-adamw'; language-adamw updates LSLo"):
+        config(world, tmp_path / "x", method="full", optimizer="language-adamw").check()
+
+
 # -- start-up validation and divergence --------------------------------------------------------------
 
 
