@@ -98,6 +98,36 @@ def path_costs(reps: int = 30) -> list[dict]:
     return rows
 
 
+PROFILED = ("peft shared LoRA r=8", "LSLo-12 mixed", "LSLo-200 mixed")
+
+
+def profile_step(v: Variant) -> dict[str, float]:
+    """Self CPU seconds per operator of one whole training step (forward, backward, optimizer), torch.profiler."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        v.step()
+    return {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+
+
+def render_profile(r: dict, top: int = 8) -> list[str]:
+    """The operators where a 200-language mixed step spends the most more than a 12-language one."""
+    prof = r.get("profile_self_cpu_s")
+    if not prof:
+        return []
+    p12, p200, peft = prof["LSLo-12 mixed"], prof["LSLo-200 mixed"], prof["peft shared LoRA r=8"]
+    extra = sorted(p200, key=lambda op: p200[op] - p12.get(op, 0.0), reverse=True)[:top]
+    lines = ["", "What a 200-language mixed step spends that a 12-language one does not: self CPU seconds per operator"
+             " of one profiled step each (torch.profiler; forward, backward and optimizer; the profiler adds overhead,"
+             " read the differences).", "", "| operator | peft | LSLo-12 mixed | LSLo-200 mixed | 200 - 12 |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| `{op}` | {peft.get(op, 0.0):.3f} | {p12.get(op, 0.0):.3f} | {p200[op]:.3f} | {p200[op] - p12.get(op, 0.0):+.3f} |"
+              for op in extra]  # fmt: skip
+    lines.append(f"| all operators | {sum(peft.values()):.3f} | {sum(p12.values()):.3f} | {sum(p200.values()):.3f} |"
+                 f" {sum(p200.values()) - sum(p12.values()):+.3f} |")  # fmt: skip
+    return lines
+
+
 def busy_processes() -> list[str]:
     """What else is running: `ps` lines (CPU %, command, cut) of the processes above 10% CPU (ps's lifetime
     average), this one and stopped ones (state T, e.g. paused with SIGSTOP) excluded."""
@@ -157,6 +187,9 @@ def run_sweep(args: Namespace) -> None:
                 split[v.name].append(v.step_split())
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {statistics.median(sum(t) for t in ts):.2f}s" for k, ts in split.items()), flush=True)
 
+    print("profiling one step of peft, LSLo-12 and LSLo-200 (mixed) ...", flush=True)
+    profiled = {v.name: profile_step(v) for v in variants if v.name in PROFILED}
+
     gen_tokens = args.gen_tokens or shape["seq"]
     gen = dict(num_beams=5, max_new_tokens=gen_tokens, min_new_tokens=gen_tokens, do_sample=False)
     src_ids, mask = batches[200]["input_ids"], batches[200]["attention_mask"]
@@ -209,7 +242,7 @@ def run_sweep(args: Namespace) -> None:
         "languages": {n: {"sum_of_ranks": models[n].lslo_layers()[next(iter(models[n].lslo_layers()))].offsets[-1],
                           "tiers": "high/medium/low in turn, ranks 2/2/8"} for n in SIZES},
         "train_step": rows, "generation_beam5": [{"variant": k, "seconds": v, "reps": args.gen_reps, "new_tokens": gen_tokens} for k, v in gmed.items()],
-        "paths_one_layer": paths, "ratios": ratios, "targets": TARGETS,
+        "paths_one_layer": paths, "ratios": ratios, "targets": TARGETS, "profile_self_cpu_s": profiled,
     }  # fmt: skip
     print(result["ratios"])
     if args.no_write:
@@ -267,6 +300,7 @@ def render_sweep(r: dict, path: Path) -> str:
            " averages): read the memory columns and the path table as the firm figures, the step times as"
            " indications." if r.get("busy_processes") else ""),
     ]
+    lines += render_profile(r)
     lines += ["", "| beam-5 generation, mixed directions | seconds (median) |", "|---|---:|"]
     lines += [f"| {g['variant']} | {g['seconds']:.2f} |" for g in r["generation_beam5"]]
     lines += ["", "| ratio (same run) | measured | target |", "|---|---:|---:|"]
