@@ -1,7 +1,8 @@
 """The LSLo linear layer: a frozen base `nn.Linear` plus one LoRA per language. Math on tensors only.
 
 All languages' LoRAs of one layer live in two concatenated matrices: `lora_A` (sum of ranks x in) and
-`lora_B` (out x sum of ranks); language l owns rows/columns `offsets[l]:offsets[l+1]`. A forward computes
+`lora_B` (out x sum of ranks, stored language-major: `lora_B.t()` is contiguous, so each language's columns are
+one block of memory); language l owns rows/columns `offsets[l]:offsets[l+1]`. A forward computes
 
     y = W x + B (g_l * (A x))
 
@@ -102,7 +103,9 @@ class LSLoLinear(nn.Module):
         total = self.offsets[-1]
         weight = base_layer.weight
         self.lora_A = nn.Parameter(torch.empty(total, base_layer.in_features, device=weight.device, dtype=torch.float32))
-        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, total, device=weight.device, dtype=torch.float32))
+        # B is (out x sum of ranks) but stored language-major (its transpose is contiguous): a language's columns
+        # are one contiguous block, so its gradient and optimizer state are too (`lslo.optim` updates them in place).
+        self.lora_B = nn.Parameter(torch.zeros(total, base_layer.out_features, device=weight.device, dtype=torch.float32).t())
         # gates[l] holds scale_l on language l's rank slice and 0 elsewhere; pad_index[l] lists language l's rows
         # of A padded to the largest rank (repeating its first row) and pad_gate[l] its scale, 0 on padding.
         # All derived, not saved.
@@ -154,7 +157,7 @@ class LSLoLinear(nn.Module):
         if single is not None:
             s = self.span(single)
             h = F.linear(x, lora_A[s].to(x.dtype)) * self.scales[single]
-            return project(h, lora_B[:, s].t().to(h.dtype), out)
+            return project(h, lora_B.t()[s].to(h.dtype), out)
         path = self.mixed_path() if self.path == "auto" else self.path
         if path == "dense":
             h = F.linear(x, lora_A.to(x.dtype))
@@ -183,7 +186,7 @@ class LSLoLinear(nn.Module):
             gate[torch.arange(index.shape[0], device=x.device), inverse] = self.pad_gate[index]
             h = F.linear(grouped, lora_A.index_select(0, rows).to(x.dtype))
             h = h * gate[:, valid].unsqueeze(1).to(h.dtype)
-            delta = project(h, lora_B.index_select(1, rows).t().to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
+            delta = project(h, lora_B.t().index_select(0, rows).to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
         return delta.reshape(*x.shape[:-1], delta.shape[-1])
 
     def gathered_weights(self, lora_A: torch.Tensor, lora_B: torch.Tensor, index: torch.Tensor,

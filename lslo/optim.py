@@ -12,6 +12,11 @@ modules, whose gradient is None when a batch does not use them, at a cost that g
 the batch, not with the languages held. Which languages a step used is read from the model's `Routing`
 (`Routing.take_used`); under several processes the sets are merged, so every process updates the same rows.
 Any other trainable parameter gets plain AdamW.
+
+How: each used language's slice of a matrix, of its gradient and of its two moments is a contiguous view (A's
+rows; B is stored language-major, so its columns are one block too), and one call of torch's functional AdamW
+(`torch.optim.adamw.adamw`, the fused kernel on CPU and CUDA) updates all the views of a step in place, each
+with its own step tensor. With every language in every step this is `torch.optim.AdamW(fused=True)` bit for bit.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.adamw import adamw
 
 from lslo.layer import LSLoLinear
 from lslo.routing import Routing
 
 Rows = tuple[LSLoLinear, str, int]  # (layer, route, axis holding the language slices)
+Lists = tuple[list[torch.Tensor], ...]
 
 
 class LanguageAdamW(torch.optim.Optimizer):
@@ -43,7 +50,6 @@ class LanguageAdamW(torch.optim.Optimizer):
     ) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.rows: dict[nn.Parameter, Rows] = {}
-        self._cpu: dict[LSLoLinear, tuple[torch.Tensor, torch.Tensor]] = {}
         routings: set[int] = set()
         self.routing: Routing | None = None
         for layer in (m for m in model.modules() if isinstance(m, LSLoLinear)):
@@ -62,16 +68,21 @@ class LanguageAdamW(torch.optim.Optimizer):
                 loss = closure()
         used = self._used()
         for group in self.param_groups:
+            lists: Lists = ([], [], [], [], [])  # params, grads, exp_avgs, exp_avg_sqs, step counts
+            copies: list[tuple[torch.Tensor, torch.Tensor]] = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p in self.rows:
                     layer, route, axis = self.rows[p]
-                    self._update_languages(p, group, layer, axis, used.get(route, []))
+                    self._add_languages(lists, copies, p, layer, axis, used.get(route, []))
                 else:
                     state = self._state(p, 1)
-                    state["step"] += 1
-                    _adamw(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
+                    for out, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"][0]), strict=True):
+                        out.append(t)
+            _adamw(lists, group)
+            for view, copy in copies:  # slices that were not contiguous: write the update back
+                view.copy_(copy)
         return loss
 
     def _used(self) -> dict[str, list[int]]:
@@ -90,73 +101,49 @@ class LanguageAdamW(torch.optim.Optimizer):
         return merged
 
     def _state(self, p: torch.Tensor, owners: int) -> dict[str, Any]:
+        """p's state: one step count per owner (language) on p's device, as the fused kernel wants them, and the
+        moments laid out as p is (a state read back from a checkpoint is row-major; B is not)."""
         state = self.state[p]
         if not state:
-            state["step"] = torch.zeros(owners, dtype=torch.float32)
+            state["step"] = torch.zeros(owners, dtype=torch.float32, device=p.device)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if state["step"].device != p.device:
+            state["step"] = state["step"].to(p.device)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state[key].stride() != p.stride():
+                state[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(state[key])
         return state
 
-    def _slices(self, layer: LSLoLinear) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's (language x largest rank) slice indices and which are real, on the CPU (no device syncs)."""
-        if layer not in self._cpu:
-            self._cpu[layer] = (layer.pad_index.cpu(), layer.pad_valid.cpu())
-        return self._cpu[layer]
-
-    def _update_languages(self, p: nn.Parameter, group: dict[str, Any], layer: LSLoLinear, axis: int,
-                          langs: list[int]) -> None:  # fmt: skip
-        """AdamW on the slices of `langs` along `axis` of `p`, each with its own step count."""
+    def _add_languages(self, lists: Lists, copies: list[tuple[torch.Tensor, torch.Tensor]], p: nn.Parameter,
+                       layer: LSLoLinear, axis: int, langs: list[int]) -> None:  # fmt: skip
+        """Add the slices of `langs` along `axis` of p, its gradient and its moments to `lists`, each slice with its
+        own step count. A slice is a view when it is contiguous in memory (A's rows are; B is stored language-major
+        so its columns are), else a contiguous copy, written back after the update (`copies`)."""
         if not langs:
             return
         state = self._state(p, len(layer.ranks))
-        steps = state["step"]
-        present = torch.tensor(langs, dtype=torch.long)
-        steps[present] += 1
-        index, valid = self._slices(layer)
-        if len(langs) == len(layer.ranks):  # every language: no gathering
-            owner = torch.arange(len(layer.ranks))[:, None].expand_as(valid)[valid]
-            _adamw(p, p.grad, state["exp_avg"], state["exp_avg_sq"], _per_slice(steps[owner], axis, p.dim()), group)
+        steps = state["step"].unbind()
+        full = [t if axis == 0 else t.t() for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
+        spans = [(layer.offsets[lang], layer.ranks[lang]) for lang in langs]
+        lists[4].extend(steps[lang] for lang in langs)
+        if all(t.is_contiguous() for t in full):  # the usual case: views, updated in place
+            for out, t in zip(lists, full, strict=False):
+                out.extend(t.narrow(0, start, rank) for start, rank in spans)
             return
-        keep = valid[present]
-        rows = index[present][keep].to(p.device, non_blocking=True)
-        owner = present[:, None].expand_as(keep)[keep]
-        full = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
-        part = [t.index_select(axis, rows) for t in full]
-        _adamw(*part, _per_slice(steps[owner], axis, p.dim()), group)
-        # Write back the weights and both moments (not the gradient). Columns (B) go through scatter_ with a
-        # broadcast index: about twice as fast as index_copy_ along dim 1 on CPU.
-        columns = rows.expand(p.shape[0], -1) if axis == 1 else None
-        for k in (0, 2, 3):
-            if columns is None:
-                full[k].index_copy_(0, rows, part[k])
-            else:
-                full[k].scatter_(1, columns, part[k])
+        for k, (out, t) in enumerate(zip(lists, full, strict=False)):
+            views = [t.narrow(0, start, rank) for start, rank in spans]
+            out.extend(v.contiguous() for v in views)
+            if k != 1:  # not the gradient
+                copies.extend(zip(views, out[-len(views) :], strict=True))
 
 
-def _per_slice(steps: torch.Tensor, axis: int, dim: int) -> torch.Tensor:
-    """Per-row step counts shaped to broadcast along `axis` of a `dim`-dimensional tensor."""
-    shape = [1] * dim
-    shape[axis] = -1
-    return steps.view(shape)
-
-
-def _adamw(p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-           step: torch.Tensor, group: dict[str, Any]) -> None:  # fmt: skip
-    """One AdamW update in place, as `torch.optim.AdamW` (single-tensor) computes it; `step` holds one count
-    per slice (broadcastable), or one count for all."""
-    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-    if wd != 0:
-        p.mul_(1 - lr * wd)
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    if step.numel() == 1 or bool((step == step.flatten()[0]).all()):  # one count: torch's scalar arithmetic
-        t = float(step.flatten()[0])
-        bias_correction1, bias_correction2 = 1 - beta1**t, 1 - beta2**t
-        denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+def _adamw(lists: Lists, group: dict[str, Any]) -> None:
+    """One AdamW step (`torch.optim.adamw.adamw`, fused where torch has the kernel) on the tensors of `lists`,
+    each with its own step count, incremented here."""
+    if not lists[0]:
         return
-    # one count per slice: torch's tensor-step ("capturable") arithmetic
-    step = step.to(device=p.device, dtype=torch.float32)
-    step_size_neg = -(lr / (1 - beta1**step))
-    scale = (1 - beta2**step).sqrt() * step_size_neg
-    p.addcdiv_(exp_avg, (exp_avg_sq.sqrt() / scale).add_(eps / step_size_neg))
+    fused = all(t.device.type in ("cpu", "cuda") for t in lists[0])
+    beta1, beta2 = group["betas"]
+    adamw(*lists[:4], [], lists[4], fused=fused, foreach=False if not fused else None, amsgrad=False, beta1=beta1,
+          beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)  # fmt: skip

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_core import make_batch, random_samples
-from test_scale import make, pick
+from test_scale import make, pick, use_path
 
+from lslo.checkpoint import read_checkpoint, write_checkpoint
+from lslo.layer import MIXED_PATHS
 from lslo.optim import LanguageAdamW
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +37,7 @@ def test_with_every_language_in_every_step_it_is_torch_adamw_bit_for_bit():
     model = make(3, randomize=True)
     ref = copy.deepcopy(model)
     codes = list(model.languages)
-    ours, theirs = LanguageAdamW(trainable(model), model, **HYPER), torch.optim.AdamW(trainable(ref), **HYPER)
+    ours, theirs = LanguageAdamW(trainable(model), model, **HYPER), torch.optim.AdamW(trainable(ref), fused=True, **HYPER)
     for k in range(4):
         src, tgt = codes[k % 3 :] + codes[: k % 3], codes[::-1]
         step(model, ours, src, tgt, seed=k)
@@ -118,3 +120,59 @@ def test_validation_forwards_do_not_count_as_used():
     with torch.no_grad():
         model(**batch, src_lang=pick(12, 2, 1), tgt_lang=pick(12, 2, 2))
     assert model.routing.take_used() == {"src": set(), "tgt": set()}
+
+
+@pytest.mark.parametrize("path", ["single", *MIXED_PATHS])
+def test_b_is_language_major_and_every_path_gives_gradients_in_its_layout(path):
+    """Each language's columns of B are one block of memory, and every path computes B's gradient in B's own layout
+    (so autograd stores it without a copy, and the optimizer updates views of it)."""
+    model = make(12, randomize=True)
+    use_path(model, "auto" if path == "single" else path)
+    computed = []  # the gradients as the path computed them, before autograd stores them in .grad
+    for layer in model.lslo_layers().values():
+        layer.lora_B.register_hook(lambda g, b=layer.lora_B: computed.append(g.stride() == b.stride()))
+    src, tgt = (pick(12, 1, 1) * 3, pick(12, 1, 2) * 3) if path == "single" else (pick(12, 3, 1), pick(12, 3, 2))
+    batch, labels = make_batch(random_samples(3, seed=0))
+    F.cross_entropy(model(**batch, src_lang=src, tgt_lang=tgt).logits.flatten(0, 1), labels.flatten()).backward()
+    for layer in model.lslo_layers().values():
+        assert layer.lora_B.t().is_contiguous() and layer.lora_A.is_contiguous()
+        assert layer.lora_B.grad.stride() == layer.lora_B.stride(), path
+        assert layer.lora_A.grad.stride() == layer.lora_A.stride(), path
+    assert len(computed) == len(model.lslo_layers()) and all(computed), path
+
+
+def test_a_row_major_b_takes_the_copying_path_to_the_same_weights():
+    """A B laid out row-major (e.g. set by hand through `.data`) has no contiguous language slices: the optimizer
+    updates copies and writes them back, to the same weights as the in-place views."""
+    model = make(12, randomize=True)
+    twin = copy.deepcopy(model)
+    for layer in twin.lslo_layers().values():
+        layer.lora_B.data = layer.lora_B.data.contiguous()
+    assert not next(iter(twin.lslo_layers().values())).lora_B.t().is_contiguous()
+    opt, twin_opt = LanguageAdamW(trainable(model), model, **HYPER), LanguageAdamW(trainable(twin), twin, **HYPER)
+    for k in range(3):
+        src, tgt = pick(12, 4, 5 * k), pick(12, 4, 5 * k + 1)
+        step(model, opt, src, tgt, seed=k)
+        step(twin, twin_opt, src, tgt, seed=k)
+    for a, b in zip(trainable(model), trainable(twin), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_through_the_checkpoint_format_continues_exactly(tmp_path):
+    """The checkpoint stores tensors row-major; a resumed optimizer re-lays B's moments as B and goes on exactly."""
+    model = make(12, randomize=True)
+    opt = LanguageAdamW(trainable(model), model, **HYPER)
+    step(model, opt, pick(12, 4, 1), pick(12, 4, 2), seed=1)
+    write_checkpoint(tmp_path / "ckpt", {"model": model.state_dict(), "optimizer": opt.state_dict()})
+    state = read_checkpoint(tmp_path / "ckpt")
+    twin = make(12, randomize=False, seed=7)
+    twin.load_state_dict(state["model"])
+    twin_opt = LanguageAdamW(trainable(twin), twin, **HYPER)
+    twin_opt.load_state_dict(state["optimizer"])
+    for k in range(2, 4):
+        step(model, opt, pick(12, 4, 3 * k), pick(12, 4, 3 * k + 1), seed=k)
+        step(twin, twin_opt, pick(12, 4, 3 * k), pick(12, 4, 3 * k + 1), seed=k)
+    for a, b in zip(trainable(model), trainable(twin), strict=True):
+        assert torch.equal(a, b)
+    layer = next(iter(twin.lslo_layers().values()))
+    assert twin_opt.state[layer.lora_B]["exp_avg"].stride() == layer.lora_B.stride()
