@@ -175,7 +175,7 @@ class LSLoLinear(nn.Module):
                 else:  # inference: gather once per call (e.g. a whole beam search), not once per decoding step
                     a_t, b = self.routing.memo((self, route, dtype), lambda: self.gathered_weights(lora_A, lora_B, index, dtype))
                     h = torch.bmm(grouped.to(dtype), a_t)
-                    delta = torch.bmm(h, b) if base is None else torch.baddbmm(base, h, b)
+                    delta = torch.bmm(h, b) if base is None else base.baddbmm_(h, b)  # base: this call's own output
             if out is not None and not fused:
                 delta = out + delta.reshape(out.shape).to(out.dtype)
         else:  # "compact": the dense product over the present languages' ranks only

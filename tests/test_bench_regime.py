@@ -91,6 +91,7 @@ def test_a_sweep_run_is_the_prefix_of_the_family_run(tmp_path, monkeypatch):
     exp = regime.experiment("lslo-228")
     sweep, family = (regime.run_config(exp, 1, 2e-3, e, o) for e in (regime.SWEEP_EPOCHS, regime.EPOCHS))
     assert {k for k in sweep if sweep[k] != family[k]} == {"max_epochs"}
+    assert family["optimizer"] == "adamw"  # what the family's runs started with, for every method
     assert family["warmup_steps"] == 37 and family["save_every"] == 9 and family["eval_every"] == "epoch" and family["keep_best"]
     assert regime.run_config(exp, 2, 2e-3, regime.EPOCHS, o)["out_dir"] != family["out_dir"]
     prune = regime.run_config(regime.experiment("lslo-228-prune"), 1, 2e-3, regime.EPOCHS, o)

@@ -72,6 +72,7 @@ def test_plan_same_budget_seeds_and_schedules(tmp_path):
     assert wanted <= {r["experiment"] for r in runs}
     trained = [r for r in runs if r["run"] != "base"]
     assert {(r["config"]["max_steps"], r["config"]["max_tokens"], r["config"]["max_epochs"]) for r in trained} == {(200, 2048, None)}
+    assert {r["config"]["optimizer"] for r in trained} == {"adamw"}  # what the committed matrix ran with
     by = {r["run"]: r["config"] for r in trained}
     assert by["full.seed1"]["lr"] < by["lslo-228.seed1"]["lr"]
     assert by["lslo-228.seed2"]["seed"] == 2
