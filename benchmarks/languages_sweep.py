@@ -101,6 +101,11 @@ def path_costs(reps: int = 30) -> list[dict]:
 PROFILED = ("peft shared LoRA r=8", "LSLo-12 mixed", "LSLo-200 mixed")
 
 
+def paired(times: dict[str, list[float]], a: str, b: str) -> float:
+    """The median over interleaved rounds of a's time / b's time in the same round."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
+
 def profile_step(v: Variant) -> dict[str, float]:
     """Self CPU seconds per operator of one whole training step (forward, backward, optimizer), torch.profiler."""
     from torch.profiler import profile
@@ -150,9 +155,9 @@ def run_sweep(args: Namespace) -> None:
     ids = {code: shape["vocab"] - 1 - i for i, code in enumerate(FAIRSEQ_LANGUAGE_CODES)}
     placement = LSLoConfig(languages=nllb_languages(12))
 
-    def lslo(n: int, path: str = "auto"):
+    def lslo(n: int, path: str = "auto", on: nn.Module = base):
         langs = nllb_languages(n)
-        model = add_lslo(copy.deepcopy(base).train(), LSLoConfig(languages=langs, ranks=dict(RANKS), lang_token_ids={k: ids[k] for k in langs}))
+        model = add_lslo(copy.deepcopy(on).train(), LSLoConfig(languages=langs, ranks=dict(RANKS), lang_token_ids={k: ids[k] for k in langs}))
         randomize_lora(model)
         for layer in model.lslo_layers().values():
             layer.path = path
@@ -205,6 +210,21 @@ def run_sweep(args: Namespace) -> None:
     gens = {"base": lambda: plain.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
             "LSLo-12 unmerged, mixed directions": unmerged(12), "LSLo-200 unmerged, mixed directions": unmerged(200)}  # fmt: skip
     gen_times = time_generations(gens, args.gen_reps, device)
+    # bf16 weights under bf16 autocast (where the GPU measured unmerged generation at 1.8x the base): the base,
+    # LSLo-200 unmerged, and LSLo-200 gathering and casting each sample's LoRA rows at every decoding step, as it
+    # did before `Routing.memo` (the likely cause of the 1.8x)
+    bf16 = build_base(shape, torch.bfloat16, device).eval()
+    fresh, stale = lslo(200, on=bf16).eval(), lslo(200, on=bf16).eval()
+    stale.routing.memo = lambda key, make: make()
+    b200 = batches[200]
+    with torch.autocast(device, dtype=torch.bfloat16):
+        gen_bf16 = time_generations({
+            "base, bf16 weights": lambda: bf16.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
+            "LSLo-200 unmerged, bf16 weights": lambda: fresh.generate(src_ids, mask, src_lang=b200["src_lang"], tgt_lang=b200["tgt_lang"], **gen),
+            "LSLo-200 unmerged, bf16 weights, rows gathered every decoding step (before)":
+                lambda: stale.generate(src_ids, mask, src_lang=b200["src_lang"], tgt_lang=b200["tgt_lang"], **gen),
+        }, args.gen_reps, device)  # fmt: skip
+    gen_times.update(gen_bf16)
     load_after = os.getloadavg()
 
     rows = []
@@ -226,9 +246,11 @@ def run_sweep(args: Namespace) -> None:
             by["LSLo-200 mixed"]["memory_bytes"]["activations"] / by["LSLo-12 mixed"]["memory_bytes"]["activations"],
         # paired: the median of each round's ratio (a round times both back to back), so drift of the machine's
         # speed during the run cancels; the ratio of medians is kept beside it
-        "unmerged mixed generation, LSLo-200 / base": statistics.median(
-            a / b for a, b in zip(gen_times["LSLo-200 unmerged, mixed directions"], gen_times["base"], strict=True)),
+        "unmerged mixed generation, LSLo-200 / base": paired(gen_times, "LSLo-200 unmerged, mixed directions", "base"),
         "unmerged mixed generation, LSLo-200 / base, ratio of medians": gmed["LSLo-200 unmerged, mixed directions"] / gmed["base"],
+        "unmerged mixed generation, bf16 weights, LSLo-200 / base": paired(gen_times, "LSLo-200 unmerged, bf16 weights", "base, bf16 weights"),
+        "unmerged mixed generation, bf16 weights, rows gathered every step (before) / base":
+            paired(gen_times, "LSLo-200 unmerged, bf16 weights, rows gathered every decoding step (before)", "base, bf16 weights"),
         "plain peft (same targets) / lslo's peft baseline": by["plain peft get_peft_model r=8, same targets"]["step_s"] / peft["step_s"],
         "LSLo-200 mixed / peft, forward + backward only": by["LSLo-200 mixed"]["forward_backward_s"] / peft["forward_backward_s"],
         "LSLo-200 mixed, AdamW over every language / peft": by["LSLo-200 mixed, AdamW over every language"]["step_s"] / peft["step_s"],
