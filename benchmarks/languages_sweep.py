@@ -207,8 +207,15 @@ def run_sweep(args: Namespace) -> None:
         b = batches[n]
         return lambda: models[n].generate(src_ids, mask, src_lang=b["src_lang"], tgt_lang=b["tgt_lang"], **gen)
 
+    # control: LSLo-200's routing and wrappers without the LoRA math (every LSLo layer calls its base layer only)
+    control = copy.deepcopy(models[200])
+    for layer in control.lslo_layers().values():
+        layer.forward = layer.base_layer.forward
+    b200 = batches[200]
     gens = {"base": lambda: plain.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
-            "LSLo-12 unmerged, mixed directions": unmerged(12), "LSLo-200 unmerged, mixed directions": unmerged(200)}  # fmt: skip
+            "LSLo-12 unmerged, mixed directions": unmerged(12), "LSLo-200 unmerged, mixed directions": unmerged(200),
+            "LSLo-200 without the LoRA math (control)":
+                lambda: control.generate(src_ids, mask, src_lang=b200["src_lang"], tgt_lang=b200["tgt_lang"], **gen)}  # fmt: skip
     gen_times = time_generations(gens, args.gen_reps, device)
     # bf16 weights under bf16 autocast (where the GPU measured unmerged generation at 1.8x the base): the base,
     # LSLo-200 unmerged, and LSLo-200 gathering and casting each sample's LoRA rows at every decoding step, as it
@@ -216,7 +223,6 @@ def run_sweep(args: Namespace) -> None:
     bf16 = build_base(shape, torch.bfloat16, device).eval()
     fresh, stale = lslo(200, on=bf16).eval(), lslo(200, on=bf16).eval()
     stale.routing.memo = lambda key, make: make()
-    b200 = batches[200]
     with torch.autocast(device, dtype=torch.bfloat16):
         gen_bf16 = time_generations({
             "base, bf16 weights": lambda: bf16.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
@@ -248,6 +254,7 @@ def run_sweep(args: Namespace) -> None:
         # speed during the run cancels; the ratio of medians is kept beside it
         "unmerged mixed generation, LSLo-200 / base": paired(gen_times, "LSLo-200 unmerged, mixed directions", "base"),
         "unmerged mixed generation, LSLo-200 / base, ratio of medians": gmed["LSLo-200 unmerged, mixed directions"] / gmed["base"],
+        "generation, LSLo-200 without the LoRA math (control) / base": paired(gen_times, "LSLo-200 without the LoRA math (control)", "base"),
         "unmerged mixed generation, bf16 weights, LSLo-200 / base": paired(gen_times, "LSLo-200 unmerged, bf16 weights", "base, bf16 weights"),
         "unmerged mixed generation, bf16 weights, rows gathered every step (before) / base":
             paired(gen_times, "LSLo-200 unmerged, bf16 weights, rows gathered every decoding step (before)", "base, bf16 weights"),

@@ -173,8 +173,8 @@ class LSLoLinear(nn.Module):
                 if torch.is_grad_enabled():
                     delta = GatheredLoRA.apply(grouped.to(dtype), lora_A, lora_B, self.pad_index[index], self.pad_gate[index], base)
                 else:  # inference: gather once per call (e.g. a whole beam search), not once per decoding step
-                    a_t, b = self.routing.memo((self, route, dtype), lambda: self.gathered_weights(lora_A, lora_B, index, dtype))
-                    h = torch.bmm(grouped.to(dtype), a_t)
+                    a, b = self.routing.memo((self, route, dtype), lambda: self.gathered_weights(lora_A, lora_B, index, dtype))
+                    h = torch.bmm(grouped.to(dtype), a.transpose(1, 2))  # a transposed view: faster than a copy
                     delta = torch.bmm(h, b) if base is None else base.baddbmm_(h, b)  # base: this call's own output
             if out is not None and not fused:
                 delta = out + delta.reshape(out.shape).to(out.dtype)
@@ -191,11 +191,11 @@ class LSLoLinear(nn.Module):
 
     def gathered_weights(self, lora_A: torch.Tensor, lora_B: torch.Tensor, index: torch.Tensor,
                          dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """Each sample's own rows of A (transposed, times the gate: samples x in x rmax) and of B (samples x
+        """Each sample's own rows of A (times the gate: samples x rmax x in) and of B (samples x
         rmax x out), in `dtype`: what the gathered path multiplies by."""
         rows = self.pad_index[index]
-        a_t = (lora_A[rows] * self.pad_gate[index].unsqueeze(-1)).to(dtype).transpose(1, 2).contiguous()
-        return a_t, lora_B.t()[rows].to(dtype)
+        a = (lora_A[rows] * self.pad_gate[index].unsqueeze(-1)).to(dtype)
+        return a, lora_B.t()[rows].to(dtype)
 
     def mixed_path(self) -> str:
         """The cost rule for a batch that mixes languages: "dense" (every token through all languages' ranks,
