@@ -195,3 +195,31 @@ def test_regime_command_line_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "--base" in err and "no such model folder" in err
     assert run.main(["--family", "regime", "--list", "--only", "nope", "--results-dir", str(tmp_path / "r")]) == 2
     assert "not a run or experiment of the regime family" in capsys.readouterr().err
+
+
+def test_reproduce_reruns_a_family_run_in_a_scratch_folder_with_the_swept_lr(tmp_path, capsys):
+    o = opts(tmp_path, "--reproduce", "lslo-228.seed1")
+    results = Path(o.results_dir)
+    for k, loss in ((-1, 3.1), (0, 2.7), (1, 2.9)):
+        write_sweep(results, "lslo", k, loss)
+    for seed, best in ((1, 2.0), (2, 2.4)):  # spBLEU spread over the seeds (best checkpoints): 0.4
+        (results / f"lslo-228.seed{seed}.json").write_text(json.dumps(family_result("lslo-228", seed, best, best - 1)))
+    ran = []
+
+    def do(r, scratch):  # stands in for train + eval: the re-run scores 0.1 above the committed seed 1
+        ran.append((r["run"], scratch.runs_dir, regime.chosen_lr(r["group"], scratch.results_dir)))
+        return family_result("lslo-228", 1, 2.1, 1.0)
+
+    out = regime.reproduce(o, do)
+    scratch = tmp_path / "bench-regime-reproduce"
+    assert ran == [("lslo-228.seed1", str(scratch / "runs"), pytest.approx(regime.LR_CENTRE["lslo"]))]  # the committed sweep's lr
+    assert out["metrics"]["spbleu"]["delta"] == pytest.approx(0.1) and out["spread"] == pytest.approx(0.4)
+    assert out["within_spread"] is True and out["checkpoint"] == regime.CHECKPOINT
+    assert json.loads((results / "reproduce" / "lslo-228.seed1.json").read_text())["overall"]["spbleu"] == pytest.approx(12.1)
+    assert [r["seed"] for r in regime.load_family(results)["lslo-228"]] == [1, 2]  # the reproduction is not a run
+    regime.render_to_md(o)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "### Reproduction" in text and "--family regime --reproduce RUN" in text and "reproduced: Δ = +0.10" in text
+    for bad, message in (("sweep.lslo.lr2.0e-3", "not a family run"), ("full.seed1", "no committed result")):
+        with pytest.raises(runner.BenchError, match=message):
+            regime.reproduce(opts(tmp_path, "--reproduce", bad), do)

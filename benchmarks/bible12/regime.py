@@ -43,6 +43,7 @@ from typing import Any
 from benchmarks import results_md
 
 from . import analysis, matrix, runner
+from . import render as render_mod
 
 FORMAT = "lslo-bible12-regime/1"
 SWEEP_FORMAT = "lslo-bible12-regime-sweep/1"
@@ -369,6 +370,33 @@ def _resolve_rank(cfg: dict[str, Any], seed: int, lr: float, opts: argparse.Name
     return {"rank_matching": {**match, "target": target}}
 
 
+def reproduce(opts: argparse.Namespace, do: Any = None) -> dict[str, Any]:
+    """Train and evaluate a finished family run (or the base) again from scratch, in a scratch folder next to
+    `--runs-dir` (resumable, like any run), with the lr the committed sweep chose; write
+    `reproduce.<run>.json` (committed vs re-run scores, judged against the seed spread of the run's experiment,
+    both through the verdicts' checkpoint) and the re-run's own JSON to `reproduce/<run>.json`."""
+    from lslo.io import write_json
+
+    target, results = opts.reproduce, Path(opts.results_dir)
+    run = next((r for r in plan(opts) if r["run"] == target and r["kind"] != "sweep"), None)
+    if run is None:
+        raise runner.BenchError(f"--reproduce {target}: not a family run of the regime (see --list; e.g. lslo-228.seed1, base)")
+    if not result_path(opts, target).is_file():
+        raise runner.BenchError(f"--reproduce {target}: no committed result {result_path(opts, target)} to compare with; run it first")
+    root = Path(opts.runs_dir).parent / "bench-regime-reproduce"
+    scratch = argparse.Namespace(**{**vars(opts), "runs_dir": str(root / "runs"), "results_dir": str(root / "results")})
+    Path(scratch.results_dir).mkdir(parents=True, exist_ok=True)
+    for sweep in results.glob("sweep.*.json"):  # the committed sweep decides the lr; the run itself starts over
+        shutil.copy2(sweep, Path(scratch.results_dir) / sweep.name)
+    reproduced = json.loads(result_path(scratch, target).read_text(encoding="utf-8")) if result_path(scratch, target).is_file() \
+        else (do or execute)(run, scratch)  # fmt: skip
+    committed = json.loads(result_path(opts, target).read_text(encoding="utf-8"))
+    out = {**analysis.reproduction(committed, reproduced, load_family(results)), "checkpoint": CHECKPOINT}
+    write_json(results / f"reproduce.{target}.json", out)
+    write_json(results / "reproduce" / f"{target}.json", reproduced)
+    return out
+
+
 def run_family(opts: argparse.Namespace) -> int:
     runs = select(plan(opts), opts.only)
     if opts.list:
@@ -492,6 +520,7 @@ def render(opts: argparse.Namespace) -> str:
         lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
     lines += _score_lines(data, last) + _curve_lines(rd, md) + _claim_lines(data, last) + _cost_lines(data)
+    lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
     return "\n".join(lines)
 
 

@@ -186,12 +186,12 @@ def render_to_md(results_dir: str | os.PathLike, md: str | os.PathLike | None = 
 
 
 
-def reproduction_lines(results_dir: str | os.PathLike) -> list[str]:
+def reproduction_lines(results_dir: str | os.PathLike, command: str = "run.py --reproduce RUN") -> list[str]:
     paths = sorted(Path(results_dir).glob("reproduce.*.json"))
     if not paths:
         return []
     lines = ["", "### Reproduction", "",
-             "A finished run trained and evaluated again from scratch (`run.py --reproduce RUN`, in a scratch folder) "
+             f"A finished run trained and evaluated again from scratch (`{command}`, in a scratch folder) "
              "and compared with its committed JSON; the verdict is on spBLEU over all directions, against the seed "
              "spread of the run's experiment.", "",
              "| run | spBLEU committed → re-run | chrF++ committed → re-run | largest change of one direction (spBLEU / chrF++) "

@@ -82,7 +82,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="matrix: the paper's experiments at a fixed step budget (default); regime: the paper's 15 epochs over "
                          "a small subset, learning rates swept per method (benchmarks/bible12/regime.py)")  # fmt: skip
     ap.add_argument("--results-md", default=None, help="the markdown file to update (default: benchmarks/RESULTS.md)")
-    ap.add_argument("--reproduce", metavar="RUN", help="train and evaluate a finished run again (in runs/bench-reproduce/) "
+    ap.add_argument("--reproduce", metavar="RUN", help="train and evaluate a finished run again (in runs/bench-reproduce/; regime: runs/bench-regime-reproduce/) "
                     "and write results/reproduce.RUN.json: committed vs re-run scores and the seed spread")  # fmt: skip
     opts = ap.parse_args(argv)
     if opts.family == "regime":
@@ -144,6 +144,12 @@ def regime_main(opts: argparse.Namespace) -> int:
         return 0
     if not opts.list:
         _check_base(opts)
+    if opts.reproduce:
+        r = regime.reproduce(opts)
+        verdict = "no seed spread yet" if r["within_spread"] is None else ("within" if r["within_spread"] else "OUTSIDE") + " the seed spread"
+        print(f"{r['run']}: spBLEU {r['metrics']['spbleu']['committed']:.2f} committed, {r['metrics']['spbleu']['reproduced']:.2f} "
+              f"re-run ({verdict}); updated section {regime.SECTION!r} of {regime.render_to_md(opts)}")  # fmt: skip
+        return 0
     return regime.run_family(opts)
 
 
