@@ -14,14 +14,15 @@ the batch, not with the languages held. Which languages a step used is read from
 Any other trainable parameter gets plain AdamW.
 
 How: each used language's slice of a matrix, of its gradient and of its two moments is a contiguous view (A's
-rows; B is stored language-major, so its columns are one block too), and one call of torch's functional AdamW
+rows; B is stored language-major, so its columns are one block too; the views of the weights and moments are
+kept between steps, the gradient's made at each), and one call of torch's functional AdamW
 (`torch.optim.adamw.adamw`, the fused kernel on CPU and CUDA) updates all the views of a step in place, each
 with its own step tensor. With every language in every step this is `torch.optim.AdamW(fused=True)` bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -50,6 +51,7 @@ class LanguageAdamW(torch.optim.Optimizer):
     ) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.rows: dict[nn.Parameter, Rows] = {}
+        self._views: dict[nn.Parameter, tuple[Any, dict[int, Sequence[torch.Tensor]]]] = {}
         routings: set[int] = set()
         self.routing: Routing | None = None
         for layer in (m for m in model.modules() if isinstance(m, LSLoLinear)):
@@ -123,19 +125,34 @@ class LanguageAdamW(torch.optim.Optimizer):
         if not langs:
             return
         state = self._state(p, len(layer.ranks))
-        steps = state["step"].unbind()
         full = [t if axis == 0 else t.t() for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
         spans = [(layer.offsets[lang], layer.ranks[lang]) for lang in langs]
-        lists[4].extend(steps[lang] for lang in langs)
         if all(t.is_contiguous() for t in full):  # the usual case: views, updated in place
-            for out, t in zip(lists, full, strict=False):
-                out.extend(t.narrow(0, start, rank) for start, rank in spans)
+            views = self._language_views(p, state, full, layer.ranks)
+            lists[1].extend(full[1].narrow(0, start, rank) for start, rank in spans)
+            for k in (0, 2, 3, 4):
+                lists[k].extend(views[k][lang] for lang in langs)
             return
+        steps = state["step"].unbind()
+        lists[4].extend(steps[lang] for lang in langs)
         for k, (out, t) in enumerate(zip(lists, full, strict=False)):
             views = [t.narrow(0, start, rank) for start, rank in spans]
             out.extend(v.contiguous() for v in views)
             if k != 1:  # not the gradient
                 copies.extend(zip(views, out[-len(views) :], strict=True))
+
+
+    def _language_views(self, p: nn.Parameter, state: dict[str, Any], full: list[torch.Tensor],
+                        ranks: list[int]) -> dict[int, Sequence[torch.Tensor]]:  # fmt: skip
+        """Every language's view of p (0), its moments (2, 3) and its step count (4), built once per storage
+        (a new storage, e.g. a loaded state, builds them again); only the gradient's are made at each step."""
+        tensors = (p, state["exp_avg"], state["exp_avg_sq"], state["step"])
+        key = tuple((t.data_ptr(), t.stride()) for t in tensors)
+        cached = self._views.get(p)
+        if cached is None or cached[0] != key:
+            views = {k: full[k].split(ranks) for k in (0, 2, 3)}
+            cached = self._views[p] = (key, {**views, 4: state["step"].unbind()})
+        return cached[1]
 
 
 def _adamw(lists: Lists, group: dict[str, Any]) -> None:

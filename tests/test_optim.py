@@ -176,3 +176,22 @@ def test_resume_through_the_checkpoint_format_continues_exactly(tmp_path):
         assert torch.equal(a, b)
     layer = next(iter(twin.lslo_layers().values()))
     assert twin_opt.state[layer.lora_B]["exp_avg"].stride() == layer.lora_B.stride()
+
+
+def test_new_storage_is_updated_not_the_old_one():
+    """The optimizer keeps each language's views of a matrix and of its moments between steps; a matrix given new
+    storage (`.data = ...`) or a state loaded into the same optimizer gets new views, and training goes on exactly."""
+    model = make(12, randomize=True)
+    opt = LanguageAdamW(trainable(model), model, **HYPER)
+    twin = copy.deepcopy(model)
+    twin_opt = LanguageAdamW(trainable(twin), twin, **HYPER)
+    step(model, opt, pick(12, 4, 1), pick(12, 4, 2), seed=1)
+    step(twin, twin_opt, pick(12, 4, 1), pick(12, 4, 2), seed=1)
+    for layer in model.lslo_layers().values():
+        layer.lora_A.data, layer.lora_B.data = layer.lora_A.data.clone(), layer.lora_B.data.t().clone().t()
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # new moment tensors, same optimizer
+    for k in range(2, 4):
+        step(model, opt, pick(12, 4, 3 * k), pick(12, 4, 3 * k + 1), seed=k)
+        step(twin, twin_opt, pick(12, 4, 3 * k), pick(12, 4, 3 * k + 1), seed=k)
+    for a, b in zip(trainable(model), trainable(twin), strict=True):
+        assert torch.equal(a, b)
