@@ -338,6 +338,12 @@ def render_sweep(r: dict, path: Path) -> str:
     lines += ["", "| beam-5 generation, mixed directions (interleaved rounds; the ratio below is the median of each"
               " round's LSLo / base) | seconds (median) |", "|---|---:|"]
     lines += [f"| {g['variant']} | {g['seconds']:.2f} |" for g in r["generation_beam5"]]
+    if any(g["variant"].endswith("(control)") for g in r["generation_beam5"]):
+        lines += ["", "The control is LSLo-200 with every LSLo layer calling only its base layer: the routing and the"
+                  " wrappers; what LSLo-200 costs beyond it is the LoRA math, two batched products per adapted linear and"
+                  " decoding step. bf16 rows:"
+                  " bf16 weights under bf16 autocast, with and without the per-decoding-step gather and cast of each"
+                  " sample's rows that unmerged generation did before `Routing.memo`."]  # fmt: skip
     lines += ["", "| ratio (same run) | measured | target |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.3f} | {'<= ' + format(r['targets'][k], '.2f') if k in r['targets'] else ''} |" for k, v in r["ratios"].items()]
     paths = r["paths_one_layer"]
