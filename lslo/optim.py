@@ -141,7 +141,6 @@ class LanguageAdamW(torch.optim.Optimizer):
             if k != 1:  # not the gradient
                 copies.extend(zip(views, out[-len(views) :], strict=True))
 
-
     def _language_views(self, p: nn.Parameter, state: dict[str, Any], full: list[torch.Tensor],
                         ranks: list[int]) -> dict[int, Sequence[torch.Tensor]]:  # fmt: skip
         """Every language's view of p (0), its moments (2, 3) and its step count (4), built once per storage
