@@ -28,7 +28,8 @@ def write_sweep(results: Path, group: str, k: int, loss: float) -> None:
     results.mkdir(parents=True, exist_ok=True)
     r = {"format": regime.SWEEP_FORMAT, "run": f"sweep.{group}.lr{regime.lr_text(lr)}", "experiment": f"sweep.{group}",
          "group": group, "lr": lr, "lr_step": k, "min_valid_loss": loss, "epoch_of_min": 2.0, "git_commit": "abc",
-         "machine": {"date": "2026-12-03 08:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"}}  # fmt: skip
+         "machine": {"date": "2026-12-03 08:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"},
+         "train": {"seconds": 3600.0 * (2 + k), "cpu_seconds": 1200.0 * (2 + k), "tokens": 1000, "omp_num_threads": ["1"]}}  # fmt: skip
     (results / f"{r['run']}.json").write_text(json.dumps(r))
 
 
@@ -180,6 +181,7 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert f"<!-- begin {regime.SECTION} -->" in text and not (tmp_path / "default-RESULTS.md").exists()
     assert "| full (full) | " in text and "**2.0e-4: 2.5000 (ep 2)**" in text and "| lslo (lslo-228) |" in text
+    assert "Cost of a sweep run (3 finished; 4 epochs, 1,000 target tokens, 1 thread(s) each): CPU time 20-60 min (median 40)" in text
     claim = next(line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches or beats full fine-tuning, overall"))
     cells = [c.strip() for c in claim.split("|")]
     assert cells[4] == "+0.95" and cells[6] == "+1.85"  # best models: 2.05 - 1.1; last models: 1.95 - 0.1

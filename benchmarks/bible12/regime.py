@@ -518,6 +518,7 @@ def render(opts: argparse.Namespace) -> str:
             text = "" if r is None else f"{lr_text(r['lr'])}: {r['min_valid_loss']:.4f} (ep {r['epoch_of_min']:g})"
             cells.append(f"**{text}**" if r is not None and lr is not None and math.isclose(r["lr"], lr) else text)
         lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
+    lines += _sweep_cost_lines(sweep)
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
     lines += _score_lines(data, last) + _curve_lines(rd, md) + _claim_lines(data, last) + _cost_lines(data)
     lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
@@ -578,6 +579,23 @@ def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
     if gaps:
         lines += ["", f"Trend (spBLEU, all directions; {SUBSET} then {TREND_SUBSET} verses): " + "; ".join(gaps) + "."]
     return lines
+
+
+def _sweep_cost_lines(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """What one sweep run cost, from the JSON: CPU and wall minutes (range and median) and the tokens it trained."""
+    runs = [r["train"] for g in sweep.values() for r in g if r.get("train")]
+    if not runs:
+        return []
+    import statistics
+
+    def span(key: str) -> str:
+        v = sorted(t[key] / 60 for t in runs)
+        return f"{v[0]:.0f}-{v[-1]:.0f} min (median {statistics.median(v):.0f})"
+
+    threads = "/".join(sorted({x for t in runs for x in t["omp_num_threads"]}))
+    return ["", f"Cost of a sweep run ({len(runs)} finished; {SWEEP_EPOCHS} epochs, {runs[0]['tokens']:,} target tokens, "
+                f"{threads} thread(s) each): CPU time {span('cpu_seconds')}, training wall time {span('seconds')} (two runs "
+                "shared the 2 cores at low priority with other work, which the wall time includes)."]  # fmt: skip
 
 
 def _cost_lines(data: Mapping[str, Any]) -> list[str]:
