@@ -203,19 +203,18 @@ def run_sweep(args: Namespace) -> None:
     for m in models.values():
         m.eval()
 
-    def unmerged(n: int):
+    def unmerged(model: nn.Module, n: int = 200):
+        """Beam search of `model` on the mixed directions of the `n`-language batch."""
         b = batches[n]
-        return lambda: models[n].generate(src_ids, mask, src_lang=b["src_lang"], tgt_lang=b["tgt_lang"], **gen)
+        return lambda: model.generate(src_ids, mask, src_lang=b["src_lang"], tgt_lang=b["tgt_lang"], **gen)
 
     # control: LSLo-200's routing and wrappers without the LoRA math (every LSLo layer calls its base layer only)
     control = copy.deepcopy(models[200])
     for layer in control.lslo_layers().values():
         layer.forward = layer.base_layer.forward
-    b200 = batches[200]
     gens = {"base": lambda: plain.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
-            "LSLo-12 unmerged, mixed directions": unmerged(12), "LSLo-200 unmerged, mixed directions": unmerged(200),
-            "LSLo-200 without the LoRA math (control)":
-                lambda: control.generate(src_ids, mask, src_lang=b200["src_lang"], tgt_lang=b200["tgt_lang"], **gen)}  # fmt: skip
+            "LSLo-12 unmerged, mixed directions": unmerged(models[12], 12), "LSLo-200 unmerged, mixed directions": unmerged(models[200]),
+            "LSLo-200 without the LoRA math (control)": unmerged(control)}  # fmt: skip
     gen_times = time_generations(gens, args.gen_reps, device)
     # bf16 weights under bf16 autocast (where the GPU measured unmerged generation at 1.8x the base): the base,
     # LSLo-200 unmerged, and LSLo-200 gathering and casting each sample's LoRA rows at every decoding step, as it
@@ -226,9 +225,8 @@ def run_sweep(args: Namespace) -> None:
     with torch.autocast(device, dtype=torch.bfloat16):
         gen_bf16 = time_generations({
             "base, bf16 weights": lambda: bf16.generate(input_ids=src_ids, attention_mask=mask, decoder_input_ids=prompt, **gen),
-            "LSLo-200 unmerged, bf16 weights": lambda: fresh.generate(src_ids, mask, src_lang=b200["src_lang"], tgt_lang=b200["tgt_lang"], **gen),
-            "LSLo-200 unmerged, bf16 weights, rows gathered every decoding step (before)":
-                lambda: stale.generate(src_ids, mask, src_lang=b200["src_lang"], tgt_lang=b200["tgt_lang"], **gen),
+            "LSLo-200 unmerged, bf16 weights": unmerged(fresh),
+            "LSLo-200 unmerged, bf16 weights, rows gathered every decoding step (before)": unmerged(stale),
         }, args.gen_reps, device)  # fmt: skip
     gen_times.update(gen_bf16)
     load_after = os.getloadavg()
