@@ -30,6 +30,7 @@ fine-tuning can over-fit a small set and language-specific subspaces can pay off
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -520,7 +521,8 @@ def render(opts: argparse.Namespace) -> str:
         lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
     lines += _sweep_cost_lines(sweep)
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
-    lines += _score_lines(data, last) + _curve_lines(rd, md) + _claim_lines(data, last) + _cost_lines(data)
+    lines += _score_lines(data, last) + _curve_lines(rd, md) + _overfit_lines(data) + _claim_lines(data, last)
+    lines += _cost_lines(data)
     lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
     return "\n".join(lines)
 
@@ -552,6 +554,32 @@ def _curve_lines(results_dir: Path, md: Path) -> list[str]:
         return []
     rel = os.path.relpath((results_dir / CURVES_PNG).resolve(), md.resolve().parent)
     return ["", "### Learning curves", "", f"![validation loss per epoch]({Path(rel).as_posix()})"]
+
+
+def _overfit_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """What the curves show, per experiment: the lowest validation loss, where it was, and how far the loss rose
+    from there to the last epoch (over-fitting, measured rather than read off the plot)."""
+    rows = []
+    for e in EXPERIMENTS:
+        runs = [r for r in data.get(e["name"], []) if r.get("curve")]
+        if not runs:
+            continue
+        lows = [min(r["curve"], key=lambda p: p["valid_loss"]) for r in runs]
+        ends = [r["curve"][-1] for r in runs]
+        rises = [end["valid_loss"] - low["valid_loss"] for low, end in zip(lows, ends, strict=True)]
+        rising = [sum(b["valid_loss"] > a["valid_loss"] for a, b in itertools.pairwise(r["curve"])) for r in runs]
+        loss = lambda v: analysis._cell(analysis.stats(v), 3)  # noqa: E731
+        epochs = lambda pts: ", ".join(f"{p['epoch']:g}" for p in pts)  # noqa: E731
+        rows.append(f"| {e['name']} | {len(runs)} | {loss([p['valid_loss'] for p in lows])} | {epochs(lows)} "
+                    f"| {loss([p['valid_loss'] for p in ends])} | {epochs(ends)} | {loss(rises)} | {', '.join(map(str, rising))} |")  # fmt: skip
+    if not rows:
+        return []
+    return ["", "### Over-fitting, from the curves", "",
+            "Validation loss per run (mean over seeds ± half the range): the lowest, its epoch, the last epoch's, and the "
+            "rise from the lowest to the last (0: still falling at the end); *epochs up*: epochs whose loss was above the "
+            "epoch before.", "",
+            "| experiment | seeds | lowest validation loss | at epoch | last validation loss | last epoch | rise after the lowest | epochs up |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|", *rows]  # fmt: skip
 
 
 def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
