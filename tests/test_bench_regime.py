@@ -229,3 +229,76 @@ def test_reproduce_reruns_a_family_run_in_a_scratch_folder_with_the_swept_lr(tmp
     for bad, message in (("sweep.lslo.lr2.0e-3", "not a family run"), ("full.seed1", "no committed result")):
         with pytest.raises(runner.BenchError, match=message):
             regime.reproduce(opts(tmp_path, "--reproduce", bad), do)
+
+
+def fake_execute(log: list, barrier=None, fail: str | None = None):
+    """Stands in for `regime.execute`: writes a sweep result (losses with an interior minimum, so no grid grows)
+    or a family result, and logs when each run started and ended."""
+    import threading
+
+    lock = threading.Lock()
+
+    def do(r, o):
+        with lock:
+            log.append(("start", r["run"]))
+        if barrier is not None and len(log) <= 2:
+            barrier.wait(timeout=10)  # the first two runs must be going at the same time
+        if r["run"] == fail:
+            raise RuntimeError(f"{r['run']} broke")
+        results = Path(o.results_dir)
+        if r["kind"] == "sweep":
+            write_sweep(results, r["group"], r["lr_step"], 3.0 + r["lr_step"] ** 2)
+        else:
+            exp, seed = r["experiment"], r["seed"] or 1
+            results.mkdir(parents=True, exist_ok=True)
+            (results / f"{r['run']}.json").write_text(json.dumps({**family_result(exp, seed, 1.0, 0.5), "run": r["run"]}))
+        with lock:
+            log.append(("end", r["run"]))
+        return {}
+
+    return do
+
+
+def test_family_runs_jobs_side_by_side_and_family_runs_wait_for_their_sweep(tmp_path, monkeypatch, capsys):
+    import threading
+
+    monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
+    monkeypatch.setattr(regime, "render_to_md", lambda o: None)
+    monkeypatch.setattr(regime, "cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    log: list = []
+    monkeypatch.setattr(regime, "execute", fake_execute(log, threading.Barrier(2)))
+    assert run.main(["--family", "regime", "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                     "--results-md", str(tmp_path / "RESULTS.md"), "--base", str(tmp_path)]) == 0  # fmt: skip
+    import os
+
+    assert os.environ["OMP_NUM_THREADS"] == "1" and "2 job(s) side by side, OMP_NUM_THREADS=1" in capsys.readouterr().out
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    started = [n for e, n in log if e == "start"]
+    assert sorted(started) == sorted(r["run"] for r in regime.plan(opts(tmp_path))) and len(set(started)) == len(started)
+    assert log[0][0] == log[1][0] == "start"  # the first two overlapped (the barrier would have broken otherwise)
+    at = {(e, n): i for i, (e, n) in enumerate(log)}
+    for r in regime.plan(opts(tmp_path)):
+        if r["kind"] == "family":  # every run of its group's sweep ended before it started
+            sweeps = [n for e, n in log if e == "end" and n.startswith(f"sweep.{r['group']}.")]
+            assert len(sweeps) == 3 and all(at[("end", s)] < at[("start", r["run"])] for s in sweeps)
+
+
+def test_a_failed_job_stops_new_starts_and_lets_the_others_finish(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
+    monkeypatch.setattr(regime, "render_to_md", lambda o: None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an explicit setting is kept
+    log: list = []
+    first = [r["run"] for r in regime.plan(opts(tmp_path))][:2]
+    monkeypatch.setattr(regime, "execute", fake_execute(log, threading.Barrier(2), fail=first[0]))
+    o = opts(tmp_path, "--jobs", "2")
+    with pytest.raises(RuntimeError, match=f"{first[0]} broke"):
+        regime.run_family(o)
+    assert [n for e, n in log if e == "start"] == first and ("end", first[1]) in log  # nothing new, the other finished
+    import os
+
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert run.main(["--jobs", "2", "--results-dir", str(tmp_path / "r")]) == 2  # the matrix runs one at a time
+    assert run.main(["--family", "regime", "--jobs", "0", "--results-dir", str(tmp_path / "r")]) == 2

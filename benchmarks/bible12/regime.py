@@ -1,6 +1,6 @@
 """The paper's regime on bible12: 15 epochs over a small multi-way subset, learning rates swept per method.
 
-    python benchmarks/bible12/run.py --family regime            # sweep, then the family (resumable)
+    python benchmarks/bible12/run.py --family regime            # sweep, then the family (resumable), one job per core
     python benchmarks/bible12/run.py --family regime --list     # the plan and what is finished
     python benchmarks/bible12/run.py --family regime --only sweep.full full.seed1
     python benchmarks/bible12/run.py --family regime --render   # RESULTS.md section + curves from the JSON
@@ -398,7 +398,13 @@ def reproduce(opts: argparse.Namespace, do: Any = None) -> dict[str, Any]:
     return out
 
 
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_family(opts: argparse.Namespace) -> int:
+    """Run every unfinished run of the plan, `opts.jobs` at a time (one `lslo train` / `lslo eval` child each)."""
     runs = select(plan(opts), opts.only)
     if opts.list:
         for r in runs:
@@ -406,20 +412,48 @@ def run_family(opts: argparse.Namespace) -> int:
             lr = f" lr {lr_text(r['lr'])}" if r.get("lr") else ""
             print(f"{r['run']:<28} {status:<8} {r['kind']}{lr}")
         return 0
-    # The sweep may grow (an edge won) and family runs wait for it: plan again after each run.
-    done: set[str] = set()
-    while True:
-        todo = [r for r in select(plan(opts), opts.only) if r["run"] not in done and not result_path(opts, r["run"]).is_file()]
-        ready = [r for r in todo if r["kind"] != "family" or chosen_lr(r["group"], opts.results_dir) is not None]
-        if not ready:
-            if todo:
-                print(f"waiting for a sweep: {', '.join(r['run'] for r in todo)} need finished sweeps", flush=True)
-            break
-        execute(ready[0], opts)
-        done.add(ready[0]["run"])
-        render_to_md(opts)
+    jobs = opts.jobs or cores()
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the children split the cores; an explicit setting wins
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores() // jobs))
+    print(f"{jobs} job(s) side by side, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
+    _schedule(opts, jobs)
     render_to_md(opts)
     return 0
+
+
+def _schedule(opts: argparse.Namespace, jobs: int) -> None:
+    """Keep `jobs` runs going. The plan is made again after each run, since the sweep may grow (an edge won) and
+    family runs wait for their sweep. A run that fails or is interrupted stops new starts; the runs still going
+    finish (an interrupted training has checkpointed), then its error is raised."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    done: set[str] = set()
+    going: dict[str, Future[dict[str, Any]]] = {}
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while True:
+            if error is None:
+                todo = [r for r in select(plan(opts), opts.only)
+                        if r["run"] not in done and r["run"] not in going and not result_path(opts, r["run"]).is_file()]  # fmt: skip
+                ready = [r for r in todo if r["kind"] != "family" or chosen_lr(r["group"], opts.results_dir) is not None]
+                for r in ready[: jobs - len(going)]:
+                    if r["kind"] != "base":  # made here, once, not by two jobs at the same time
+                        build_subset(opts, experiment(r.get("of") or r["experiment"]).get("subset", SUBSET))
+                    going[r["run"]] = pool.submit(execute, r, opts)
+                if not going and todo:
+                    print(f"waiting for a sweep: {', '.join(r['run'] for r in todo)} need finished sweeps", flush=True)
+            if not going:
+                break
+            finished, _ = wait(going.values(), return_when=FIRST_COMPLETED)
+            for name, future in [(n, f) for n, f in going.items() if f in finished]:
+                del going[name]
+                done.add(name)
+                if future.exception() is not None:
+                    error = error or future.exception()
+                else:
+                    render_to_md(opts)
+    if error is not None:
+        raise error
 
 
 # -- rendering -------------------------------------------------------------------------------------------

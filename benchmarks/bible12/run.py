@@ -81,6 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--family", choices=["matrix", "regime"], default="matrix",
                     help="matrix: the paper's experiments at a fixed step budget (default); regime: the paper's 15 epochs over "
                          "a small subset, learning rates swept per method (benchmarks/bible12/regime.py)")  # fmt: skip
+    ap.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="regime: runs trained side by side, the cores split between them (default: one per core, with "
+                         "OMP_NUM_THREADS=1; two one-thread jobs did 1.4x the tokens of one two-thread job on 2 cores, "
+                         "RESULTS.md train_throughput; --jobs 1: one run at a time on every core)")  # fmt: skip
     ap.add_argument("--results-md", default=None, help="the markdown file to update (default: benchmarks/RESULTS.md)")
     ap.add_argument("--reproduce", metavar="RUN", help="train and evaluate a finished run again (in runs/bench-reproduce/; regime: runs/bench-regime-reproduce/) "
                     "and write results/reproduce.RUN.json: committed vs re-run scores and the seed spread")  # fmt: skip
@@ -100,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and run; bad use is one line and exit 2, an interruption exit 130 (resumable)."""
     opts = parse_args(argv)
     try:
+        if opts.jobs is not None and opts.jobs < 1:
+            raise BenchError(f"--jobs {opts.jobs}: give 1 or more")
+        if opts.jobs not in (None, 1) and opts.family != "regime":
+            raise BenchError("--jobs: only the regime family runs jobs side by side; add --family regime or drop --jobs")
         return regime_main(opts) if opts.family == "regime" else matrix_main(opts)
     except BenchError as err:
         print(f"run.py: error: {err}", file=sys.stderr)
