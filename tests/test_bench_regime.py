@@ -231,20 +231,26 @@ def test_reproduce_reruns_a_family_run_in_a_scratch_folder_with_the_swept_lr(tmp
             regime.reproduce(opts(tmp_path, "--reproduce", bad), do)
 
 
-def fake_execute(log: list, barrier=None, fail: str | None = None):
-    """Stands in for `regime.execute`: writes a sweep result (losses with an interior minimum, so no grid grows)
-    or a family result, and logs when each run started and ended."""
-    import threading
+def fake_execute(log: list, monkeypatch, barrier=None, fail: str | None = None):
+    """Stands in for `regime.execute`: one stand-in `lslo` child per run (through `regime._call`; the first two
+    children wait for each other), then a sweep result (losses with an interior minimum, so no grid grows) or a
+    family result; logs when each run started and ended."""
 
-    lock = threading.Lock()
+    def child(argv, log_file):
+        if barrier is not None and argv[-1] in first_two:
+            barrier.wait(timeout=10)  # both children going at once: only if a job lets go of the lock meanwhile
+        if argv[-1] == fail:
+            raise RuntimeError(f"{argv[-1]} broke")
+        return {}
+
+    first_two: list[str] = []
+    monkeypatch.setattr(runner, "call", child)
 
     def do(r, o):
-        with lock:
-            log.append(("start", r["run"]))
-        if barrier is not None and len(log) <= 2:
-            barrier.wait(timeout=10)  # the first two runs must be going at the same time
-        if r["run"] == fail:
-            raise RuntimeError(f"{r['run']} broke")
+        log.append(("start", r["run"]))
+        if len(first_two) < 2:
+            first_two.append(r["run"])
+        regime._call(["lslo", "-m", "stand-in", r["run"]], Path(o.runs_dir) / "log")
         results = Path(o.results_dir)
         if r["kind"] == "sweep":
             write_sweep(results, r["group"], r["lr_step"], 3.0 + r["lr_step"] ** 2)
@@ -252,8 +258,7 @@ def fake_execute(log: list, barrier=None, fail: str | None = None):
             exp, seed = r["experiment"], r["seed"] or 1
             results.mkdir(parents=True, exist_ok=True)
             (results / f"{r['run']}.json").write_text(json.dumps({**family_result(exp, seed, 1.0, 0.5), "run": r["run"]}))
-        with lock:
-            log.append(("end", r["run"]))
+        log.append(("end", r["run"]))
         return {}
 
     return do
@@ -267,7 +272,7 @@ def test_family_runs_jobs_side_by_side_and_family_runs_wait_for_their_sweep(tmp_
     monkeypatch.setattr(regime, "cores", lambda: 2)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     log: list = []
-    monkeypatch.setattr(regime, "execute", fake_execute(log, threading.Barrier(2)))
+    monkeypatch.setattr(regime, "execute", fake_execute(log, monkeypatch, threading.Barrier(2)))
     assert run.main(["--family", "regime", "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                      "--results-md", str(tmp_path / "RESULTS.md"), "--base", str(tmp_path)]) == 0  # fmt: skip
     import os
@@ -277,6 +282,7 @@ def test_family_runs_jobs_side_by_side_and_family_runs_wait_for_their_sweep(tmp_
     started = [n for e, n in log if e == "start"]
     assert sorted(started) == sorted(r["run"] for r in regime.plan(opts(tmp_path))) and len(set(started)) == len(started)
     assert log[0][0] == log[1][0] == "start"  # the first two overlapped (the barrier would have broken otherwise)
+    assert not regime._PYTHON.locked()
     at = {(e, n): i for i, (e, n) in enumerate(log)}
     for r in regime.plan(opts(tmp_path)):
         if r["kind"] == "family":  # every run of its group's sweep ended before it started
@@ -292,7 +298,7 @@ def test_a_failed_job_stops_new_starts_and_lets_the_others_finish(tmp_path, monk
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an explicit setting is kept
     log: list = []
     first = [r["run"] for r in regime.plan(opts(tmp_path))][:2]
-    monkeypatch.setattr(regime, "execute", fake_execute(log, threading.Barrier(2), fail=first[0]))
+    monkeypatch.setattr(regime, "execute", fake_execute(log, monkeypatch, threading.Barrier(2), fail=first[0]))
     o = opts(tmp_path, "--jobs", "2")
     with pytest.raises(RuntimeError, match=f"{first[0]} broke"):
         regime.run_family(o)

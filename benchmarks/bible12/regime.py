@@ -35,6 +35,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -259,7 +260,7 @@ def _train(run: Mapping[str, Any], cfg: dict[str, Any], opts: argparse.Namespace
     config_file = folder / f"config.e{cfg['max_epochs']}.yaml"
     runner._write_yaml(config_file, cfg)
     log = folder / "logs" / f"train-{int(time.time())}.log"
-    res = runner.call(runner._cli("train", str(config_file), "--resume", "--no-progress"), log)
+    res = _call(runner._cli("train", str(config_file), "--resume", "--no-progress"), log)
     summary = runner.last_json(log.read_text(encoding="utf-8"))
     state["sessions"].append({**res, "epochs_budget": cfg["max_epochs"]})
     if summary.get("interrupted"):
@@ -278,7 +279,7 @@ def curve(train_dir: Path) -> list[dict[str, Any]]:
 
 def _eval(model: Path, out: Path, opts: argparse.Namespace) -> dict[str, Any]:
     if not (out / "results.json").is_file():
-        runner.call(runner._cli("eval", str(model), "--data", opts.data, "--languages", *runner.base_languages(opts),
+        _call(runner._cli("eval", str(model), "--data", opts.data, "--languages", *runner.base_languages(opts),
                               "--max-sentences", str(opts.max_sentences), "--beams", str(opts.beams),
                               "--precision", EVAL_PRECISION, "--out", str(out), "--no-progress"),
                    out.parent / "logs" / f"{out.name}-{int(time.time())}.log")  # fmt: skip
@@ -421,6 +422,33 @@ def run_family(opts: argparse.Namespace) -> int:
     return 0
 
 
+# Jobs are threads that spend their time waiting for `lslo` children; their own Python work (planning, configs,
+# parameter counts, reading results) runs one at a time under this lock, which a job lets go of while its
+# child runs. Concurrent first imports of transformers' lazy modules fail, so nothing here may overlap.
+_PYTHON = threading.Lock()
+_JOB = threading.local()
+
+
+def _call(argv: Sequence[str], log: Path) -> dict[str, Any]:
+    """runner.call; in a job, other jobs may run Python while the child runs."""
+    if not getattr(_JOB, "holds", False):
+        return runner.call(argv, log)
+    _PYTHON.release()
+    try:
+        return runner.call(argv, log)
+    finally:
+        _PYTHON.acquire()
+
+
+def _job(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    with _PYTHON:
+        _JOB.holds = True
+        try:
+            return execute(run, opts)
+        finally:
+            _JOB.holds = False
+
+
 def _schedule(opts: argparse.Namespace, jobs: int) -> None:
     """Keep `jobs` runs going. The plan is made again after each run, since the sweep may grow (an edge won) and
     family runs wait for their sweep. A run that fails or is interrupted stops new starts; the runs still going
@@ -432,26 +460,28 @@ def _schedule(opts: argparse.Namespace, jobs: int) -> None:
     error: BaseException | None = None
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while True:
-            if error is None:
-                todo = [r for r in select(plan(opts), opts.only)
-                        if r["run"] not in done and r["run"] not in going and not result_path(opts, r["run"]).is_file()]  # fmt: skip
-                ready = [r for r in todo if r["kind"] != "family" or chosen_lr(r["group"], opts.results_dir) is not None]
-                for r in ready[: jobs - len(going)]:
-                    if r["kind"] != "base":  # made here, once, not by two jobs at the same time
-                        build_subset(opts, experiment(r.get("of") or r["experiment"]).get("subset", SUBSET))
-                    going[r["run"]] = pool.submit(execute, r, opts)
-                if not going and todo:
-                    print(f"waiting for a sweep: {', '.join(r['run'] for r in todo)} need finished sweeps", flush=True)
+            with _PYTHON:
+                if error is None:
+                    todo = [r for r in select(plan(opts), opts.only)
+                            if r["run"] not in done and r["run"] not in going and not result_path(opts, r["run"]).is_file()]  # fmt: skip
+                    ready = [r for r in todo if r["kind"] != "family" or chosen_lr(r["group"], opts.results_dir) is not None]
+                    for r in ready[: jobs - len(going)]:
+                        if r["kind"] != "base":  # made here, once, not by two jobs at the same time
+                            build_subset(opts, experiment(r.get("of") or r["experiment"]).get("subset", SUBSET))
+                        going[r["run"]] = pool.submit(_job, r, opts)
+                    if not going and todo:
+                        print(f"waiting for a sweep: {', '.join(r['run'] for r in todo)} need finished sweeps", flush=True)
             if not going:
                 break
             finished, _ = wait(going.values(), return_when=FIRST_COMPLETED)
-            for name, future in [(n, f) for n, f in going.items() if f in finished]:
-                del going[name]
-                done.add(name)
-                if future.exception() is not None:
-                    error = error or future.exception()
-                else:
-                    render_to_md(opts)
+            with _PYTHON:
+                for name, future in [(n, f) for n, f in going.items() if f in finished]:
+                    del going[name]
+                    done.add(name)
+                    if future.exception() is not None:
+                        error = error or future.exception()
+                    else:
+                        render_to_md(opts)
     if error is not None:
         raise error
 
