@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -240,8 +242,14 @@ def fake_execute(log: list, monkeypatch, barrier=None, fail: str | None = None):
         if barrier is not None and argv[-1] in first_two:
             barrier.wait(timeout=10)  # both children going at once: only if a job lets go of the lock meanwhile
         if argv[-1] == fail:
+            failed.set()
             raise RuntimeError(f"{argv[-1]} broke")
+        if fail is not None and argv[-1] in first_two:
+            failed.wait(timeout=10)  # the other child ends after the failure (else a new run may rightly start)
+            time.sleep(0.5)
         return {}
+
+    failed = threading.Event()
 
     first_two: list[str] = []
     monkeypatch.setattr(runner, "call", child)
@@ -265,8 +273,6 @@ def fake_execute(log: list, monkeypatch, barrier=None, fail: str | None = None):
 
 
 def test_family_runs_jobs_side_by_side_and_family_runs_wait_for_their_sweep(tmp_path, monkeypatch, capsys):
-    import threading
-
     monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
     monkeypatch.setattr(regime, "render_to_md", lambda o: None)
     monkeypatch.setattr(regime, "cores", lambda: 2)
@@ -291,8 +297,6 @@ def test_family_runs_jobs_side_by_side_and_family_runs_wait_for_their_sweep(tmp_
 
 
 def test_a_failed_job_stops_new_starts_and_lets_the_others_finish(tmp_path, monkeypatch):
-    import threading
-
     monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
     monkeypatch.setattr(regime, "render_to_md", lambda o: None)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an explicit setting is kept
