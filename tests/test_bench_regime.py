@@ -25,13 +25,15 @@ def opts(tmp_path, *extra):
                              "--results-md", str(tmp_path / "RESULTS.md"), "--data", str(tmp_path / "data" / "bible"), *extra])  # fmt: skip
 
 
-def write_sweep(results: Path, group: str, k: int, loss: float) -> None:
+def write_sweep(results: Path, group: str, k: int, loss: float, recorded: bool = True) -> None:
+    """A sweep result; `recorded=False`: a session was killed before the bench recorded its CPU time."""
     lr = regime.LR_CENTRE[group] * regime.LR_FACTOR**k
     results.mkdir(parents=True, exist_ok=True)
     r = {"format": regime.SWEEP_FORMAT, "run": f"sweep.{group}.lr{regime.lr_text(lr)}", "experiment": f"sweep.{group}",
          "group": group, "lr": lr, "lr_step": k, "min_valid_loss": loss, "epoch_of_min": 2.0, "git_commit": "abc",
          "machine": {"date": "2026-12-03 08:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"},
-         "train": {"seconds": 3600.0 * (2 + k), "cpu_seconds": 1200.0 * (2 + k), "tokens": 1000, "omp_num_threads": ["1"]}}  # fmt: skip
+         "train": {"seconds": 3600.0 * (2 + k), "cpu_seconds": 1200.0 * (2 + k), "tokens": 1000, "omp_num_threads": ["1"],
+                   "recorded_s": 3600.0 * (2 + k) + (5 if recorded else -600)}}  # fmt: skip
     (results / f"{r['run']}.json").write_text(json.dumps(r))
 
 
@@ -133,7 +135,7 @@ def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, 
             r = fake_result("x", 1, 1.0 if "best" in argv[4] else 0.0)
             (out / "results.json").write_text(json.dumps({**r, "groups": {m: {g: {"mean": v} for g, v in r["groups"][m].items()} for m in r["groups"]},
                                                           "metrics": {m: {"name": n} for m, n in r["metrics"].items()}}))  # fmt: skip
-        return {"rc": 0, "wall_s": 1.0, "peak_rss_mib": 10.0, "cpu_s": 1.0, "omp_num_threads": None}
+        return {"rc": 0, "wall_s": 61.0, "peak_rss_mib": 10.0, "cpu_s": 30.0, "omp_num_threads": None}
 
     monkeypatch.setattr(runner, "call", fake_call)
     sweep = next(r for r in regime.plan(o) if r["run"].startswith("sweep.lslo.") and r["lr_step"] == 0)
@@ -150,6 +152,9 @@ def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, 
     assert [a[1].endswith("best") for a in calls if a[0] == "eval"] == [False, True]
     assert res["checkpoints"]["best"]["epoch"] == 3.0 and res["checkpoints"]["last"]["epoch"] == 15.0
     assert res["overall"] == res["checkpoints"]["best"]["overall"] != res["checkpoints"]["last"]["overall"]
+    assert res["train"]["recorded_s"] == 122.0 and regime.cpu_minutes(res["train"]) == 1.0  # the sweep's session + its own
+    assert regime.cpu_minutes({**res["train"], "seconds": 600.0}) is None  # 10 min trained, 2 recorded: a session went missing
+    assert regime.cpu_minutes({k: v for k, v in res["train"].items() if k != "recorded_s"}) is None  # not known
     calls.clear()
     regime.execute(next(r for r in regime.plan(o) if r["run"] == "lslo-228.seed1"), o)  # everything done: nothing runs
     assert calls == []
@@ -163,7 +168,8 @@ def family_result(experiment: str, seed: int, best: float, last: float, low: flo
     r.update(format=regime.FORMAT, lr=1e-3, subset=regime.SUBSET,
              checkpoints={"best": {"step": 30, "epoch": 3.0, "valid_loss": 2.5, **ck}, "last": {"step": 150, "epoch": 15.0, **ck_last}},
              curve=[{"step": 10 * e, "epoch": float(e), "valid_loss": 3.0 - 0.1 * min(e, 3) + 0.01 * e, "valid_nll": 1.0} for e in range(1, 16)],
-             train={"seconds": 600.0, "cpu_seconds": 590.0, "steps_per_epoch": 10, "omp_num_threads": ["1"]},
+             train={"seconds": 600.0, "cpu_seconds": 590.0, "steps_per_epoch": 10, "omp_num_threads": ["1"],
+                    "recorded_s": 605.0 if seed == 1 else 300.0},
              machine={"date": "2026-12-03 08:00 UTC", "cpu": "x86_64", "cpu_cores": 2, "torch": "2.x"})  # fmt: skip
     return r
 
@@ -174,6 +180,7 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     results.mkdir(parents=True)
     for k, loss in ((-1, 3.0), (0, 2.5), (1, 2.7)):
         write_sweep(results, "full", k, loss)
+    write_sweep(results, "lora", 0, 2.6, recorded=False)
     for exp, seed, best, last in (("full", 1, 1.0, 0.0), ("full", 2, 1.2, 0.2), ("lslo-228", 1, 2.0, 1.9), ("lslo-228", 2, 2.1, 2.0)):
         (results / f"{exp}.seed{seed}.json").write_text(json.dumps(family_result(exp, seed, best, last)))
     base = fake_result("base", None, -3.0)
@@ -183,7 +190,11 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert f"<!-- begin {regime.SECTION} -->" in text and not (tmp_path / "default-RESULTS.md").exists()
     assert "| full (full) | " in text and "**2.0e-4: 2.5000 (ep 2)**" in text and "| lslo (lslo-228) |" in text
-    assert "Cost of a sweep run (3 finished; 4 epochs, 1,000 target tokens, 1 thread(s) each): CPU time 20-60 min (median 40)" in text
+    assert ("Cost of a sweep run (4 finished; 4 epochs, 1,000 target tokens, 1 thread(s) each): CPU time 20-60 min (median 40) "
+            "over the 3 whose every session was recorded (1 had a session killed") in text
+    assert "training wall time 60-180 min (median 120)" in text
+    cost = next(line for line in text.split("### Cost")[1].splitlines() if line.startswith("| lslo-228 | "))
+    assert cost.split("|")[5:7] == [" 10.0, 10.0 ", " 9.8, not recorded "]  # seed 2 lost a session's record
     claim = next(line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches or beats full fine-tuning, overall"))
     cells = [c.strip() for c in claim.split("|")]
     assert cells[4] == "+0.95" and cells[6] == "+1.85"  # best models: 2.05 - 1.1; last models: 1.95 - 0.1

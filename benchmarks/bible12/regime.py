@@ -304,7 +304,17 @@ def _train_facts(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, 
             "steps_per_epoch": cfg["warmup_steps"], "train_loss": s.get("train_loss"),
             "peak_rss_mib": max(x["peak_rss_mib"] for x in sessions), "sessions": len(sessions),
             "omp_num_threads": sorted({str(x.get("omp_num_threads")) for x in sessions}),
-            "cpu_seconds": sum(x["cpu_s"] for x in sessions)}  # fmt: skip
+            "cpu_seconds": sum(x["cpu_s"] for x in sessions), "recorded_s": round(sum(x["wall_s"] for x in sessions), 1)}  # fmt: skip
+
+
+def cpu_minutes(train: Mapping[str, Any]) -> float | None:
+    """A run's CPU time in minutes, or None where it is not known: a session killed with the shell that ran it (a
+    session's end) ends before the bench records its resource use, so its CPU time is missing while the training
+    time it saved in checkpoints counts. Its sign: the recorded sessions' wall time (`recorded_s`) falls short of
+    the training time (`seconds`, which `lslo train` carries across resumes)."""
+    if train.get("recorded_s") is None or train["recorded_s"] < train["seconds"] - 60:
+        return None
+    return train["cpu_seconds"] / 60
 
 
 def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
@@ -680,14 +690,18 @@ def _sweep_cost_lines(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
         return []
     import statistics
 
-    def span(key: str) -> str:
-        v = sorted(t[key] / 60 for t in runs)
+    def span(v: list[float]) -> str:
+        v = sorted(v)
         return f"{v[0]:.0f}-{v[-1]:.0f} min (median {statistics.median(v):.0f})"
 
     threads = "/".join(sorted({x for t in runs for x in t["omp_num_threads"]}))
+    cpu = [m for m in map(cpu_minutes, runs) if m is not None]
+    cpu_text = f"CPU time {span(cpu)} over the {len(cpu)} whose every session was recorded" if cpu else "CPU time not recorded"
+    if len(cpu) < len(runs):
+        cpu_text += f" ({len(runs) - len(cpu)} had a session killed with the shell before its CPU time was recorded)"
     return ["", f"Cost of a sweep run ({len(runs)} finished; {SWEEP_EPOCHS} epochs, {runs[0]['tokens']:,} target tokens, "
-                f"{threads} thread(s) each): CPU time {span('cpu_seconds')}, training wall time {span('seconds')} (two runs "
-                "shared the 2 cores at low priority with other work, which the wall time includes)."]  # fmt: skip
+                f"{threads} thread(s) each): {cpu_text}; training wall time {span([t['seconds'] / 60 for t in runs])} "
+                "(two runs shared the 2 cores at low priority with other work, which the wall time includes)."]  # fmt: skip
 
 
 def _cost_lines(data: Mapping[str, Any]) -> list[str]:
@@ -700,9 +714,14 @@ def _cost_lines(data: Mapping[str, Any]) -> list[str]:
         p = runs[0]["params"]
         count = f"{p['trainable']:,}" + (f" ({p['surviving']:,} after pruning)" if p.get("surviving") is not None else "")
         minutes = ", ".join(f"{r['train']['seconds'] / 60:.1f}" for r in runs)
-        cpu = ", ".join(f"{r['train']['cpu_seconds'] / 60:.1f}" for r in runs)
+        cpu = ", ".join("not recorded" if (m := cpu_minutes(r["train"])) is None else f"{m:.1f}" for r in runs)
         threads = ", ".join("/".join(r["train"]["omp_num_threads"]) for r in runs)
         lines.append(f"| {e['name']} | {count} | {p['percent_of_base']:.3f} | {runs[0]['train']['steps_per_epoch']} | {minutes} | {cpu} | {threads} |")
+    if len(lines) > 5:
+        lines += ["", "Training time: `lslo train`'s own clock, carried across resumes (the family runs continue their "
+                      "method's chosen sweep run, whose 4 epochs it includes). CPU time: user + system of the `lslo train` "
+                      "processes, summed over sessions; *not recorded* where a session was killed with the shell that ran "
+                      "it before the bench could record it."]  # fmt: skip
     return lines
 
 
