@@ -278,19 +278,31 @@ def curve(train_dir: Path) -> list[dict[str, Any]]:
 
 
 def _eval(model: Path, out: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    """`lslo eval` of `model` into `out` (once); its scores, and what the evaluation cost (`cost.json`)."""
+    from lslo.io import write_json
+
     if not (out / "results.json").is_file():
-        _call(runner._cli("eval", str(model), "--data", opts.data, "--languages", *runner.base_languages(opts),
-                              "--max-sentences", str(opts.max_sentences), "--beams", str(opts.beams),
-                              "--precision", EVAL_PRECISION, "--out", str(out), "--no-progress"),
-                   out.parent / "logs" / f"{out.name}-{int(time.time())}.log")  # fmt: skip
+        res = _call(runner._cli("eval", str(model), "--data", opts.data, "--languages", *runner.base_languages(opts),
+                                "--max-sentences", str(opts.max_sentences), "--beams", str(opts.beams),
+                                "--precision", EVAL_PRECISION, "--out", str(out), "--no-progress"),
+                    out.parent / "logs" / f"{out.name}-{int(time.time())}.log")  # fmt: skip
+        write_json(out / "cost.json", {k: res[k] for k in ("wall_s", "cpu_s", "omp_num_threads")})
     from lslo.report import load_results
 
     ev = load_results(out)
+    cost = json.loads((out / "cost.json").read_text(encoding="utf-8")) if (out / "cost.json").is_file() else None
     groups = {m: {g: ev["groups"][m][g]["mean"] for g in ev["groups"][m]} for m in analysis.METRICS}
     return {"metrics": {m: ev["metrics"][m]["name"] for m in analysis.METRICS}, "tiers": ev["tiers"],
             "overall": {m: groups[m]["all"] for m in analysis.METRICS}, "groups": groups,
             "directions": {k: {"spbleu": round(r["spbleu"], 4), "chrf": round(r["chrf"], 4), "n": r["n"]}
-                           for k, r in ev["directions"].items()}}  # fmt: skip
+                           for k, r in ev["directions"].items()}, "cost": cost}  # fmt: skip
+
+
+def _eval_cost(*evals: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluations' summed wall and CPU seconds (None where one was not recorded)."""
+    costs = [e.get("cost") for e in evals]
+    total = lambda k: None if any(c is None or c.get(k) is None for c in costs) else round(sum(c[k] for c in costs), 1)  # noqa: E731
+    return {"models": len(evals), "wall_s": total("wall_s"), "cpu_s": total("cpu_s")}
 
 
 def _common(run: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
@@ -324,8 +336,9 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
     print(f"== {run['run']}", flush=True)
     out: dict[str, Any]
     if run["kind"] == "base":
+        ev = _eval(Path(opts.base), Path(opts.runs_dir) / "base" / "eval", opts)
         out = {"format": FORMAT, **_common(run, opts), "about": "the base model, not fine-tuned",
-               "checkpoints": {}, **_eval(Path(opts.base), Path(opts.runs_dir) / "base" / "eval", opts)}  # fmt: skip
+               "checkpoints": {}, **{k: v for k, v in ev.items() if k != "cost"}, "eval_cost": _eval_cost(ev)}  # fmt: skip
         out["params"] = {"trainable": 0, "percent_of_base": 0.0}
     elif run["kind"] == "sweep":
         exp = experiment(run["of"])
@@ -357,12 +370,15 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
                 params["surviving"] = sub.pop("surviving")
                 params["surviving_percent_of_base"] = 100 * params["surviving"] / params["base"]
                 params["subspace"] = sub
+        cost = _eval_cost(last) if same else _eval_cost(last, best)
+        last, best = ({k: v for k, v in e.items() if k != "cost"} for e in (last, best))
         chosen = {"last": {"step": state["summary"]["steps"], "epoch": state["summary"]["epochs"], **last},
                   "best": {**best_info, "same_as_last": same, **best}}  # fmt: skip
         out = {"format": FORMAT, **_common(run, opts), "about": exp["about"], "lr": lr, "lr_from": f"sweep.{run['group']}",
                "subset": exp.get("subset", SUBSET), "verdict_checkpoint": CHECKPOINT, "checkpoints": chosen,
                **{k: chosen[CHECKPOINT][k] for k in ("metrics", "tiers", "overall", "groups", "directions")},
-               "curve": curve(train_dir), "params": params, "train": _train_facts(state, cfg), "config": cfg, **notes}  # fmt: skip
+               "curve": curve(train_dir), "params": params, "train": _train_facts(state, cfg), "eval_cost": cost,
+               "config": cfg, **notes}  # fmt: skip
     out["budget"] = {"epochs": SWEEP_EPOCHS if run["kind"] == "sweep" else EPOCHS, "max_tokens": opts.max_tokens,
                      "precision": opts.precision}  # fmt: skip
     out["eval"] = {"split": "test", "sentences_per_direction": opts.max_sentences, "beams": opts.beams,
@@ -704,9 +720,17 @@ def _sweep_cost_lines(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
                 "(two runs shared the 2 cores at low priority with other work, which the wall time includes)."]  # fmt: skip
 
 
+def _eval_minutes(r: Mapping[str, Any]) -> str:
+    c = r.get("eval_cost") or {}
+    return "not recorded" if c.get("wall_s") is None else f"{c['wall_s'] / 60:.1f} ({c['models']})"
+
+
 def _cost_lines(data: Mapping[str, Any]) -> list[str]:
-    lines = ["", "### Cost", "", "| experiment | trainable params | % of base | steps per epoch | training time per run (min) | CPU time per run (min) | threads |",
-             "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines = ["", "### Cost", "", "| experiment | trainable params | % of base | steps per epoch | training time per run (min) "
+             "| CPU time per run (min) | threads | evaluation wall time per run (min; models) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+    if data.get("base"):
+        lines.append(f"| base | 0 | 0 | – | – | – | – | {', '.join(_eval_minutes(r) for r in data['base'])} |")
     for e in EXPERIMENTS:
         runs = data.get(e["name"], [])
         if not runs:
@@ -716,12 +740,14 @@ def _cost_lines(data: Mapping[str, Any]) -> list[str]:
         minutes = ", ".join(f"{r['train']['seconds'] / 60:.1f}" for r in runs)
         cpu = ", ".join("not recorded" if (m := cpu_minutes(r["train"])) is None else f"{m:.1f}" for r in runs)
         threads = ", ".join("/".join(r["train"]["omp_num_threads"]) for r in runs)
-        lines.append(f"| {e['name']} | {count} | {p['percent_of_base']:.3f} | {runs[0]['train']['steps_per_epoch']} | {minutes} | {cpu} | {threads} |")
+        lines.append(f"| {e['name']} | {count} | {p['percent_of_base']:.3f} | {runs[0]['train']['steps_per_epoch']} | {minutes} "
+                     f"| {cpu} | {threads} | {', '.join(map(_eval_minutes, runs))} |")  # fmt: skip
     if len(lines) > 5:
         lines += ["", "Training time: `lslo train`'s own clock, carried across resumes (the family runs continue their "
                       "method's chosen sweep run, whose 4 epochs it includes). CPU time: user + system of the `lslo train` "
                       "processes, summed over sessions; *not recorded* where a session was killed with the shell that ran "
-                      "it before the bench could record it."]  # fmt: skip
+                      "it before the bench could record it. Evaluation: the `lslo eval` runs' wall time, summed over the "
+                      "models evaluated (last and best-by-validation; one where they are the same)."]  # fmt: skip
     return lines
 
 
