@@ -333,7 +333,7 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA or fully")
+    t = sub.add_parser("train", help="fine-tune with LSLo, a shared LoRA, or every weight (full fine-tuning)")
     t.add_argument("config", help="YAML run config (see configs/)")
     t.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys (repeatable; a dotted key sets a nested value: lslo.ranks.low=4; "
@@ -443,14 +443,18 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _quiet_transformers() -> None:
-    """No "Loading weights" bar from transformers in any command (lslo shows its own progress)."""
+    """No "Loading weights" bar from transformers in any command (lslo shows its own progress), and no retry
+    warnings from the hub ahead of lslo's own one-line error (`HF_HUB_VERBOSITY=warning` brings them back)."""
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
+        from huggingface_hub.utils import logging as hub_logging
         from transformers.utils import logging
 
         logging.disable_progress_bar()
+        if "HF_HUB_VERBOSITY" not in os.environ:
+            hub_logging.set_verbosity_error()
     except ImportError:
         pass
 

@@ -124,3 +124,27 @@ def test_help_works(argv):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 0
+
+
+def test_hub_retry_warnings_do_not_precede_the_one_line_error(monkeypatch):
+    """A hub id that cannot be reached: huggingface_hub logs a warning per retry ("'...' thrown while requesting HEAD
+    ...") before lslo's own one-line error; the command line keeps them out unless HF_HUB_VERBOSITY asks for them."""
+    import logging
+
+    from huggingface_hub.utils import logging as hub_logging
+
+    from lslo.cli import _quiet_transformers
+
+    http = hub_logging.get_logger("huggingface_hub.utils._http")  # the logger of those warnings
+    try:
+        hub_logging.set_verbosity_warning()
+        assert http.isEnabledFor(logging.WARNING)
+        monkeypatch.delenv("HF_HUB_VERBOSITY", raising=False)
+        _quiet_transformers()
+        assert not http.isEnabledFor(logging.WARNING) and http.isEnabledFor(logging.ERROR)
+        hub_logging.set_verbosity_warning()
+        monkeypatch.setenv("HF_HUB_VERBOSITY", "warning")
+        _quiet_transformers()  # the user's setting wins
+        assert http.isEnabledFor(logging.WARNING)
+    finally:
+        hub_logging.set_verbosity_warning()
