@@ -60,10 +60,20 @@ def cmd_data_bible(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from lslo.data.readers import read_corpus
+    """A data set's languages, sentence counts and directions; a folder of splits without --split: every split."""
+    from lslo.data.readers import detect_format, read_corpus
 
-    corpus = read_corpus(args.path, fmt=args.format, languages=args.languages, split=args.split)
-    print(json.dumps({"languages": corpus.languages, "sentences": corpus.counts(), "directions": len(corpus.directions())}, indent=2))
+    def info(split: str | None) -> dict[str, Any]:
+        corpus = read_corpus(args.path, fmt=args.format, languages=args.languages, split=split)
+        return {"languages": corpus.languages, "sentences": corpus.counts(), "directions": len(corpus.directions())}
+
+    root = Path(args.path)
+    if args.split is None and root.is_dir() and args.format in ("auto", "folder") and detect_format(root) == "folder":
+        splits = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if splits:
+            print(json.dumps({split: info(split) for split in splits}, indent=2))
+            return 0
+    print(json.dumps(info(args.split), indent=2))
     return 0
 
 
@@ -316,7 +326,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--languages", nargs="+", default=None, help="code=bbName:tier items (default: bible12)")
     b.add_argument("--force", action="store_true", help="replace an existing different build")
     b.set_defaults(func=cmd_data_bible)
-    i = dsub.add_parser("info", help="read a data set and print its languages and counts")
+    i = dsub.add_parser("info", help="read a data set and print its languages and counts (every split of a folder of splits)")
     i.add_argument("path")
     i.add_argument("--format", default="auto", help="auto | flores | folder | tsv | jsonl")
     i.add_argument("--split", default=None)

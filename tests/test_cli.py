@@ -55,6 +55,24 @@ def test_empty_data(capsys, tmp_path):
     assert_one_line_error(code, err)
 
 
+def test_data_info_of_a_folder_of_splits_shows_every_split(capsys, tmp_path):
+    import json
+
+    folder(tmp_path / "d" / "train", {"en.txt": "a\nb\nc\n", "fr.txt": "x\ny\nz\n", "de.txt": "1\n2\n3\n"})
+    folder(tmp_path / "d" / "valid", {"en.txt": "a\n", "fr.txt": "x\n"})
+    code, out, _ = run(capsys, "data", "info", str(tmp_path / "d"))
+    assert code == 0 and json.loads(out) == {
+        "train": {"languages": ["de", "en", "fr"], "sentences": {"de": 3, "en": 3, "fr": 3}, "directions": 6},
+        "valid": {"languages": ["en", "fr"], "sentences": {"en": 1, "fr": 1}, "directions": 2}}  # fmt: skip
+    code, out, _ = run(capsys, "data", "info", str(tmp_path / "d"), "--split", "valid")
+    assert code == 0 and json.loads(out)["sentences"] == {"en": 1, "fr": 1}
+    code, _, err = run(capsys, "data", "info", str(tmp_path / "d"), "--split", "test")
+    assert_one_line_error(code, err, "test", "train, valid")
+    folder(tmp_path / "d" / "broken", {"en.txt": "a\nb\n", "fr.txt": "x\n"})  # one bad split: its error, one line
+    code, _, err = run(capsys, "data", "info", str(tmp_path / "d"))
+    assert_one_line_error(code, err, "broken")
+
+
 def test_unknown_language_code(capsys, tmp_path):
     d = folder(tmp_path / "d", {"en.txt": "a\n", "fr.txt": "b\n"})
     code, _, err = run(capsys, "data", "info", str(d), "--languages", "en", "qq_Zzzz")

@@ -61,8 +61,10 @@ def read_folder(
         folder = _split_folder(root, None)
         files = language_files(folder, split=split)
         if not files and split is not None:
+            have = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            there = f" (splits here: {', '.join(have)})" if have else ""
             raise LsloError(
-                f"{folder}: no {split}.<lang> or <lang>.{split} files and no {split}/ folder; check the split"
+                f"{folder}: no {split}.<lang> or <lang>.{split} files and no {split}/ folder{there}; check the split"
             )
         if not files and languages is None:
             check_not_split_root(folder)
