@@ -105,14 +105,14 @@ def test_a_sweep_run_is_the_prefix_of_the_family_run(tmp_path, monkeypatch):
     assert x3["data"].endswith(f"-v{regime.TREND_SUBSET}") and family["data"].endswith(f"-v{regime.SUBSET}")
 
 
-def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, monkeypatch):
+def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(regime, "build_subset", lambda o, n: Path(o.data + f"-v{n}"))
     monkeypatch.setattr(regime, "steps_per_epoch", lambda *a: 10)
     monkeypatch.setattr(runner, "count_params", lambda cfg: {"trainable": 5, "base": 100, "percent_of_base": 5.0})
     o = opts(tmp_path)
     calls = []
 
-    def fake_call(argv, log):
+    def fake_call(argv, log, watch=None):
         calls.append(argv[3:5])
         if argv[3] == "train":
             import yaml
@@ -126,6 +126,7 @@ def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, 
                                                        + "\n" for e, v in enumerate(losses, 1)))  # fmt: skip
             best = min(range(epochs), key=lambda i: losses[i])
             (out / "best" / "lslo_best.json").write_text(json.dumps({"step": 10 * (best + 1), "epoch": best + 1.0, "valid_loss": losses[best]}))
+            watch()  # the bench's progress from the metrics the training wrote
             summary = {"steps": 10 * epochs, "epochs": float(epochs), "tokens": 1, "elapsed": 60.0, "interrupted": False}
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(json.dumps(summary, indent=1) + "\n")
@@ -144,12 +145,15 @@ def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, 
     for k, loss in ((-1, 3.1), (1, 2.9)):
         write_sweep(Path(o.results_dir), "lslo", k, loss)
     assert math.isclose(regime.chosen_lr("lslo", o.results_dir), regime.LR_CENTRE["lslo"])
+    assert "epoch 4/4 (step 40): valid loss 2.7500 (lowest 2.7000, epoch 3)" in capsys.readouterr().out
     calls.clear()
     res = regime.execute(next(r for r in regime.plan(o) if r["run"] == "lslo-228.seed1"), o)
     train_dirs = {Path(a[1]).parent for a in calls if a[0] == "train"}
     assert train_dirs == {Path(sweep_cfg := res["config"]["out_dir"]).parent} and "config.e15.yaml" in calls[0][1]
     assert Path(sweep_cfg, "..", "config.e4.yaml").resolve().is_file()  # the sweep's config, same folder
     assert [a[1].endswith("best") for a in calls if a[0] == "eval"] == [False, True]
+    out = capsys.readouterr().out  # resumed from the sweep's 4 epochs: only the new ones are shown
+    assert "epoch 4/15" not in out and "epoch 5/15 (step 50): valid loss 2.8000 (lowest 2.7000, epoch 3)" in out
     assert res["checkpoints"]["best"]["epoch"] == 3.0 and res["checkpoints"]["last"]["epoch"] == 15.0
     assert res["overall"] == res["checkpoints"]["best"]["overall"] != res["checkpoints"]["last"]["overall"]
     assert res["eval_cost"] == {"models": 2, "wall_s": 122.0, "cpu_s": 60.0} and "cost" not in res["checkpoints"]["best"]
@@ -251,7 +255,7 @@ def fake_execute(log: list, monkeypatch, barrier=None, fail: str | None = None):
     children wait for each other), then a sweep result (losses with an interior minimum, so no grid grows) or a
     family result; logs when each run started and ended."""
 
-    def child(argv, log_file):
+    def child(argv, log_file, watch=None):
         if barrier is not None and argv[-1] in first_two:
             barrier.wait(timeout=10)  # both children going at once: only if a job lets go of the lock meanwhile
         if argv[-1] == fail:

@@ -393,3 +393,28 @@ def test_call_records_cpu_time_and_threads(tmp_path, monkeypatch):
     assert (tmp_path / "logs" / "busy.log").read_text() == "done\n"
     with pytest.raises(RuntimeError, match="exited with 3"):
         runner.call([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "logs" / "fail.log")
+
+
+def test_call_shows_the_validations_of_a_running_training(tmp_path, capsys):
+    """`lslo train --no-progress` is silent for hours: the bench prints each validation it logs while it runs (not the
+    ones of earlier sessions), from its metrics.jsonl, a half-written last line skipped until it is whole."""
+    import json
+    import sys
+
+    metrics = tmp_path / "train" / "metrics.jsonl"
+    metrics.parent.mkdir()
+    metrics.write_text(json.dumps({"step": 10, "epoch": 1.0, "valid_loss": 4.0}) + "\n")  # a session before this one
+    child = (
+        "import json, time, sys\n"
+        f"f = open({str(metrics)!r}, 'a')\n"
+        "for e, v in ((2, 3.5), (3, 3.7)):\n"
+        "    f.write(json.dumps({'step': 10 * e, 'epoch': float(e), 'loss': 9.0}) + '\\n')\n"
+        "    f.write(json.dumps({'step': 10 * e, 'epoch': float(e), 'valid_loss': v})[:9]); f.flush(); time.sleep(0.3)\n"
+        "    f.write(json.dumps({'step': 10 * e, 'epoch': float(e), 'valid_loss': v})[9:] + '\\n'); f.flush(); time.sleep(0.3)\n"
+    )
+    watch = runner.ValidationProgress("r.seed1", metrics, "/15")
+    res = runner.call([sys.executable, "-c", child], tmp_path / "logs" / "train.log", watch, every=0.05)
+    assert res["rc"] == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[r.seed1]")]
+    assert shown == ["[r.seed1] epoch 2/15 (step 20): valid loss 3.5000 (lowest 3.5000, epoch 2)",
+                     "[r.seed1] epoch 3/15 (step 30): valid loss 3.7000 (lowest 3.5000, epoch 2)"]  # fmt: skip

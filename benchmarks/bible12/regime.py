@@ -37,7 +37,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -260,7 +260,8 @@ def _train(run: Mapping[str, Any], cfg: dict[str, Any], opts: argparse.Namespace
     config_file = folder / f"config.e{cfg['max_epochs']}.yaml"
     runner._write_yaml(config_file, cfg)
     log = folder / "logs" / f"train-{int(time.time())}.log"
-    res = _call(runner._cli("train", str(config_file), "--resume", "--no-progress"), log)
+    watch = runner.ValidationProgress(run["run"], Path(cfg["out_dir"]) / "metrics.jsonl", f"/{cfg['max_epochs']}")
+    res = _call(runner._cli("train", str(config_file), "--resume", "--no-progress"), log, watch)
     summary = runner.last_json(log.read_text(encoding="utf-8"))
     state["sessions"].append({**res, "epochs_budget": cfg["max_epochs"]})
     if summary.get("interrupted"):
@@ -455,13 +456,13 @@ _PYTHON = threading.Lock()
 _JOB = threading.local()
 
 
-def _call(argv: Sequence[str], log: Path) -> dict[str, Any]:
+def _call(argv: Sequence[str], log: Path, watch: Callable[[], None] | None = None) -> dict[str, Any]:
     """runner.call; in a job, other jobs may run Python while the child runs."""
     if not getattr(_JOB, "holds", False):
-        return runner.call(argv, log)
+        return runner.call(argv, log, watch)
     _PYTHON.release()
     try:
-        return runner.call(argv, log)
+        return runner.call(argv, log, watch)
     finally:
         _PYTHON.acquire()
 

@@ -134,8 +134,38 @@ class Interrupted(Exception):
     pass
 
 
-def call(argv: Sequence[str], log: Path) -> dict[str, Any]:
-    """Run `argv` (stdout and stderr to `log`); its exit code, wall time and peak RSS (ru_maxrss, MiB)."""
+class ValidationProgress:
+    """Called while a training runs: prints each validation it logged since the last call (`lslo train
+    --no-progress` writes nothing until it ends), e.g. `[lslo-228.seed1] epoch 7/15: valid loss 4.3165 (lowest
+    4.3050, epoch 4)`."""
+
+    def __init__(self, name: str, metrics: Path, of: str = "") -> None:
+        self.name, self.metrics, self.of = name, metrics, of
+        self.seen = sum(1 for _ in self._entries())  # resumed: what earlier sessions logged is not news
+        self.lowest: tuple[float, float] | None = min(((e["valid_loss"], e["epoch"]) for e in self._entries()), default=None)
+
+    def _entries(self) -> list[dict[str, Any]]:
+        rows = []
+        try:
+            for line in self.metrics.read_text(encoding="utf-8").splitlines():
+                rows.append(json.loads(line))
+        except (OSError, ValueError):  # not there yet, or the line being written
+            pass
+        return [r for r in rows if "valid_loss" in r]
+
+    def __call__(self) -> None:
+        entries = self._entries()
+        for e in entries[self.seen :]:
+            if self.lowest is None or e["valid_loss"] < self.lowest[0]:
+                self.lowest = (e["valid_loss"], e["epoch"])
+            print(f"[{self.name}] epoch {e['epoch']:g}{self.of} (step {e['step']}): valid loss {e['valid_loss']:.4f} "
+                  f"(lowest {self.lowest[0]:.4f}, epoch {self.lowest[1]:g})", flush=True)  # fmt: skip
+        self.seen = max(self.seen, len(entries))
+
+
+def call(argv: Sequence[str], log: Path, watch: Callable[[], None] | None = None, every: float = 20.0) -> dict[str, Any]:
+    """Run `argv` (stdout and stderr to `log`); its exit code, wall time and peak RSS (ru_maxrss, MiB). `watch`
+    is called every `every` seconds while it runs, and once at the end (progress from its files)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"$ {shlex.join(argv)}  > {log}", flush=True)
     start = time.time()
@@ -144,10 +174,15 @@ def call(argv: Sequence[str], log: Path) -> dict[str, Any]:
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         while True:
             try:
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
+                pid, status, usage = os.wait4(proc.pid, 0 if watch is None else os.WNOHANG)
+                if pid:
+                    break
+                watch()  # type: ignore[misc]
+                time.sleep(every)
             except KeyboardInterrupt:  # the child got the signal too: let it checkpoint and exit
                 interrupted = True
+        if watch is not None:
+            watch()
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc
     result = {"rc": rc, "wall_s": round(time.time() - start, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
@@ -302,7 +337,8 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
         if "train" in todo:
             _write_yaml(config_file, run["config"])
             log = run_dir / "logs" / f"train-{int(time.time())}.log"
-            res = call(_cli("train", str(config_file), "--resume", "--no-progress"), log)
+            watch = ValidationProgress(run["run"], Path(run["config"]["out_dir"]) / "metrics.jsonl")
+            res = call(_cli("train", str(config_file), "--resume", "--no-progress"), log, watch)
             summary = last_json(log.read_text(encoding="utf-8"))
             train = state.setdefault("train", {"sessions": []})
             train["sessions"].append(res)
