@@ -61,6 +61,7 @@ def cmd_data_bible(args: argparse.Namespace) -> int:
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     """A data set's languages, sentence counts and directions; a folder of splits without --split: every split."""
+    from lslo.data.corpus import split_names
     from lslo.data.readers import detect_format, read_corpus
 
     def info(split: str | None) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
     root = Path(args.path)
     if args.split is None and root.is_dir() and args.format in ("auto", "folder") and detect_format(root) == "folder":
-        splits = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        splits = split_names(root)
         if splits:
             print(json.dumps({split: info(split) for split in splits}, indent=2))
             return 0

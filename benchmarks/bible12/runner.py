@@ -136,13 +136,14 @@ class Interrupted(Exception):
 
 class ValidationProgress:
     """Called while a training runs: prints each validation it logged since the last call (`lslo train
-    --no-progress` writes nothing until it ends), e.g. `[lslo-228.seed1] epoch 7/15: valid loss 4.3165 (lowest
-    4.3050, epoch 4)`."""
+    --no-progress` writes nothing until it ends), e.g. `[lslo-228.seed1] epoch 7/15 (step 2380): valid loss 4.3165
+    (lowest 4.3050, epoch 4)`."""
 
     def __init__(self, name: str, metrics: Path, of: str = "") -> None:
         self.name, self.metrics, self.of = name, metrics, of
-        self.seen = sum(1 for _ in self._entries())  # resumed: what earlier sessions logged is not news
-        self.lowest: tuple[float, float] | None = min(((e["valid_loss"], e["epoch"]) for e in self._entries()), default=None)
+        earlier = self._entries()  # resumed: what earlier sessions logged is not news
+        self.seen = len(earlier)
+        self.lowest: tuple[float, float] | None = min(((e["valid_loss"], e["epoch"]) for e in earlier), default=None)
 
     def _entries(self) -> list[dict[str, Any]]:
         rows = []

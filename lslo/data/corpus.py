@@ -225,14 +225,19 @@ def _split_folder(path: Path, split: str | None) -> Path:
         return path
     folder = path / split
     if not folder.is_dir():
-        have = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        have = split_names(path)
         raise LsloError(f"{folder}: no split {split!r} here (splits: {', '.join(have) or 'none'}); pick one")
     return folder
 
 
+def split_names(folder: Path) -> list[str]:
+    """The sub-folders of `folder` (its splits, in a data set root), sorted, hidden ones left out."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def check_not_split_root(folder: Path) -> None:
     """Raise a helpful error when `folder` holds split sub-folders instead of language files."""
-    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = split_names(folder)
     if subdirs:
         raise LsloError(f"{folder}: holds splits ({', '.join(subdirs)}), not language files; pick a split")
 

@@ -26,6 +26,7 @@ from lslo.data.corpus import (
     load_multiway,
     read_language_folder,
     read_lines,
+    split_names,
 )
 from lslo.errors import LsloError
 from lslo.languages import lookup, resolve
@@ -61,7 +62,7 @@ def read_folder(
         folder = _split_folder(root, None)
         files = language_files(folder, split=split)
         if not files and split is not None:
-            have = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            have = split_names(folder)
             there = f" (splits here: {', '.join(have)})" if have else ""
             raise LsloError(
                 f"{folder}: no {split}.<lang> or <lang>.{split} files and no {split}/ folder{there}; check the split"
