@@ -233,18 +233,23 @@ def test_reproduce_reruns_a_family_run_in_a_scratch_folder_with_the_swept_lr(tmp
 
     def do(r, scratch):  # stands in for train + eval: the re-run scores 0.1 above the committed seed 1
         ran.append((r["run"], scratch.runs_dir, regime.chosen_lr(r["group"], scratch.results_dir)))
-        return family_result("lslo-228", 1, 2.1, 1.0)
+        rerun = family_result("lslo-228", 1, 2.1, 1.0)
+        rerun["curve"][6]["valid_loss"] += 0.002  # the validation curves part at epoch 7 only
+        return rerun
 
     out = regime.reproduce(o, do)
     scratch = tmp_path / "bench-regime-reproduce"
     assert ran == [("lslo-228.seed1", str(scratch / "runs"), pytest.approx(regime.LR_CENTRE["lslo"]))]  # the committed sweep's lr
     assert out["metrics"]["spbleu"]["delta"] == pytest.approx(0.1) and out["spread"] == pytest.approx(0.4)
     assert out["within_spread"] is True and out["checkpoint"] == regime.CHECKPOINT
+    assert out["curve"] == {"epochs": 15, "max_valid_loss_delta": pytest.approx(0.002)}
+    assert out["committed"]["valid_loss"] == out["reproduced"]["valid_loss"] == pytest.approx(2.85)  # the last epoch's
     assert json.loads((results / "reproduce" / "lslo-228.seed1.json").read_text())["overall"]["spbleu"] == pytest.approx(12.1)
     assert [r["seed"] for r in regime.load_family(results)["lslo-228"]] == [1, 2]  # the reproduction is not a run
     regime.render_to_md(o)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "### Reproduction" in text and "--family regime --reproduce RUN" in text and "reproduced: Δ = +0.10" in text
+    assert "| 2.850000 → 2.850000 (every epoch: largest change 2.0e-03 over 15) |" in text
     for bad, message in (("sweep.lslo.lr2.0e-3", "not a family run"), ("full.seed1", "no committed result")):
         with pytest.raises(runner.BenchError, match=message):
             regime.reproduce(opts(tmp_path, "--reproduce", bad), do)

@@ -188,16 +188,29 @@ def reproduction(committed: Mapping[str, Any], reproduced: Mapping[str, Any],
     within = None if spread is None else abs(metrics["spbleu"]["delta"]) <= spread
     return {"format": REPRODUCE_FORMAT, "run": committed["run"], "experiment": name, "metrics": metrics,
             "spread": spread, "spread_of": spread_of, "within_spread": within,
+            "curve": curve_change(committed.get("curve"), reproduced.get("curve")),
             "committed": {"git_commit": committed["git_commit"], "date": committed["machine"].get("date"),
                           **_train_facts(committed)},
             "reproduced": {"git_commit": reproduced["git_commit"], "machine": reproduced["machine"],
                            **_train_facts(reproduced)}}  # fmt: skip
 
 
+def curve_change(a: Sequence[Mapping[str, Any]] | None, b: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
+    """How far two validation curves (the regime's per-epoch losses) lie apart: the largest |difference| of the
+    validation loss at the epochs both have, and how many; None where a run has no curve."""
+    if not a or not b:
+        return None
+    by_epoch = {p["epoch"]: p["valid_loss"] for p in b}
+    diffs = [abs(by_epoch[p["epoch"]] - p["valid_loss"]) for p in a if p["epoch"] in by_epoch]
+    return {"epochs": len(diffs), "max_valid_loss_delta": max(diffs) if diffs else None}
+
+
 def _train_facts(result: Mapping[str, Any]) -> dict[str, Any]:
     """What a reproduction compares of a run's training: time, validation loss and thread count (which moves the
     numbers a little: see the README)."""
     train = result.get("train") or {}
+    if train.get("valid_loss") is None and result.get("curve"):  # the regime's runs: the last epoch's
+        train = {**train, "valid_loss": result["curve"][-1]["valid_loss"]}
     threads = train.get("omp_num_threads")  # one entry per session; absent: OMP_NUM_THREADS unset (all cores)
     return {"train_seconds": train.get("seconds"), "valid_loss": train.get("valid_loss"),
             "omp_num_threads": ",".join(sorted(set(threads))) if threads else None}  # fmt: skip

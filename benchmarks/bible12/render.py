@@ -212,6 +212,8 @@ def reproduction_lines(results_dir: str | os.PathLike, command: str = "run.py --
         c, p = r["committed"], r["reproduced"]
         minutes = " → ".join("–" if t is None else f"{t / 60:.1f}" for t in (c["train_seconds"], p["train_seconds"]))
         loss = " → ".join("–" if v is None else f"{v:.6f}" for v in (c.get("valid_loss"), p.get("valid_loss")))
+        if (curve := r.get("curve")) and curve["epochs"]:
+            loss += f" (every epoch: largest change {curve['max_valid_loss_delta']:.1e} over {curve['epochs']})"
         threads = " → ".join("all cores" if x.get("omp_num_threads") is None else x["omp_num_threads"] for x in (c, p))
         lines.append(f"| {r['run']} | {sb['committed']:.2f} → {sb['reproduced']:.2f} | {sc['committed']:.2f} → {sc['reproduced']:.2f} "
                      f"| {sb['max_direction_delta']:.2f} / {sc['max_direction_delta']:.2f} | {spread} | {text} "
