@@ -210,7 +210,7 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     assert (results / "curves.png").stat().st_size > 1000 and "![validation loss per epoch](results/curves.png)" in text
     # The curve of family_result: 2.91, 2.82, 2.73 (lowest, epoch 3), then up 0.01 an epoch to 2.85 at epoch 15.
     over = next(line for line in text.splitlines() if line.startswith("| full | 2 | 2.730 ± 0.000 | 3, 3 |"))
-    assert [c.strip() for c in over.split("|")][5:9] == ["2.850 ± 0.000", "15, 15", "0.120 ± 0.000", "12, 12"]
+    assert [c.strip() for c in over.split("|")][5:10] == ["2.850 ± 0.000", "15, 15", "0.120 ± 0.000", "12, 12", "-1.00 ± 0.00"]
     assert "| lora |" not in text.split("### Over-fitting")[1].split("###")[0]  # no runs, no row
 
 

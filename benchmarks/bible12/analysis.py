@@ -93,10 +93,10 @@ def agg(runs: Sequence[Mapping[str, Any]], metric: str, group: str) -> dict[str,
     return out
 
 
-def _cell(s: Mapping[str, Any] | None, digits: int = 2) -> str:
+def _cell(s: Mapping[str, Any] | None, digits: int = 2, signed: bool = False) -> str:
     if s is None:
         return "–"
-    text = f"{s['mean']:.{digits}f}"
+    text = f"{s['mean']:{'+' if signed else ''}.{digits}f}"
     return text + (f" ± {s['spread'] / 2:.{digits}f}" if s["spread"] is not None else "")
 
 

@@ -659,18 +659,22 @@ def _overfit_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]
         ends = [r["curve"][-1] for r in runs]
         rises = [end["valid_loss"] - low["valid_loss"] for low, end in zip(lows, ends, strict=True)]
         rising = [sum(b["valid_loss"] > a["valid_loss"] for a, b in itertools.pairwise(r["curve"])) for r in runs]
+        test = [r["checkpoints"]["last"]["overall"]["spbleu"] - r["checkpoints"]["best"]["overall"]["spbleu"] for r in runs]
         loss = lambda v: analysis._cell(analysis.stats(v), 3)  # noqa: E731
         epochs = lambda pts: ", ".join(f"{p['epoch']:g}" for p in pts)  # noqa: E731
         rows.append(f"| {e['name']} | {len(runs)} | {loss([p['valid_loss'] for p in lows])} | {epochs(lows)} "
-                    f"| {loss([p['valid_loss'] for p in ends])} | {epochs(ends)} | {loss(rises)} | {', '.join(map(str, rising))} |")  # fmt: skip
+                    f"| {loss([p['valid_loss'] for p in ends])} | {epochs(ends)} | {loss(rises)} | {', '.join(map(str, rising))} "
+                    f"| {analysis._cell(analysis.stats(test), 2, signed=True)} |")  # fmt: skip
     if not rows:
         return []
     return ["", "### Over-fitting, from the curves", "",
             "Validation loss per run (mean over seeds ± half the range): the lowest, its epoch, the last epoch's, and the "
             "rise from the lowest to the last (0: still falling at the end); *epochs up*: epochs whose loss was above the "
-            "epoch before.", "",
-            "| experiment | seeds | lowest validation loss | at epoch | last validation loss | last epoch | rise after the lowest | epochs up |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|", *rows]  # fmt: skip
+            "epoch before. *Test, last - best*: what the rise did to the test scores, spBLEU (all directions) of the last "
+            "model minus that of the best-by-validation one (below 0: the over-fitting the loss shows costs translation "
+            "quality too).", "",
+            "| experiment | seeds | lowest validation loss | at epoch | last validation loss | last epoch | rise after the lowest | epochs up | test, last - best (spBLEU) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]  # fmt: skip
 
 
 def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
