@@ -709,10 +709,17 @@ class TrainState:
     precision_history: list[list[Any]] = field(default_factory=list)  # [first step, precision] per change
     log: list[dict[str, Any]] = field(default_factory=list)
     window: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0})
+    cpu_before: float | None = 0.0  # None: resumed from a checkpoint saved before lslo kept a CPU clock
     started: float = field(default_factory=time.time)
+    cpu_started: float = field(default_factory=time.process_time)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
+
+    def cpu(self) -> float | None:
+        """CPU seconds (user + system, all threads) this (main) process spent on the run, carried across resumes
+        like `elapsed`: a killed session's work after its last checkpoint is redone, so it does not count."""
+        return None if self.cpu_before is None else self.cpu_before + time.process_time() - self.cpu_started
 
     def save(self, run: Run) -> None:
         from accelerate.utils import gather_object
@@ -726,7 +733,8 @@ class TrainState:
             state = {"model": trainable_state(run.unwrapped), "optimizer": run.optimizer.state_dict(),
                      "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs, "step": self.step,
-                     "tokens": self.tokens, "elapsed": self.elapsed(), "precision_history": self.precision_history,
+                     "tokens": self.tokens, "elapsed": self.elapsed(), "cpu_s": self.cpu(),
+                     "precision_history": self.precision_history,
                      "log": self.log, "window": self.window}  # fmt: skip
             for i, cb in enumerate(run.callbacks):
                 if hasattr(cb, "state_dict"):
@@ -760,7 +768,8 @@ class TrainState:
                 cb.load_state_dict(state[f"callback{i}"])
         set_rng_state(state["rng"][run.accelerator.process_index])
         history = state.get("precision_history", [[0, None]])  # None: saved before lslo recorded it
-        return cls(state["step"], state["tokens"], state["elapsed"], [list(h) for h in history], state["log"], state["window"])
+        return cls(state["step"], state["tokens"], state["elapsed"], [list(h) for h in history], state["log"], state["window"],
+                   cpu_before=state.get("cpu_s"))  # absent: saved before lslo kept a CPU clock
 
     def record(self, run: Run, entry: dict[str, Any]) -> None:
         """Append `entry` to the log and to metrics.jsonl."""
@@ -893,7 +902,8 @@ def finish(run: Run, state: TrainState, interrupted: bool, last_saved: int) -> d
         state.save(run)
     summary: dict[str, Any] = {
         "out_dir": str(run.out), "steps": state.step, "epochs": run.epoch(), "tokens": state.tokens,
-        "elapsed": round(state.elapsed(), 2), "interrupted": interrupted,
+        "elapsed": round(state.elapsed(), 2), "cpu_s": None if (cpu := state.cpu()) is None else round(cpu, 1),
+        "interrupted": interrupted,
         "train_loss": next((r["loss"] for r in reversed(state.log) if "loss" in r), None),
     }  # fmt: skip
     if last_valid is not None:

@@ -160,6 +160,8 @@ def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, 
     assert res["train"]["recorded_s"] == 122.0 and regime.cpu_minutes(res["train"]) == 1.0  # the sweep's session + its own
     assert regime.cpu_minutes({**res["train"], "seconds": 600.0}) is None  # 10 min trained, 2 recorded: a session went missing
     assert regime.cpu_minutes({k: v for k, v in res["train"].items() if k != "recorded_s"}) is None  # not known
+    assert res["train"]["train_cpu_s"] is None  # the fake trainer kept no CPU clock; one that does is preferred:
+    assert regime.cpu_minutes({**res["train"], "seconds": 600.0, "train_cpu_s": 540.0}) == 9.0
     calls.clear()
     regime.execute(next(r for r in regime.plan(o) if r["run"] == "lslo-228.seed1"), o)  # everything done: nothing runs
     assert calls == []

@@ -508,6 +508,32 @@ def test_a_resumed_run_may_checkpoint_and_log_at_another_rate(world, tmp_path):
         train(config(world, split, max_steps=8, valid_split=None, lr=1e-2, resume=True))
 
 
+def test_the_cpu_clock_is_carried_across_a_resume_and_unknown_after_a_checkpoint_without_it(world, tmp_path):
+    """`cpu_s` (the run's CPU seconds) rides in checkpoints like `elapsed`: a resume adds to the saved figure; a
+    checkpoint saved before lslo kept the clock leaves it unknown (None), never a silent undercount."""
+    from lslo.checkpoint import write_checkpoint
+
+    out, old = tmp_path / "carried", tmp_path / "old"
+    first = train(config(world, out, max_steps=3, valid_split=None, save_every=3))
+    assert 0 < first["cpu_s"] and read_checkpoint(checkpoints(out)[-1])["cpu_s"] > 0
+    ckpt = checkpoints(out)[-1]
+    state = read_checkpoint(ckpt)
+    state["cpu_s"] = 1e6  # as if the first session had run for 11 days
+    write_checkpoint(ckpt, state)
+    start = time.time()
+    resumed = train(config(world, out, max_steps=6, valid_split=None, save_every=3, resume=True))
+    spent = (time.time() - start) * (os.cpu_count() or 1)
+    assert 1e6 < resumed["cpu_s"] < 1e6 + spent + 1  # the saved figure plus this session's CPU, no more
+    assert read_checkpoint(checkpoints(out)[-1])["cpu_s"] == pytest.approx(resumed["cpu_s"], abs=0.2)
+
+    train(config(world, old, max_steps=3, valid_split=None, save_every=3))
+    state = read_checkpoint(checkpoints(old)[-1])
+    del state["cpu_s"]
+    write_checkpoint(checkpoints(old)[-1], state)
+    unknown = train(config(world, old, max_steps=6, valid_split=None, save_every=3, resume=True))
+    assert unknown["steps"] == 6 and unknown["cpu_s"] is None and read_checkpoint(checkpoints(old)[-1])["cpu_s"] is None
+
+
 def test_lslo_trains_with_language_adamw_and_a_run_from_before_resumes_with_adamw(world, tmp_path):
     """LSLo's default optimizer leaves the languages a step did not use alone (plain AdamW moves them on weight
     decay and momentum); a run.json written before the `optimizer` key resumes with the AdamW it ran with."""

@@ -330,14 +330,19 @@ def _train_facts(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, 
             "steps_per_epoch": cfg["warmup_steps"], "train_loss": s.get("train_loss"),
             "peak_rss_mib": max(x["peak_rss_mib"] for x in sessions), "sessions": len(sessions),
             "omp_num_threads": sorted({str(x.get("omp_num_threads")) for x in sessions}),
-            "cpu_seconds": sum(x["cpu_s"] for x in sessions), "recorded_s": round(sum(x["wall_s"] for x in sessions), 1)}  # fmt: skip
+            "cpu_seconds": sum(x["cpu_s"] for x in sessions), "recorded_s": round(sum(x["wall_s"] for x in sessions), 1),
+            "train_cpu_s": s.get("cpu_s")}  # fmt: skip
 
 
 def cpu_minutes(train: Mapping[str, Any]) -> float | None:
-    """A run's CPU time in minutes, or None where it is not known: a session killed with the shell that ran it (a
-    session's end) ends before the bench records its resource use, so its CPU time is missing while the training
-    time it saved in checkpoints counts. Its sign: the recorded sessions' wall time (`recorded_s`) falls short of
-    the training time (`seconds`, which `lslo train` carries across resumes)."""
+    """A run's CPU time in minutes, or None where it is not known. First choice: `lslo train`'s own CPU clock
+    (`train_cpu_s`), carried in its checkpoints across resumes like the training time, so a killed session costs
+    nothing but the work it redoes. Runs begun before lslo kept that clock fall back on the user + system time of
+    the `lslo train` processes summed over the bench's sessions, which is unknown where a session was killed with
+    the shell that ran it (a session's end) before the bench recorded its resource use. Its sign: the recorded
+    sessions' wall time (`recorded_s`) falls short of the training time (`seconds`)."""
+    if train.get("train_cpu_s") is not None:
+        return train["train_cpu_s"] / 60
     if train.get("recorded_s") is None or train["recorded_s"] < train["seconds"] - 60:
         return None
     return train["cpu_seconds"] / 60
@@ -762,9 +767,10 @@ def _cost_lines(data: Mapping[str, Any]) -> list[str]:
                      f"| {cpu} | {threads} | {', '.join(map(_eval_minutes, runs))} |")  # fmt: skip
     if len(lines) > 5:
         lines += ["", "Training time: `lslo train`'s own clock, carried across resumes (the family runs continue their "
-                      "method's chosen sweep run, whose 4 epochs it includes). CPU time: user + system of the `lslo train` "
-                      "processes, summed over sessions; *not recorded* where a session was killed with the shell that ran "
-                      "it before the bench could record it. Evaluation: the `lslo eval` runs' wall time, summed over the "
+                      "method's chosen sweep run, whose 4 epochs it includes). CPU time: `lslo train`'s own CPU clock (all threads), "
+                      "carried across resumes like its training time; for runs begun before lslo kept it, user + system of "
+                      "the `lslo train` processes summed over sessions, *not recorded* where a session was killed with the "
+                      "shell that ran it before the bench could record it. Evaluation: the `lslo eval` runs' wall time, summed over the "
                       "models evaluated (last and best-by-validation; one where they are the same)."]  # fmt: skip
     return lines
 
