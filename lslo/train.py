@@ -902,7 +902,7 @@ def finish(run: Run, state: TrainState, interrupted: bool, last_saved: int) -> d
         state.save(run)
     summary: dict[str, Any] = {
         "out_dir": str(run.out), "steps": state.step, "epochs": run.epoch(), "tokens": state.tokens,
-        "elapsed": round(state.elapsed(), 2), "cpu_s": None if (cpu := state.cpu()) is None else round(cpu, 1),
+        "elapsed": round(state.elapsed(), 2), "cpu_s": None if (cpu := state.cpu()) is None else round(cpu, 2),
         "interrupted": interrupted,
         "train_loss": next((r["loss"] for r in reversed(state.log) if "loss" in r), None),
     }  # fmt: skip
