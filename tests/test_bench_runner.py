@@ -418,3 +418,20 @@ def test_call_shows_the_validations_of_a_running_training(tmp_path, capsys):
     shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[r.seed1]")]
     assert shown == ["[r.seed1] epoch 2/15 (step 20): valid loss 3.5000 (lowest 3.5000, epoch 2)",
                      "[r.seed1] epoch 3/15 (step 30): valid loss 3.7000 (lowest 3.5000, epoch 2)"]  # fmt: skip
+
+
+def test_validation_progress_takes_the_lowest_only_from_validations_that_may_be_best(tmp_path, capsys):
+    """A pruned run's validations before pruning reached its ratio cannot be `best/`: the progress line agrees."""
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [(1, 3.0, False), (2, 2.5, False), (3, 2.9, True), (4, 2.8, True)]
+    metrics.write_text(json.dumps({"step": 10, "epoch": 1.0, "valid_loss": 3.0, "best_eligible": False}) + "\n")
+    watch = runner.ValidationProgress("p.seed1", metrics, "/4")  # resumed after epoch 1: nothing eligible yet
+    with open(metrics, "a") as f:
+        f.writelines(json.dumps({"step": 10 * e, "epoch": float(e), "valid_loss": v, **({} if ok else {"best_eligible": False})}) + "\n"
+                     for e, v, ok in rows[1:])  # fmt: skip
+    watch()
+    assert capsys.readouterr().out.splitlines() == [
+        "[p.seed1] epoch 2/4 (step 20): valid loss 2.5000 (not a best candidate: pruning short of its ratio)",
+        "[p.seed1] epoch 3/4 (step 30): valid loss 2.9000 (lowest 2.9000, epoch 3)",
+        "[p.seed1] epoch 4/4 (step 40): valid loss 2.8000 (lowest 2.8000, epoch 4)"]  # fmt: skip
+    assert runner.ValidationProgress("p.seed1", metrics).lowest == (2.8, 4.0)  # a later resume reads the same rule

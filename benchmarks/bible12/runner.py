@@ -137,13 +137,15 @@ class Interrupted(Exception):
 class ValidationProgress:
     """Called while a training runs: prints each validation it logged since the last call (`lslo train
     --no-progress` writes nothing until it ends), e.g. `[lslo-228.seed1] epoch 7/15 (step 2380): valid loss 4.3165
-    (lowest 4.3050, epoch 4)`."""
+    (lowest 4.3050, epoch 4)`. *Lowest* follows `lslo train`'s rule for `best/`: a validation logged while pruning
+    was short of its ratio (`best_eligible: false`) is shown but cannot be the lowest."""
 
     def __init__(self, name: str, metrics: Path, of: str = "") -> None:
         self.name, self.metrics, self.of = name, metrics, of
         earlier = self._entries()  # resumed: what earlier sessions logged is not news
         self.seen = len(earlier)
-        self.lowest: tuple[float, float] | None = min(((e["valid_loss"], e["epoch"]) for e in earlier), default=None)
+        self.lowest: tuple[float, float] | None = min(((e["valid_loss"], e["epoch"]) for e in earlier
+                                                       if e.get("best_eligible", True)), default=None)  # fmt: skip
 
     def _entries(self) -> list[dict[str, Any]]:
         rows = []
@@ -157,10 +159,14 @@ class ValidationProgress:
     def __call__(self) -> None:
         entries = self._entries()
         for e in entries[self.seen :]:
-            if self.lowest is None or e["valid_loss"] < self.lowest[0]:
+            eligible = e.get("best_eligible", True)
+            if eligible and (self.lowest is None or e["valid_loss"] < self.lowest[0]):
                 self.lowest = (e["valid_loss"], e["epoch"])
+            note = "not a best candidate: pruning short of its ratio" if not eligible else ""
+            if self.lowest is not None:
+                note += ("; " if note else "") + f"lowest {self.lowest[0]:.4f}, epoch {self.lowest[1]:g}"
             print(f"[{self.name}] epoch {e['epoch']:g}{self.of} (step {e['step']}): valid loss {e['valid_loss']:.4f} "
-                  f"(lowest {self.lowest[0]:.4f}, epoch {self.lowest[1]:g})", flush=True)  # fmt: skip
+                  f"({note})", flush=True)  # fmt: skip
         self.seen = max(self.seen, len(entries))
 
 
