@@ -46,7 +46,7 @@ def test_defaults_and_plan(tmp_path):
     assert [r["lr_step"] for r in sweeps] == [0, 0, 0, -1, -1, -1, 1, 1, 1]  # every method's centre first
     family = [r["run"] for r in runs if r["kind"] == "family"]
     assert {"full.seed1", "full.seed2", "lslo-228.seed1", "lslo-228.seed2", "lora.seed1", "lslo-888.seed1",
-            "lslo-228-prune.seed1", "full-x3.seed1", "lslo-228-x3.seed1"} == set(family)  # fmt: skip
+            "lslo-228-prune.seed1", "full-v33.seed1", "lslo-228-v33.seed1"} == set(family)  # fmt: skip
     assert regime.chosen_lr("full", o.results_dir) is None
     assert [r["run"] for r in regime.select(runs, ["sweep.lora"])] == [r["run"] for r in sweeps if r["group"] == "lora"]
     with pytest.raises(runner.BenchError, match="--only 'nope'"):
@@ -101,8 +101,8 @@ def test_a_sweep_run_is_the_prefix_of_the_family_run(tmp_path, monkeypatch):
     assert regime.run_config(exp, 2, 2e-3, regime.EPOCHS, o)["out_dir"] != family["out_dir"]
     prune = regime.run_config(regime.experiment("lslo-228-prune"), 1, 2e-3, regime.EPOCHS, o)
     assert prune["prune"]["unit"] == "epoch" and (prune["prune"]["start"], prune["prune"]["duration"]) == (2, 10)
-    x3 = regime.run_config(regime.experiment("lslo-228-x3"), 1, 2e-3, regime.EPOCHS, o)
-    assert x3["data"].endswith(f"-v{regime.TREND_SUBSET}") and family["data"].endswith(f"-v{regime.SUBSET}")
+    small = regime.run_config(regime.experiment("lslo-228-v33"), 1, 2e-3, regime.EPOCHS, o)
+    assert small["data"].endswith(f"-v{regime.TREND_SUBSET}") and family["data"].endswith(f"-v{regime.SUBSET}")
 
 
 def test_execute_resumes_the_sweep_folder_and_evaluates_best_and_last(tmp_path, monkeypatch, capsys):
