@@ -86,9 +86,9 @@ EXPERIMENTS: list[dict[str, Any]] = [
     {"name": "lslo-228-prune", "seeds": [1], "sweep": "lslo",
      "about": "LSLo 2/2/8, 90% gradual pruning (language scope, epochs 2 to 12, every epoch)",
      "overrides": {"lslo": R228, "prune": PRUNE}},
-    {"name": "full-v33", "seeds": [1], "sweep": "full", "subset": TREND_SUBSET, "about": f"full fine-tuning, {TREND_SUBSET} verses",
+    {"name": f"full-v{TREND_SUBSET}", "seeds": [1], "sweep": "full", "subset": TREND_SUBSET, "about": f"full fine-tuning, {TREND_SUBSET} verses",
      "overrides": {"method": "full"}},
-    {"name": "lslo-228-v33", "seeds": [1], "sweep": "lslo", "subset": TREND_SUBSET, "about": f"LSLo 2/2/8, {TREND_SUBSET} verses",
+    {"name": f"lslo-228-v{TREND_SUBSET}", "seeds": [1], "sweep": "lslo", "subset": TREND_SUBSET, "about": f"LSLo 2/2/8, {TREND_SUBSET} verses",
      "overrides": {"lslo": R228}},
 ]  # fmt: skip
 # Which experiment's config each sweep group sweeps.
@@ -127,7 +127,7 @@ CLAIMS: list[dict[str, Any]] = [
                "picked once pruning reached 90%, at epoch 10), the unpruned run's from epoch 4, so the two differ "
                "in training length as well as in pruning"},
 ]  # fmt: skip
-TREND = [("lslo-228-v33", "full-v33", TREND_SUBSET), ("lslo-228", "full", SUBSET)]  # the LSLo - full gap as data grows
+TREND = [(f"lslo-228-v{TREND_SUBSET}", f"full-v{TREND_SUBSET}", TREND_SUBSET), ("lslo-228", "full", SUBSET)]  # the LSLo - full gap as data grows
 
 
 # -- data and plan -------------------------------------------------------------------------------------
