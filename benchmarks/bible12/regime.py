@@ -720,7 +720,7 @@ def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} | {fmt(v)} | {fmt(vc)} "
                      f"| {fmt(vl)} | {sp} | {wins} | {v['verdict']} | {claim['if_not'] if v.get('against') else ''} |")  # fmt: skip
     gaps = []
-    for a, b, verses in TREND:
+    for a, b, verses in sorted(TREND, key=lambda t: t[2]):
         sa, sb = analysis.agg(data.get(a, []), "spbleu", "all"), analysis.agg(data.get(b, []), "spbleu", "all")
         if sa and sb:
             gaps.append(f"{verses} verses: {a} - {b} = {sa['mean'] - sb['mean']:+.2f}")
