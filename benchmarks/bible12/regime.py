@@ -693,7 +693,8 @@ def _overfit_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]
     if not rows:
         return []
     return ["", "### Over-fitting, from the curves", "",
-            "Validation loss per run (mean over seeds ± half the range): the lowest, its epoch, the last epoch's, and the "
+            "Validation loss per run (mean over seeds ± half the range): the lowest of every epoch (for the pruned run also "
+            "those before pruning reached 90%, which its best model is not picked from), its epoch, the last epoch's, and the "
             "rise from the lowest to the last (0: still falling at the end); *epochs up*: epochs whose loss was above the "
             "epoch before. *Test, last - best*: what the rise did to the test scores, spBLEU (all directions) of the last "
             "model minus that of the best-by-validation one (below 0: the over-fitting the loss shows costs translation "
