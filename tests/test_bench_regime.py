@@ -214,6 +214,17 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     over = next(line for line in text.splitlines() if line.startswith("| full | 2 | 2.730 ± 0.000 | 3, 3 |"))
     assert [c.strip() for c in over.split("|")][5:10] == ["2.850 ± 0.000", "15, 15", "0.120 ± 0.000", "12, 12", "-1.00 ± 0.00"]
     assert "| lora |" not in text.split("### Over-fitting")[1].split("###")[0]  # no runs, no row
+    assert "| 100 | lslo-228 vs full |" in text and "gap moves" not in text  # one subset size only: no movement yet
+    for exp, best, last in ((f"full-v{regime.TREND_SUBSET}", 0.5, 0.3), (f"lslo-228-v{regime.TREND_SUBSET}", 0.6, 0.9)):
+        r = {**family_result(exp, 1, best, last), "subset": regime.TREND_SUBSET}
+        (results / f"{exp}.seed1.json").write_text(json.dumps(r))
+    regime.render_to_md(o)
+    trend = (tmp_path / "RESULTS.md").read_text().split("### Trend")[1].split("###")[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in trend.splitlines() if line.startswith("| 33 |") or line.startswith("| 100 |")]
+    assert rows == [["33", "lslo-228-v33 vs full-v33", "1, 1", "+0.10", "+0.60", "–"],  # the smaller subset first
+                    ["100", "lslo-228 vs full", "2, 2", "+0.95", "+1.85", rows[1][5]]]  # fmt: skip
+    assert float(rows[1][5]) >= 0.2  # at least the observed range of full's seeds (1.0, 1.2)
+    assert "From 33 to 100 verses the gap moves by +0.85 (best models) and +1.25 (last models)" in trend
 
 
 def test_regime_command_line_errors_are_one_line(tmp_path, capsys):
