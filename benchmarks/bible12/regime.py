@@ -97,7 +97,7 @@ SWEEPS = {"full": "full", "lora": "lora", "lslo": "lslo-228"}
 CLAIMS: list[dict[str, Any]] = [
     {"claim": "LSLo (2/2/8) matches or beats full fine-tuning, overall", "a": "lslo-228", "b": "full", "group": "all",
      "kind": "kept",
-     "if_not": "every method's validation loss is lowest by epoch 3-4 of 15, and for full fine-tuning the rise after "
+     "if_not": "on 100 verses every method's validation loss is lowest by epoch 3-4 of 15, and for full fine-tuning the rise after "
                "that is over-confidence more than lost quality: its last model scores higher on test than its best "
                "(*Over-fitting, from the curves*), so the paper's mechanism, full fine-tuning over-fitting a small "
                "set, does not show on test here (with a third of the data it begins to: see *Trend*, where full "
