@@ -46,7 +46,7 @@ def test_defaults_and_plan(tmp_path):
     assert [r["lr_step"] for r in sweeps] == [0, 0, 0, -1, -1, -1, 1, 1, 1]  # every method's centre first
     family = [r["run"] for r in runs if r["kind"] == "family"]
     assert {"full.seed1", "full.seed2", "lslo-228.seed1", "lslo-228.seed2", "lora.seed1", "lslo-888.seed1",
-            "lslo-228-prune.seed1", "full-v33.seed1", "lslo-228-v33.seed1"} == set(family)  # fmt: skip
+            "lslo-228-prune.seed1", "full-v33.seed1", "lslo-228-v33.seed1", "full-v33.seed2", "lslo-228-v33.seed2"} == set(family)  # fmt: skip
     assert regime.chosen_lr("full", o.results_dir) is None
     assert [r["run"] for r in regime.select(runs, ["sweep.lora"])] == [r["run"] for r in sweeps if r["group"] == "lora"]
     with pytest.raises(runner.BenchError, match="--only 'nope'"):

@@ -86,9 +86,9 @@ EXPERIMENTS: list[dict[str, Any]] = [
     {"name": "lslo-228-prune", "seeds": [1], "sweep": "lslo",
      "about": "LSLo 2/2/8, 90% gradual pruning (language scope, epochs 2 to 12, every epoch)",
      "overrides": {"lslo": R228, "prune": PRUNE}},
-    {"name": f"full-v{TREND_SUBSET}", "seeds": [1], "sweep": "full", "subset": TREND_SUBSET, "about": f"full fine-tuning, {TREND_SUBSET} verses",
+    {"name": f"full-v{TREND_SUBSET}", "seeds": [1, 2], "sweep": "full", "subset": TREND_SUBSET, "about": f"full fine-tuning, {TREND_SUBSET} verses",
      "overrides": {"method": "full"}},
-    {"name": f"lslo-228-v{TREND_SUBSET}", "seeds": [1], "sweep": "lslo", "subset": TREND_SUBSET, "about": f"LSLo 2/2/8, {TREND_SUBSET} verses",
+    {"name": f"lslo-228-v{TREND_SUBSET}", "seeds": [1, 2], "sweep": "lslo", "subset": TREND_SUBSET, "about": f"LSLo 2/2/8, {TREND_SUBSET} verses",
      "overrides": {"lslo": R228}},
 ]  # fmt: skip
 # Which experiment's config each sweep group sweeps.
