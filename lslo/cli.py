@@ -265,13 +265,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lslo.io import write_text
-    from lslo.report import compare_runs
+    from lslo.report import compare_runs, sample_translations
 
     if args.subspace:
         return _subspace_report(args)
     if not args.results:
         raise LsloError("report: give results.json files or eval folders (or --subspace RUN)")
+    if args.samples < 0:
+        raise LsloError(f"--samples {args.samples}: give a number of directions >= 0 (0: no sample translations)")
     table = compare_runs(args.results, names=args.names)
+    samples = sample_translations(args.results, names=args.names, n_directions=args.samples)
+    table = f"{table}\n{samples}" if samples else table
     if args.out:
         write_text(args.out, table + "\n")
     print(table)
@@ -448,6 +452,9 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="compare evaluation results side by side")
     r.add_argument("results", nargs="*", help="results.json files or eval folders; the first is the reference")
     r.add_argument("--names", nargs="+", default=None)
+    r.add_argument("--samples", type=int, default=6, metavar="N",
+                   help="show one test sentence of N directions across the tiers: source, each run's output, "
+                        "reference (default 6; 0: none)")  # fmt: skip
     r.add_argument("--subspace", default=None, metavar="RUN", help="surviving parameters of an LSLo run by tier/position")
     r.add_argument("--out", default=None, help="write the markdown here (with --subspace: a folder for JSON + PNG)")
     r.set_defaults(func=cmd_report)

@@ -304,6 +304,7 @@ def export(
     target = Path(export_dir) if export_dir is not None else out / "export"
     with atomic_dir(target) as tmp:
         model.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+        _load_as_float32(tmp / "config.json")
         tokenizer.save_pretrained(str(tmp))
         (tmp / MANIFEST).write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -311,6 +312,15 @@ def export(
     manifest["export_dir"] = str(target)
     manifest["size_mb"] = round((target / "model.safetensors").stat().st_size / 2**20, 2)
     return manifest
+
+
+def _load_as_float32(config_file: Path) -> None:
+    """fp16 on disk (half the size), float32 when loaded: `from_pretrained` follows the config's `dtype`
+    (transformers 5), and a plain load of fp16 weights would train at fp16 speed on a CPU (5.5 s instead
+    of 0.19 s for a 16 x 32-token LSLo step of the shipped base, measured) with fp16 rounding besides."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["dtype"] = "float32"
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # Settings a stage may change, as `lslo pretrain` flags (written into `rebuild` when not the default).

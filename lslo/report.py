@@ -258,3 +258,65 @@ def recompute(results_dir: str | os.PathLike, check_pieces: bool = False) -> flo
             elif recorded is not None:
                 diff = max(diff, abs(stats["mean"] - recorded))
     return diff
+
+
+# Tier groups the sample translations are drawn from, in the order they are shown: both ends of the resource
+# range first, then the middle.
+SAMPLE_GROUPS = ("H->L", "L->H", "H->H", "M->M", "L->L", "H->M", "M->L", "L->M", "M->H")
+
+
+def _results_dir(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def _sample_line(refs: Sequence[str]) -> int:
+    """The first line whose reference has 6-20 words (readable in a table), else the first line."""
+    return next((i for i, ref in enumerate(refs) if 6 <= len(ref.split()) <= 20), 0)
+
+
+def sample_translations(result_paths: Sequence[str | os.PathLike], names: Sequence[str] | None = None,
+                        n_directions: int = 6) -> str:  # fmt: skip
+    """Markdown: one test sentence of up to `n_directions` directions (one per tier group, both ends of the
+    resource range first): its source, every run's hypothesis and the reference, and where the files are.
+
+    The directions are those every run evaluated; the sentences and references come from the first run.
+    """
+    if n_directions <= 0 or not result_paths:
+        return ""
+    runs = [load_results(p) for p in result_paths]
+    dirs = [_results_dir(p) for p in result_paths]
+    names = list(names) if names is not None else [d.name for d in dirs]
+    if len(names) != len(runs):
+        raise LsloError(f"samples: {len(names)} names for {len(runs)} runs; give one name per run")
+    common = [k for k in runs[0]["directions"] if all(k in r["directions"] for r in runs[1:])]
+    rows = runs[0]["directions"]
+    picked: list[str] = []
+    for group in SAMPLE_GROUPS:
+        key = next((k for k in common if k not in picked and _in_group(group, rows[k]["src_tier"], rows[k]["tgt_tier"])), None)
+        if key is not None:
+            picked.append(key)
+    picked += [k for k in common if k not in picked]  # untiered runs: the first directions
+    picked = picked[:n_directions]
+    out = ["### Sample translations", ""]
+    for key in picked:
+        row = rows[key]
+        try:
+            src = _read_lines(dirs[0] / row["files"]["src"])
+            ref = _read_lines(dirs[0] / row["files"]["ref"])
+            hyps = [_read_lines(d / r["directions"][key]["files"]["hyp"]) for d, r in zip(dirs, runs, strict=True)]
+        except (OSError, KeyError):
+            return f"> samples: the text files of {key} are missing next to the results.json; re-run the evaluation\n"
+        i = _sample_line(ref)
+        tiers = f" ({row['src_tier']} → {row['tgt_tier']})" if row["src_tier"] else ""
+        out += [f"**{row['src']} → {row['tgt']}**{tiers}, test line {i + 1}", "", "| | |", "|---|---|"]
+        cells = [("source", src), *zip(names, hyps, strict=True), ("reference", ref)]
+        out += [f"| {name} | {_cell(lines[i] if i < len(lines) else '')} |" for name, lines in cells]
+        out.append("")
+    out.append("Every hypothesis: " + ", ".join(f"`{d}/directions/<src>-<tgt>/hyp.txt` ({n})" for d, n in zip(dirs, names, strict=True))
+               + "; sources and references beside them (`src.txt`, `ref.txt`).")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") or "∅"

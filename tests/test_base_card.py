@@ -44,3 +44,17 @@ def test_a_missing_manifest_is_a_one_line_error(card, tmp_path, capsys):
     assert card.main(["--base", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lslo_base.json is missing" in err and "make base" in err
+
+
+def test_the_shipped_base_loads_as_float32_with_a_plain_from_pretrained():
+    """The READMEs' Python example: fp16 on disk, fp32 in memory (fp16 on a CPU trains ~30x slower)."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import M2M100ForConditionalGeneration
+
+    base = Path(__file__).resolve().parents[1] / "base" / "bible12-small"
+    assert json.loads((base / "config.json").read_text())["dtype"] == "float32"
+    model = M2M100ForConditionalGeneration.from_pretrained(str(base))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

@@ -158,3 +158,43 @@ def test_recompute_round_trip_and_tampering(tmp_path, spm_file):
     assert recompute(tmp_path) > 1.0  # chrF++ of the changed hypothesis moves
     with pytest.raises(ValueError, match="sw-en: hyp.pieces.txt is not the SentencePiece split of hyp.txt"):
         recompute(tmp_path, check_pieces=True)
+
+
+# ----------------------------------------------------------------------------- sample translations
+
+
+def _write_run(out, spm_file, hyp_of) -> None:
+    """A run over three directions; line 2's reference is the readable one (6-20 words)."""
+    refs = ["short", "the cat sat on the mat today", "x"]
+    outputs = {d: ([f"src {d[0]} {i}" for i in range(3)], [hyp_of(d, i) for i in range(3)], refs)
+               for d in (("en", "fr"), ("fr", "sw"), ("sw", "en"))}  # fmt: skip
+    write_results(out, outputs, TIERS, piece_tokenizer(spm=spm_file), {"num_beams": 1})
+
+
+def test_sample_translations_side_by_side_across_tiers(tmp_path, spm_file, capsys):
+    from lslo.cli import main
+    from lslo.report import sample_translations
+
+    _write_run(tmp_path / "base", spm_file, lambda d, i: f"base {d[1]} {i}")
+    _write_run(tmp_path / "lslo", spm_file, lambda d, i: f"tuned | {d[1]} {i}")
+    md = sample_translations([tmp_path / "base", tmp_path / "lslo"], names=["base", "lslo"], n_directions=2)
+    # H->L first (fr-sw), then L->H (sw-en); en-fr (H->H) is third and cut by n_directions=2.
+    assert md.index("**fr → sw** (high → low), test line 2") < md.index("**sw → en** (low → high), test line 2")
+    assert "en → fr" not in md
+    assert "| source | src fr 1 |" in md and "| base | base sw 1 |" in md
+    assert "| lslo | tuned \\| sw 1 |" in md  # a '|' in a hypothesis does not break the table
+    assert "| reference | the cat sat on the mat today |" in md
+    assert f"`{tmp_path / 'lslo'}/directions/<src>-<tgt>/hyp.txt` (lslo)" in md
+    assert sample_translations([tmp_path / "base"], n_directions=0) == ""
+
+    assert main(["report", str(tmp_path / "base"), str(tmp_path / "lslo"), "--names", "base", "lslo"]) == 0
+    printed = capsys.readouterr().out
+    assert "| group | base | lslo |" in printed and printed.count("test line 2") == 3
+    assert main(["report", str(tmp_path / "base"), "--samples", "0"]) == 0
+    assert "Sample translations" not in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "base"), "--samples", "-1"]) == 2
+    assert "--samples -1: give a number of directions >= 0" in capsys.readouterr().err
+
+    (tmp_path / "lslo/directions/sw-en/hyp.txt").unlink()  # text files gone: one line, tables still shown
+    md = sample_translations([tmp_path / "base", tmp_path / "lslo"], n_directions=3)
+    assert md.startswith("> samples: the text files of sw-en are missing")

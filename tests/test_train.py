@@ -372,6 +372,7 @@ def test_pretrain_resumes_and_exports_a_loadable_fp16_model(world, tmp_path):
     assert (first["steps"], second["steps"]) == (2, 4) and second["tokens"] > first["tokens"]
     export = Path(second["export_dir"])
     model = AutoModelForSeq2SeqLM.from_pretrained(str(export), local_files_only=True)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # a plain load gives fp32 (CPU speed)
     from safetensors import safe_open
 
     with safe_open(str(export / "model.safetensors"), "pt") as f:
