@@ -26,7 +26,8 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
 
-from benchmarks.lslo_speed import (
+from benchmarks.results_md import HERE, machine, update_section
+from benchmarks.speed_kit import (
     SHAPES,
     Variant,
     build_base,
@@ -36,7 +37,6 @@ from benchmarks.lslo_speed import (
     time_generations,
     timed,
 )
-from benchmarks.results_md import HERE, machine, update_section
 from lslo import LSLoConfig, add_lslo
 from lslo.baselines import SharedLoRA
 from lslo.io import write_json
