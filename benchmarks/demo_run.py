@@ -6,7 +6,8 @@
 Runs the demo exactly as a new user does (install, bible12, LSLo training on the shipped base, evaluation
 of the base and of the LSLo model on all 132 directions) and times each phase by wall clock. Then writes
 `benchmarks/results/demo.json` and the `demo` section of `benchmarks/RESULTS.md`: wall time, the tier-group
-scores of the base and the fine-tuned model, and how many directions improved.
+scores of the base and the fine-tuned model, how many directions improved, the sample translations the demo
+prints, and `docs/demo.png` (the change of every direction, the README's picture).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def main() -> None:
     worse = {
         m: sum(lslo["directions"][d][m] < base["directions"][d][m] for d in base["directions"]) for m in ("spbleu", "chrf")
     }  # fmt: skip
+    from lslo.report import delta_heatmap, sample_translations
+
+    samples = sample_translations([demo / "eval-base", demo / "eval-lslo"], names=["base", "lslo"])
+    delta_heatmap(base, lslo, ROOT / "docs" / "demo.png", names=("base", "LSLo"))
     result = {
         "format": "lslo-demo/1",
         "command": "python benchmarks/demo_run.py " + " ".join(sys.argv[1:]),
@@ -100,6 +105,7 @@ def main() -> None:
         "directions_improved": improved,
         "directions_worse": worse,
         "base": base_info(ROOT / "base" / "bible12-small"),
+        "samples": samples.replace(f"{ROOT}/", ""),  # what `lslo report` prints at the end of the demo
         "machine": machine(),
     }
     out = HERE / "results" / "demo.json"
@@ -130,7 +136,7 @@ def render(r: dict) -> str:
         f"Command: `{r['command'].strip()}` (= `{r['make']}` from scratch, timed by phase) · machine: {m['cpu']}, "
         f"{m['cpu_cores']} cores, torch {m['torch']} · {m['date']} · commit {m['git_commit']} · JSON: `benchmarks/results/demo.json`",
         "",
-        f"Wall time: **{r['wall_s'] / 60:.1f} min** (target: 15). LSLo trained {r['train_steps']} steps"
+        f"Wall time: **{r['wall_s'] / 60:.1f} min** (target: 10). LSLo trained {r['train_steps']} steps"
         + (f" of <= {r['train_max_tokens']} tokens" if r.get("train_max_tokens") else "")
         + f" on the shipped base; both models evaluated on {r['directions']} directions x {r['settings']['max_sentences']} "
         + ("test verses, greedy" if r["settings"]["num_beams"] == 1 else f"test verses, beam {r['settings']['num_beams']}")
@@ -161,6 +167,9 @@ def render(r: dict) -> str:
         b = r["base"]
         lines.append(f"Base: {b['steps']:,} pretraining steps ({b['hours']} CPU hours), validation loss {b['valid_loss']:.3f}, "
                      f"greedy validation chrF++ {b['valid_chrf_greedy']}.")  # fmt: skip
+    if r.get("samples"):
+        lines += ["", "What `make demo` prints at its end (`lslo report`: one test verse of six directions across the "
+                  "tiers; `docs/demo.png` is the change of every direction):", "", r["samples"].rstrip()]  # fmt: skip
     return "\n".join(lines)
 
 

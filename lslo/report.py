@@ -137,6 +137,36 @@ def heatmap(results: Mapping[str, Any], path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
+def delta_heatmap(before: Mapping[str, Any], after: Mapping[str, Any], path: str | os.PathLike,
+                  names: tuple[str, str] = ("base", "fine-tuned")) -> None:  # fmt: skip
+    """PNG: `after` - `before` per direction (source x target), spBLEU and chrF++, languages by tier; gains in
+    blue, losses in red, the colour scale symmetric around 0. Directions missing from either run stay blank."""
+    from matplotlib.figure import Figure
+
+    langs = [lang for lang in before["languages"] if lang in after["languages"]]
+    sub = {"languages": langs}
+    n = len(langs)
+    labels = [f"{lang} ({SHORT.get(before['tiers'][lang], '?')})" for lang in langs]
+    size = max(4.0, 0.45 * n + 2)
+    fig = Figure(figsize=(2 * size + 1, size + 0.4), layout="constrained")
+    fig.suptitle(f"{names[1]} - {names[0]}, every direction", fontsize=10)
+    for ax, metric in zip(fig.subplots(1, 2), METRICS, strict=True):
+        grids = [_matrix({**sub, "directions": {k: r for k, r in run["directions"].items()
+                                                if r["src"] in langs and r["tgt"] in langs}}, metric)
+                 for run in (before, after)]  # fmt: skip
+        grid = [[b - a for a, b in zip(ra, rb, strict=True)] for ra, rb in zip(*grids, strict=True)]
+        span = max((abs(v) for row in grid for v in row if not math.isnan(v)), default=1.0) or 1.0
+        image = ax.imshow(grid, cmap="RdBu", vmin=-span, vmax=span)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ax.set_title(f"{before['metrics'][metric]['name']}: change", fontsize=9)
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), labels, fontsize=8)
+        ax.set_xlabel("target")
+        ax.set_ylabel("source")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
 def write_tables(results: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     """results.csv, tiers.md and heatmap.png in `out_dir`."""
     out = Path(out_dir)

@@ -198,3 +198,14 @@ def test_sample_translations_side_by_side_across_tiers(tmp_path, spm_file, capsy
     (tmp_path / "lslo/directions/sw-en/hyp.txt").unlink()  # text files gone: one line, tables still shown
     md = sample_translations([tmp_path / "base", tmp_path / "lslo"], n_directions=3)
     assert md.startswith("> samples: the text files of sw-en are missing")
+
+
+def test_delta_heatmap_writes_a_png_of_the_change(tmp_path):
+    from lslo.report import _matrix, delta_heatmap
+
+    before = {**_results(_rows()), "languages": ["en", "fr", "zh", "sw"], "tiers": TIERS}
+    after = {**_results(_rows(offset=1.5)), "languages": ["en", "fr", "zh", "sw"], "tiers": TIERS}
+    delta_heatmap(before, after, tmp_path / "d.png")
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    grid = _matrix(before, "spbleu")
+    assert grid[0][1] == 10 and grid[3][0] == 60  # en-fr, sw-en: rows are sources, columns targets
