@@ -148,3 +148,36 @@ def test_lora_dropout_acts_in_training_only():
     untrained = add_lslo(tiny_model(0), LSLoConfig(languages=dict(LANGS), dropout=0.5)).train()
     with torch.no_grad():
         assert torch.equal(untrained(**batch, src_lang=src, tgt_lang=tgt).logits, tiny_model(0)(**batch).logits)
+
+
+def test_lslo_train_leaves_an_unused_languages_weights_exactly_unchanged_where_adamw_decays_them(world, tmp_path):
+    """`lslo train` of an LSLo model on en<->fr only, with weight decay: under the default optimizer (LanguageAdamW)
+    sw's LoRA stays at its initial value (A as initialised, B zero); plain AdamW (optimizer: adamw), from the same
+    initial weights, shrinks sw's A by weight decay at every step although sw is in no batch."""
+    from transformers import M2M100ForConditionalGeneration
+
+    from lslo import load_lslo
+    from lslo.train import TrainConfig, train
+
+    def run(steps: int, **kw) -> dict[str, torch.Tensor]:
+        out = tmp_path / f"{kw.get('optimizer', 'auto')}-{steps}"
+        train(TrainConfig(data=str(world / "data"), base_model=str(world / "model"), out_dir=str(out), method="lslo",
+                          languages={"en": "high", "fr": "high", "sw": "low"}, pairs=["en-fr", "fr-en"],
+                          valid_split=None, weight_decay=0.1, lr=3e-3, warmup_steps=1, max_steps=steps,
+                          max_tokens=96, max_len=24, progress=False, seed=3, **kw))  # fmt: skip
+        base = M2M100ForConditionalGeneration.from_pretrained(world / "model")
+        return load_lslo(base, out / "model").lora_state_dict()
+
+    def rows(state: dict[str, torch.Tensor], lang: str, matrix: str = "") -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state.items() if k.endswith("." + lang) and f".lora_{matrix}" in k}
+
+    default, plain = run(3), run(3, optimizer="adamw")
+    assert rows(default, "sw", "A") and rows(default, "sw", "B")
+    assert all(bool(v.abs().sum() > 0) for v in rows(default, "sw", "A").values())  # A is not trivially zero
+    assert all(torch.equal(v, torch.zeros_like(v)) for v in rows(default, "sw", "B").values())  # B starts at 0
+    assert any(not torch.equal(v, plain[k]) for k, v in rows(default, "en").items())  # the runs differ
+    # sw's A is still its initial value under LanguageAdamW; plain AdamW's decoupled weight decay shrank it (by the
+    # same factor in every entry: no gradient step, since no batch used sw) although sw was in no batch.
+    for k, v in rows(default, "sw", "A").items():
+        ratio = plain[k] / v
+        assert bool((ratio < 1 - 1e-4).all()) and float(ratio.max() - ratio.min()) < 1e-6, k
