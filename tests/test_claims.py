@@ -181,3 +181,75 @@ def test_lslo_train_leaves_an_unused_languages_weights_exactly_unchanged_where_a
     for k, v in rows(default, "sw", "A").items():
         ratio = plain[k] / v
         assert bool((ratio < 1 - 1e-4).all()) and float(ratio.max() - ratio.min()) < 1e-6, k
+
+
+# -- the <unk> stop ------------------------------------------------------------------------------------------
+
+
+class _Unk:
+    unk_token_id = 3
+
+
+def _pieces(unk: int, total: int) -> list[int]:
+    return [3] * unk + [7] * (total - unk)
+
+
+def test_the_unk_stop_is_at_half_the_pieces():
+    """`check_coverage` refuses a language whose pieces are more than 50% <unk>: 49% and 50% pass, 51% stops."""
+    from lslo.errors import LsloError
+    from lslo.tokenizer import check_coverage
+
+    shares = check_coverage({"a": _pieces(49, 100), "b": _pieces(50, 100), "c": []}, _Unk(), "tok")
+    assert shares == {"a": 0.49, "b": 0.5, "c": 0.0}
+    with pytest.raises(LsloError) as err:
+        check_coverage({"a": _pieces(10, 100), "b": _pieces(51, 100)}, _Unk(), "tok")
+    assert str(err.value).startswith("tokenizer tok: 51% of the pieces of 'b' are <unk>; the tokenizer does not cover")
+
+
+def test_lslo_train_stops_on_unk_before_anything_is_written(world, tmp_path, monkeypatch):
+    """A tokenizer that turns one language's text into <unk> stops `lslo train` with one line, and the run folder is
+    never created (not even the encoded-corpus cache)."""
+    import lslo.tokenizer
+    from lslo.errors import LsloError
+    from lslo.train import TrainConfig, train
+
+    real = lslo.tokenizer.load_tokenizer
+
+    class SwToUnk:
+        """The world's tokenizer, except that every piece of a sw sentence (they start with "sw") is <unk>."""
+
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+        def __len__(self):
+            return len(self.tok)
+
+        def __call__(self, texts, **kw):
+            ids = self.tok(texts, **kw)["input_ids"]
+            return {"input_ids": [[self.tok.unk_token_id] * len(x) if t.startswith("sw") else x
+                                  for t, x in zip(texts, ids, strict=True)]}  # fmt: skip
+
+    monkeypatch.setattr(lslo.tokenizer, "load_tokenizer", lambda *a, **k: SwToUnk(real(*a, **k)))
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(world / "data"), base_model=str(world / "model"), out_dir=str(out), method="lslo",
+                      valid_split=None, max_steps=1, max_tokens=96, max_len=24, progress=False)  # fmt: skip
+    with pytest.raises(LsloError, match=r"100% of the pieces of 'sw' are <unk>"):
+        train(cfg)
+    assert not out.exists()
+
+
+def test_lslo_eval_records_the_precision_it_ran_at(world, tmp_path, capsys):
+    """results.json's settings say which --precision generated the translations (fp32 by default)."""
+    import json
+
+    from lslo.cli import main
+
+    for flags, want in (([], "fp32"), (["--precision", "bf16"], "bf16")):
+        out = tmp_path / want
+        code = main(["eval", str(world / "model"), "--data", str(world / "data"), "--split", "valid", "--out", str(out),
+                     "--directions", "en-fr", "--beams", "1", "--max-sentences", "2", "--no-progress", *flags])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        assert json.loads((out / "results.json").read_text(encoding="utf-8"))["settings"]["precision"] == want
