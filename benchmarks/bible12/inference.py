@@ -113,8 +113,11 @@ def judge(claims: Sequence[Mapping[str, Any]], data: Mapping[str, Sequence[Mappi
     for claim, pair in zip(claims, pairs, strict=True):
         result = None if pair is None else paired_bootstrap(*pair, metric, claim["group"], level=1 - (1 - LEVEL) / m)
         if result is not None:
-            result.update(claims_tested=m, p_adjusted=min(1.0, m * result["p"]),
-                          verdict=decide(claim["kind"], result["lo"], result["hi"]),
+            verdict = decide(claim["kind"], result["lo"], result["hi"])
+            if claim["kind"] != "better" and verdict == "supported":  # say which side of 0 the interval lies on
+                verdict += (f" (lower, but within the {MARGIN:g} margin)" if result["hi"] < 0
+                            else " (higher)" if result["lo"] > 0 else "")  # fmt: skip
+            result.update(claims_tested=m, p_adjusted=min(1.0, m * result["p"]), verdict=verdict,
                           one_seed=min(result["seeds"]) == 1)  # fmt: skip
         out.append(result)
     return out

@@ -732,7 +732,7 @@ def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
         sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
         wins = "–" if vc.get("wins") is None else f"{analysis.verdict(claim, view)['wins'][0]}/{vc['wins'][2]}"
         interval, p, text = inference.cells(r)
-        against = r is None or r["verdict"] != "supported"
+        against = r is None or not r["verdict"].startswith("supported")
         lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} | {models} "
                      f"| {interval} | {p} | **{text}** | {fmt(vc)} | {fmt(vl)} | {wins} | {sp} | {v['verdict']} "
                      f"| {claim['if_not'] if against else ''} |")  # fmt: skip
