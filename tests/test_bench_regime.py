@@ -205,8 +205,10 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     assert cost.split("|")[5:9] == [" 10.0, 10.0 ", " 9.8, not recorded ", " 1, 1 ", " 16.0 (2), not recorded "]  # seed 2 lost a record
     claim = next(line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches or beats full fine-tuning, overall"))
     cells = [c.strip() for c in claim.split("|")]
-    assert cells[4] == "+0.95" and cells[6] == "+1.85"  # best models: 2.05 - 1.1; last models: 1.95 - 0.1
-    assert "supported" in cells[9]
+    assert cells[4] == "best" and cells[5].startswith("+0.95 [") and cells[9] == "+1.85"  # best: 2.05 - 1.1; last: 1.95 - 0.1
+    lo, hi = (float(x) for x in cells[5].split("[")[1].rstrip("]† ").split(","))
+    assert lo <= 0.95 <= hi and cells[7].strip("*") in ("supported (higher)", "supported", "not resolved")
+    assert (cells[7] == "**supported (higher)**") == (lo > 0) and "supported" in cells[12]  # cells[12]: the old rule's
     high = next(line for line in text.splitlines() if line.startswith("| 90% pruning improves high-resource"))
     assert "not measured yet" in high
     assert (results / "curves.png").stat().st_size > 1000 and "![validation loss per epoch](results/curves.png)" in text
@@ -221,8 +223,10 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     regime.render_to_md(o)
     trend = (tmp_path / "RESULTS.md").read_text().split("### Trend")[1].split("###")[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in trend.splitlines() if line.startswith("| 33 |") or line.startswith("| 100 |")]
-    assert rows == [["33", "lslo-228-v33 vs full-v33", "1, 1", "+0.10", "+0.60", "–"],  # the smaller subset first
-                    ["100", "lslo-228 vs full", "2, 2", "+0.95", "+1.85", rows[1][5]]]  # fmt: skip
+    assert [[c.split(" [")[0] for c in row] for row in rows] == [
+        ["33", "lslo-228-v33 vs full-v33", "1, 1", "+0.10", "+0.60", "–"],  # the smaller subset first
+        ["100", "lslo-228 vs full", "2, 2", "+0.95", "+1.85", rows[1][5]]]  # fmt: skip
+    assert all(" [" in c for row in rows for c in row[3:5])  # every gap with its interval
     assert float(rows[1][5]) >= 0.2  # at least the observed range of full's seeds (1.0, 1.2)
     assert "From 33 to 100 verses the gap moves by +0.85 (best models) and +1.25 (last models)" in trend
 
