@@ -205,7 +205,7 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     assert cost.split("|")[5:9] == [" 10.0, 10.0 ", " 9.8, not recorded ", " 1, 1 ", " 16.0 (2), not recorded "]  # seed 2 lost a record
     claim = next(line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches or beats full fine-tuning, overall"))
     cells = [c.strip() for c in claim.split("|")]
-    assert cells[4] == "best" and cells[5].startswith("+0.95 [") and cells[9] == "+1.85"  # best: 2.05 - 1.1; last: 1.95 - 0.1
+    assert cells[4].startswith("best (epochs ") and cells[5].startswith("+0.95 [") and cells[9] == "+1.85"  # best: 2.05 - 1.1; last: 1.95 - 0.1
     lo, hi = (float(x) for x in cells[5].split("[")[1].rstrip("]† ").split(","))
     assert lo <= 0.95 <= hi and cells[7].strip("*") in ("supported (higher)", "supported", "not resolved")
     assert (cells[7] == "**supported (higher)**") == (lo > 0) and "supported" in cells[12]  # cells[12]: the old rule's

@@ -716,6 +716,7 @@ def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
     m = next((r["claims_tested"] for r in judged if r is not None), 0)
     lines = ["", "### The paper's claims in its regime", "",
              f"Δ = first - second experiment, on the {CHECKPOINT}-by-validation models except where *models* says *last* "
+             "(*epochs*: each seed's epoch of the model judged, first vs second experiment) "
              "(the pruning claims: both models at epoch 15, matched training length, since the pruned run's best model "
              "can only come from epoch 10 on); *Δ last* is every comparison on the last models. *directions*: where the "
              "first scores higher, of those compared (spBLEU, means over seeds, at the claim's *models*). The old rule's columns are "
@@ -733,7 +734,10 @@ def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
         wins = "–" if vc.get("wins") is None else f"{analysis.verdict(claim, view)['wins'][0]}/{vc['wins'][2]}"
         interval, p, text = inference.cells(r)
         against = r is None or not r["verdict"].startswith("supported")
-        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} | {models} "
+        epochs = ["/".join(f"{r['checkpoints'][models]['epoch']:g}" for r in data.get(x, []) if r.get("checkpoints")) or "–"
+                  for x in (claim["a"], claim["b"])]
+        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} "
+                     f"| {models} (epochs {' vs '.join(epochs)}) "
                      f"| {interval} | {p} | **{text}** | {fmt(vc)} | {fmt(vl)} | {wins} | {sp} | {v['verdict']} "
                      f"| {claim['if_not'] if against else ''} |")  # fmt: skip
     return lines + _trend_lines(data, last)
