@@ -128,7 +128,7 @@ CLAIMS: list[dict[str, Any]] = [
                "run"},
 ]  # fmt: skip
 # `models`: the checkpoint a claim is judged at, where not the family's CHECKPOINT. The pruning claims use the last
-# models (epoch 15 both): the pruned run's best model can only come from epoch 10 on (pruning reaches 90% there), the
+# models (epoch 15 both): the pruned run's best model can only come from epoch 12 on (pruning's start 2 + duration 10), the
 # unpruned run's came from epoch 4, and every model gains 0.3-0.4 spBLEU between its best and last checkpoint, so
 # best-vs-best compares training lengths as much as pruning. The JSON holds no per-epoch test scores, so the last
 # models are the only matched pair.
@@ -642,7 +642,8 @@ def render(opts: argparse.Namespace) -> str:
         lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
     lines += _sweep_cost_lines(sweep)
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
-    lines += _score_lines(data, last) + _curve_lines(rd, md) + _overfit_lines(data) + _claim_lines(data, last)
+    lines += _score_lines(data, last) + _curve_lines(rd, md) + _overfit_lines(data) + _selection_lines(data)
+    lines += _claim_lines(data, last)
     lines += _cost_lines(data)
     lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
     return "\n".join(lines)
@@ -708,6 +709,59 @@ def _overfit_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]  # fmt: skip
 
 
+def _eligible(r: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The epochs a run's best model may come from: all, or for a pruned run those at its final ratio (from epoch
+    start + duration of its `prune` config: `lslo train` keeps a pruned run's best only once pruning is final)."""
+    prune = (r.get("config") or {}).get("prune")
+    first = prune["start"] + prune["duration"] if prune and prune.get("unit", "epoch") == "epoch" else 0
+    return [p for p in r["curve"] if p["epoch"] >= first]
+
+
+def smoothed_pick(curve: Sequence[Mapping[str, Any]], width: int = 3) -> float:
+    """The epoch of the lowest validation loss averaged over `width` neighbouring epochs (centred; shorter at the
+    ends of `curve`): a pick less moved by one epoch's noise."""
+    half = width // 2
+    losses = [p["valid_loss"] for p in curve]
+    means = [sum(losses[max(0, i - half):i + half + 1]) / len(losses[max(0, i - half):i + half + 1]) for i in range(len(losses))]
+    return curve[min(range(len(curve)), key=means.__getitem__)]["epoch"]
+
+
+def _selection_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """How sensitive the best-by-validation pick is: the runner-up epoch and its loss margin, and the pick a 3-epoch
+    smoothed loss makes, per run, from the committed validation curves."""
+    rows, moved, margins = [], [], []
+    for e in EXPERIMENTS:
+        for r in data.get(e["name"], []):
+            curve = _eligible(r) if r.get("curve") else []
+            if len(curve) < 2:
+                continue
+            ranked = sorted(curve, key=lambda p: p["valid_loss"])
+            best, second = ranked[0], ranked[1]
+            smooth = smoothed_pick(curve)
+            margins.append(second["valid_loss"] - best["valid_loss"])
+            if smooth != best["epoch"]:
+                moved.append(r["run"])
+            test = r["checkpoints"]["last"]["overall"]["spbleu"] - r["checkpoints"]["best"]["overall"]["spbleu"]
+            rows.append(f"| {r['run']} | {best['epoch']:g} | {second['epoch']:g} | {margins[-1]:.4f} | {smooth:g}"
+                        f"{' (moved)' if smooth != best['epoch'] else ''} | {curve[0]['epoch']:g}-{curve[-1]['epoch']:g} | {test:+.2f} |")  # fmt: skip
+    if not rows:
+        return []
+    margins.sort()
+    return ["", "### How sensitive the best-model pick is", "",
+            f"The best model is the epoch of the lowest validation loss on {VALID_PER_DIRECTION} pairs per direction "
+            "(the same verses in every direction). Per run, from the committed curves: the runner-up epoch and how much "
+            "higher its loss is, and the epoch a 3-epoch centred mean of the loss would pick; *eligible*: the epochs "
+            "the pick may come from (a pruned run: once pruning is final). The JSON holds test scores for the best "
+            "and the last model only, so how far the scores would move under another pick is not measured; *test, "
+            "last - best* shows how far they move over the rest of training.", "",
+            "| run | best epoch | runner-up | loss margin | smoothed pick | eligible | test, last - best (spBLEU) |",
+            "|---|---:|---:|---:|---:|---|---:|", *rows, "",
+            f"The runner-up lies a median {margins[len(margins) // 2]:.4f} (range {margins[0]:.4f}-{margins[-1]:.4f}) above "
+            f"the lowest loss; the smoothed pick moves {len(moved)} of {len(rows)} runs"
+            + (f" ({', '.join(moved)})" if moved else "") + ". New families validate on at least "
+            f"{matrix.VALID_PER_DIRECTION_NEW} distinct verses per direction (`matrix.VALID_PER_DIRECTION_NEW`)."]  # fmt: skip
+
+
 def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
     from . import inference
 
@@ -718,7 +772,7 @@ def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
              f"Δ = first - second experiment, on the {CHECKPOINT}-by-validation models except where *models* says *last* "
              "(*epochs*: each seed's epoch of the model judged, first vs second experiment) "
              "(the pruning claims: both models at epoch 15, matched training length, since the pruned run's best model "
-             "can only come from epoch 10 on); *Δ last* is every comparison on the last models. *directions*: where the "
+             "can only come from epoch 12 on, once pruning is final); *Δ last* is every comparison on the last models. *directions*: where the "
              "first scores higher, of those compared (spBLEU, means over seeds, at the claim's *models*). The old rule's columns are "
              f"as the previous release computed them, on the {CHECKPOINT}-by-validation models for every claim.", "",
              inference.method_text(m), "",
