@@ -352,3 +352,12 @@ def test_a_failed_job_stops_new_starts_and_lets_the_others_finish(tmp_path, monk
     assert os.environ["OMP_NUM_THREADS"] == "3"
     assert run.main(["--jobs", "2", "--results-dir", str(tmp_path / "r")]) == 2  # the matrix runs one at a time
     assert run.main(["--family", "regime", "--jobs", "0", "--results-dir", str(tmp_path / "r")]) == 2
+
+
+def test_the_smoothed_pick_ignores_a_one_epoch_dip_and_a_pruned_run_picks_once_pruning_is_final():
+    curve = [{"epoch": float(i + 1), "valid_loss": v} for i, v in enumerate([3.0, 2.0, 2.9, 2.1, 2.1, 2.2])]
+    assert min(curve, key=lambda p: p["valid_loss"])["epoch"] == 2 and regime.smoothed_pick(curve) == 5
+    assert regime.smoothed_pick(curve, width=1) == 2
+    pruned = {"curve": curve, "config": {"prune": {"unit": "epoch", "start": 2, "duration": 2}}}
+    assert [p["epoch"] for p in regime._eligible(pruned)] == [4, 5, 6]
+    assert regime._eligible({"curve": curve, "config": {}}) == curve
