@@ -43,10 +43,13 @@ def test_defaults_and_plan(tmp_path):
     assert run.parse_args([]).max_sentences == matrix.MAX_SENTENCES  # the matrix keeps its own defaults
     runs = regime.plan(o)
     sweeps = [r for r in runs if r["kind"] == "sweep"]
-    assert [r["lr_step"] for r in sweeps] == [0, 0, 0, -1, -1, -1, 1, 1, 1]  # every method's centre first
+    assert [r["lr_step"] for r in sweeps] == [0] * 4 + [-1] * 4 + [1] * 4  # every method's centre first
+    assert {r["group"] for r in sweeps} == {"full", "lora", "lslo", "lslo-888"}  # lslo-888: a check of lslo's lr
     family = [r["run"] for r in runs if r["kind"] == "family"]
-    assert {"full.seed1", "full.seed2", "lslo-228.seed1", "lslo-228.seed2", "lora.seed1", "lslo-888.seed1",
-            "lslo-228-prune.seed1", "full-v33.seed1", "lslo-228-v33.seed1", "full-v33.seed2", "lslo-228-v33.seed2"} == set(family)  # fmt: skip
+    compared = ("full", "lora", "lslo-228", "lslo-888", "lslo-228-prune")  # every experiment a claim compares: 3 seeds
+    assert {f"{e}.seed{i}" for e in compared for i in (1, 2, 3)} | {"full-v33.seed1", "lslo-228-v33.seed1", "full-v33.seed2",
+                                                                     "lslo-228-v33.seed2"} == set(family)  # fmt: skip
+    assert all(r["group"] == "lslo" for r in runs if r["experiment"] == "lslo-888")  # its seeds share seed 1's lr
     assert regime.chosen_lr("full", o.results_dir) is None
     assert [r["run"] for r in regime.select(runs, ["sweep.lora"])] == [r["run"] for r in sweeps if r["group"] == "lora"]
     with pytest.raises(runner.BenchError, match="--only 'nope'"):
