@@ -60,17 +60,19 @@ def capture(model) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list]:
     return seen, handles
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
 @pytest.mark.parametrize("path", sorted(RANKS))
 @pytest.mark.parametrize("langs", ["one", "mixed"])
-def test_every_layer_is_base_plus_alpha_over_rank_b_a_x(path, langs):
+def test_every_layer_is_base_plus_alpha_over_rank_b_a_x(path, langs, grad):
     """With alpha=16 and ranks 2..8, each LSLo layer's output is W x + b + (alpha/r_l) B_l A_l x, sample by sample,
-    for a batch of one direction (the one-language path) and a batch mixing five languages (the mixed paths)."""
+    for a batch of one direction (the one-language path) and a batch mixing five languages (the mixed paths), in
+    inference (no grad) and in training (autograd on)."""
     model = scaled_model(RANKS[path])
     src, tgt = (["sw"] * 6, ["fr"] * 6) if langs == "one" else MIXED
     batch, _ = make_batch(random_samples(6, seed=4))
     routes = dict(model.lslo_config.targets(4, 4))
     seen, handles = capture(model)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         model(**batch, src_lang=src, tgt_lang=tgt)
     for h in handles:
         h.remove()
