@@ -17,6 +17,8 @@ from test_core import make_batch, random_samples
 
 from lslo import LSLoConfig, add_lslo
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest, and the CPU is shared
+
 LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low", "wo": "low"}
 ALPHA = 16.0
 # Ranks summing to at most 3x the largest (dense mixed path) and above it (gathered mixed path): both cost-rule
