@@ -43,10 +43,13 @@ def test_defaults_and_plan(tmp_path):
     assert run.parse_args([]).max_sentences == matrix.MAX_SENTENCES  # the matrix keeps its own defaults
     runs = regime.plan(o)
     sweeps = [r for r in runs if r["kind"] == "sweep"]
-    assert [r["lr_step"] for r in sweeps] == [0, 0, 0, -1, -1, -1, 1, 1, 1]  # every method's centre first
+    assert [r["lr_step"] for r in sweeps] == [0] * 4 + [-1] * 4 + [1] * 4  # every method's centre first
+    assert {r["group"] for r in sweeps} == {"full", "lora", "lslo", "lslo-888"}  # lslo-888: a check of lslo's lr
     family = [r["run"] for r in runs if r["kind"] == "family"]
-    assert {"full.seed1", "full.seed2", "lslo-228.seed1", "lslo-228.seed2", "lora.seed1", "lslo-888.seed1",
-            "lslo-228-prune.seed1", "full-v33.seed1", "lslo-228-v33.seed1", "full-v33.seed2", "lslo-228-v33.seed2"} == set(family)  # fmt: skip
+    compared = ("full", "lora", "lslo-228", "lslo-888", "lslo-228-prune")  # every experiment a claim compares: 3 seeds
+    assert {f"{e}.seed{i}" for e in compared for i in (1, 2, 3)} | {"full-v33.seed1", "lslo-228-v33.seed1", "full-v33.seed2",
+                                                                     "lslo-228-v33.seed2"} == set(family)  # fmt: skip
+    assert all(r["group"] == "lslo" for r in runs if r["experiment"] == "lslo-888")  # its seeds share seed 1's lr
     assert regime.chosen_lr("full", o.results_dir) is None
     assert [r["run"] for r in regime.select(runs, ["sweep.lora"])] == [r["run"] for r in sweeps if r["group"] == "lora"]
     with pytest.raises(runner.BenchError, match="--only 'nope'"):
@@ -205,8 +208,10 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     assert cost.split("|")[5:9] == [" 10.0, 10.0 ", " 9.8, not recorded ", " 1, 1 ", " 16.0 (2), not recorded "]  # seed 2 lost a record
     claim = next(line for line in text.splitlines() if line.startswith("| LSLo (2/2/8) matches or beats full fine-tuning, overall"))
     cells = [c.strip() for c in claim.split("|")]
-    assert cells[4] == "+0.95" and cells[6] == "+1.85"  # best models: 2.05 - 1.1; last models: 1.95 - 0.1
-    assert "supported" in cells[9]
+    assert cells[4].startswith("best (epochs ") and cells[5].startswith("+0.95 [") and cells[9] == "+1.85"  # best: 2.05 - 1.1; last: 1.95 - 0.1
+    lo, hi = (float(x) for x in cells[5].split("[")[1].rstrip("]† ").split(","))
+    assert lo <= 0.95 <= hi and cells[7].strip("*") in ("supported (higher)", "supported", "not resolved")
+    assert (cells[7] == "**supported (higher)**") == (lo > 0) and "supported" in cells[12]  # cells[12]: the old rule's
     high = next(line for line in text.splitlines() if line.startswith("| 90% pruning improves high-resource"))
     assert "not measured yet" in high
     assert (results / "curves.png").stat().st_size > 1000 and "![validation loss per epoch](results/curves.png)" in text
@@ -221,8 +226,10 @@ def test_render_uses_the_best_models_shows_last_and_plots(tmp_path):
     regime.render_to_md(o)
     trend = (tmp_path / "RESULTS.md").read_text().split("### Trend")[1].split("###")[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in trend.splitlines() if line.startswith("| 33 |") or line.startswith("| 100 |")]
-    assert rows == [["33", "lslo-228-v33 vs full-v33", "1, 1", "+0.10", "+0.60", "–"],  # the smaller subset first
-                    ["100", "lslo-228 vs full", "2, 2", "+0.95", "+1.85", rows[1][5]]]  # fmt: skip
+    assert [[c.split(" [")[0] for c in row] for row in rows] == [
+        ["33", "lslo-228-v33 vs full-v33", "1, 1", "+0.10", "+0.60", "–"],  # the smaller subset first
+        ["100", "lslo-228 vs full", "2, 2", "+0.95", "+1.85", rows[1][5]]]  # fmt: skip
+    assert all(" [" in c for row in rows for c in row[3:5])  # every gap with its interval
     assert float(rows[1][5]) >= 0.2  # at least the observed range of full's seeds (1.0, 1.2)
     assert "From 33 to 100 verses the gap moves by +0.85 (best models) and +1.25 (last models)" in trend
 
@@ -348,3 +355,12 @@ def test_a_failed_job_stops_new_starts_and_lets_the_others_finish(tmp_path, monk
     assert os.environ["OMP_NUM_THREADS"] == "3"
     assert run.main(["--jobs", "2", "--results-dir", str(tmp_path / "r")]) == 2  # the matrix runs one at a time
     assert run.main(["--family", "regime", "--jobs", "0", "--results-dir", str(tmp_path / "r")]) == 2
+
+
+def test_the_smoothed_pick_ignores_a_one_epoch_dip_and_a_pruned_run_picks_once_pruning_is_final():
+    curve = [{"epoch": float(i + 1), "valid_loss": v} for i, v in enumerate([3.0, 2.0, 2.9, 2.1, 2.1, 2.2])]
+    assert min(curve, key=lambda p: p["valid_loss"])["epoch"] == 2 and regime.smoothed_pick(curve) == 5
+    assert regime.smoothed_pick(curve, width=1) == 2
+    pruned = {"curve": curve, "config": {"prune": {"unit": "epoch", "start": 2, "duration": 2}}}
+    assert [p["epoch"] for p in regime._eligible(pruned)] == [4, 5, 6]
+    assert regime._eligible({"curve": curve, "config": {}}) == curve

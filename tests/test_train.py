@@ -585,6 +585,7 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert all(int(p.name.split("-")[1]) < step for p in kept)
     if kept:
         assert str(kept[-1]) in message
+        assert int(kept[-1].name.split("-")[1]) == step - 1  # save_every=1: the step before the named one
         state = read_checkpoint(kept[-1])["model"]
         assert all(torch.isfinite(t).all() for t in state.values())
 

@@ -95,26 +95,33 @@ def render(results_dir: str | os.PathLike) -> str:
               "(two or three runs at a time on the 2 cores), which is slower per run than a training alone on both cores; "
               "their CPU time (user + system of the `lslo train` process) is the time on one core, whatever else ran."]  # fmt: skip
     lines += subspace_lines(data) + search_lines(data)
+    from .inference import cells, judge, method_text
+
+    judged = judge(CLAIMS, data, "spbleu")
+    m = next((r["claims_tested"] for r in judged if r is not None), 0)
     lines += ["", "### The paper's claims on bible12", "",
-              "Δ = first - second experiment (means over seeds). The *seed spread* of an experiment with two or more "
-              "seeds is the larger of its max-min range over seeds and the range expected from its directions "
-              "(1.96 x the sd over directions of the per-direction difference between seeds / sqrt(directions): "
-              "two seeds give one draw of the range, the directions give many). Δ *exceeds the seed spread* when "
-              "|Δ| is larger than the larger spread of the two experiments (when neither has two seeds, "
-              f"`{NOISE}`'s stands in). The verdict is on spBLEU; *directions* counts the directions of the group "
-              "where the first experiment scores higher (spBLEU, means over seeds).", "",
-              "| claim (paper) | comparison | group | Δ spBLEU | Δ chrF++ | seed spread (spBLEU) | directions "
-              "| verdict | likely reason, where the data leans against the claim |",
-              "|---|---|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
-    for claim in CLAIMS:
+              "Δ = first - second experiment (means over seeds); *directions* counts the directions of the group where "
+              "the first experiment scores higher (spBLEU, means over seeds).", "", method_text(m), "",
+              "The old rule: the *seed spread* of an experiment with two or more seeds is the larger of its max-min range "
+              "over seeds and the range expected from its directions (1.96 x the sd over directions of the per-direction "
+              "difference between seeds / sqrt(directions)); Δ *exceeds the seed spread* when |Δ| is larger than the "
+              f"larger spread of the two experiments (when neither has two seeds, `{NOISE}`'s stands in).", "",
+              "| claim (paper) | comparison | group | Δ spBLEU [interval] | p (raw; adjusted) | verdict | Δ chrF++ "
+              "| directions | old rule: seed spread (spBLEU) | old rule's verdict | likely reason, where the data leans against the claim |",
+              "|---|---|---|---:|---:|---|---:|---:|---:|---|---|"]  # fmt: skip
+    for claim, r in zip(CLAIMS, judged, strict=True):
         v, vc = verdict(claim, data, "spbleu"), verdict(claim, data, "chrf")
-        d = "–" if v["delta"] is None else f"{v['delta']:+.2f}"
         dc = "–" if vc["delta"] is None else f"{vc['delta']:+.2f}"
         sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
         group = GROUP_LABELS[claim["group"]]
-        reason = claim["if_not"] if v.get("against") else ""
+        interval, p, text = cells(r)
+        if r is None:
+            text = v["verdict"]  # not measured: says which experiment is missing
+        reason = claim["if_not"] if r is not None and not r["verdict"].startswith("supported") else ""
         wins = "–" if v.get("wins") is None else f"{v['wins'][0]}/{v['wins'][2]}" + (f" ({v['wins'][1]} equal)" if v["wins"][1] else "")
-        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {group} | {d} | {dc} | {sp} | {wins} | {v['verdict']} | {reason} |")
+        old = v["verdict"] if r is not None else "–"
+        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {group} | {interval} | {p} | **{text}** | {dc} "
+                     f"| {wins} | {sp} | {old} | {reason} |")  # fmt: skip
     lines += reproduction_lines(results_dir)
     return "\n".join(lines)
 
