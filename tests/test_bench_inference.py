@@ -75,12 +75,21 @@ def test_groups_keep_only_their_directions():
 
 @pytest.mark.parametrize(("kind", "lo", "hi", "want"), [
     ("better", 0.01, 0.5, "supported"), ("better", -0.01, 0.5, "not resolved"), ("better", -0.5, -0.01, "contradicted"),
-    ("kept", -0.49, 0.2, "supported"), ("kept", -0.51, 0.2, "not resolved"), ("kept", -0.9, -0.51, "contradicted"),
-    ("kept", -0.45, -0.1, "supported"),
+    ("kept", 0.01, 0.2, "supported"), ("kept", -0.01, 0.2, "not resolved"), ("kept", -0.9, -0.01, "contradicted"),
+    ("kept", 0.0, 0.0, "supported"), ("better", 0.0, 0.0, "not resolved"),  # identical models match, don't beat
 ])  # fmt: skip
 def test_the_verdict_is_read_off_the_interval(kind, lo, hi, want):
-    assert inference.MARGIN == 0.5
+    assert inference.MARGIN == 0.0  # no margin fixed in advance: "matches or beats" needs the interval above 0
     assert inference.decide(kind, lo, hi) == want
+
+
+def test_a_margin_fixed_in_advance_makes_kept_a_non_inferiority_claim(monkeypatch):
+    monkeypatch.setattr(inference, "MARGIN", 0.5)
+    assert inference.decide("kept", -0.49, 0.2) == "supported"
+    assert inference.decide("kept", -0.51, 0.2) == "not resolved"
+    assert inference.decide("kept", -0.9, -0.51) == "contradicted"
+    assert inference.decide("better", -0.49, 0.2) == "not resolved"
+    assert "above -0.5 spBLEU, a non-inferiority margin" in inference.method_text(3)
 
 
 def test_judge_corrects_for_the_claims_tested_and_skips_missing_ones():
@@ -96,6 +105,11 @@ def test_judge_corrects_for_the_claims_tested_and_skips_missing_ones():
     assert first["p"] == pytest.approx(alone["p"])  # the same replicates: p itself is not corrected, the interval is
     assert first["lo"] < alone["lo"] and first["hi"] > alone["hi"]
     kept = inference.judge([{"a": "a", "b": "b", "group": "all", "kind": "kept"}], {"a": a, "b": b})[0]
-    assert kept["verdict"].startswith("supported") and kept["one_seed"]
+    better = inference.judge([{"a": "a", "b": "b", "group": "all", "kind": "better"}], {"a": a, "b": b})[0]
+    assert kept["verdict"] == better["verdict"] == "not resolved" and kept["one_seed"]  # no margin: the same rule
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inference, "MARGIN", 0.5)
+        kept = inference.judge([{"a": "a", "b": "b", "group": "all", "kind": "kept"}], {"a": a, "b": b})[0]
+    assert kept["verdict"].startswith("supported")
     again = inference.judge(claims, data)
     assert [r and r["lo"] for r in again] == [r and r["lo"] for r in judged]  # seeded: a re-render is identical
