@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lslo", description="Language-specific LoRA subspaces for multilingual NMT (M2M-100, NLLB).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (add_data_parser, add_pretrain_parser, add_train_parser, add_search_parser, add_eval_parser,
-                add_translate_parser, add_export_parser, add_report_parser):  # fmt: skip
+                add_translate_parser, add_export_parser, add_report_parser, add_serve_parser):  # fmt: skip
         add(sub)
     return p
 
@@ -429,6 +429,44 @@ def add_translate_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--output", default=None, help="output file (default: stdout)")
     _precision_arg(tr)
     tr.set_defaults(func=cmd_translate)
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    sv = sub.add_parser("serve", help="serve every direction of a model over the LibreTranslate API (extra: serve)")
+    _model_args(sv)
+    _precision_arg(sv)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5000)
+    sv.add_argument("--api-keys", nargs="+", default=[], metavar="KEY", help="require one of these keys (403 else)")
+    for flag, kind, default, what in (
+        ("--max-new-tokens", int, 256, "output tokens per text at most (and 2 x source + 10)"),
+        ("--max-batch-tokens", int, 4096, "rows x longest source per batch"), ("--max-batch-rows", int, 64, "rows per batch"),
+        ("--max-wait-ms", float, 10.0, "how long the oldest row waits for others to join its batch"),
+        ("--max-queue-rows", int, 512, "rows queued at most; more: 429 with Retry-After"),
+        ("--timeout", float, 60.0, "seconds a request may wait for its batch"), ("--char-limit", int, 5000, "characters per request"),
+        ("--batch-limit", int, 128, "texts per request"), ("--threads", int, None, "torch threads (default: torch's)"),
+    ):  # fmt: skip
+        sv.add_argument(flag, type=kind, default=default, help=f"{what} (default: %(default)s)")
+    sv.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401 - the serve extra
+        import prometheus_client  # noqa: F401
+        import py3langid  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from lslo.serve import ServeSettings, serve
+    except ImportError as err:
+        raise LsloError(f"serve: {err.name} is not installed; pip install -e '.[serve]'") from None
+    serve(ServeSettings(model=args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type,
+                        host=args.host, port=args.port, beams=args.beams, precision=args.precision,
+                        max_new_tokens=args.max_new_tokens, max_batch_tokens=args.max_batch_tokens,
+                        max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms, max_queue_rows=args.max_queue_rows,
+                        timeout_s=args.timeout, char_limit=args.char_limit, batch_limit=args.batch_limit,
+                        api_keys=args.api_keys, threads=args.threads))  # fmt: skip
+    return 0
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:

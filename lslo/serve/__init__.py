@@ -75,7 +75,14 @@ def serve(settings: ServeSettings) -> None:
         import torch
 
         torch.set_num_threads(settings.threads)
-    app = build_app(settings)
+    from lslo.serve.engine import load_engine
+
+    # Load before listening: a bad model path is a one-line error, not a server that never gets ready.
+    engine = load_engine(settings.model, base=settings.base, tokenizer=settings.tokenizer,
+                         compute_type=settings.compute_type, num_beams=settings.beams,
+                         max_new_tokens=settings.max_new_tokens, max_source_tokens=settings.max_source_tokens,
+                         precision=settings.precision)  # fmt: skip
+    app = build_app(settings, engine_loader=lambda *a, **k: engine)
     print(f"lslo serve: {settings.model} on http://{settings.host}:{settings.port} (GET /health says when it is ready)",
           flush=True)  # fmt: skip
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,

@@ -416,7 +416,7 @@ def create_app(service: Service) -> FastAPI:
             row_tgt += [t] * len(pieces)
         results = await _submit(request, row_texts, row_src, row_tgt, alternatives) if row_texts else []
         out, alts, k = [], [], 0
-        for text, parts in zip(texts, layouts, strict=True):
+        for parts in layouts:
             n = sum(1 for is_text, _ in parts if is_text) if parts is not None else 1
             mine = results[k : k + n]
             k += n

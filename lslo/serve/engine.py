@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from lslo.encoding import source_ids
 from lslo.encoding import pad as pad_rows
+from lslo.encoding import source_ids
 from lslo.languages import canonical, lookup, same_language
 from lslo.precision import autocast, effective_precision
 
