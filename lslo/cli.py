@@ -447,6 +447,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         ("--batch-limit", int, 128, "texts per request"), ("--threads", int, None, "torch threads (default: torch's)"),
     ):  # fmt: skip
         sv.add_argument(flag, type=kind, default=default, help=f"{what} (default: %(default)s)")
+    sv.add_argument("--batching", default="mixed", choices=["mixed", "direction", "single"],
+                    help="mixed: any directions per batch (default); direction: one direction per batch, its LoRAs "
+                         "merged; single: one text per batch (the last two for comparison)")  # fmt: skip
     sv.set_defaults(func=cmd_serve)
 
 
@@ -465,7 +468,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, max_batch_tokens=args.max_batch_tokens,
                         max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms, max_queue_rows=args.max_queue_rows,
                         timeout_s=args.timeout, char_limit=args.char_limit, batch_limit=args.batch_limit,
-                        api_keys=args.api_keys, threads=args.threads))  # fmt: skip
+                        api_keys=args.api_keys, threads=args.threads, batching=args.batching))  # fmt: skip
     return 0
 
 

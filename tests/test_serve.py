@@ -62,6 +62,11 @@ def test_engine_mixed_batch_gives_each_row_what_lslo_translate_gives_it_alone(ad
     assert [len(a) for a in alts] == [2, 2]
     with pytest.raises(ValueError, match="same number of alternatives"):
         engine.translate([rows[0], *engine.encode(["x"], ["en"], ["fr"], alternatives=1)])
+    # One direction at a time with its LoRAs merged (the benchmark's `direction` server) translates the same.
+    merged = load_engine(str(adapter), num_beams=2, merge=True)
+    assert merged.merge and [merged.translate([r])[0][0] for r in rows] == mixed
+    with pytest.raises(ValueError, match="one direction per call"):
+        merged.translate(rows)
 
 
 def _base_dir(adapter):
@@ -140,6 +145,21 @@ def test_scheduler_cuts_batches_by_token_budget_rows_and_alternatives():
     assert all(len(b) <= 3 for b in batches) and ["alt"] in batches  # alternatives never share a batch with others
     assert ["long"] in batches  # 2 x 15 tokens > 20
     assert sorted(x for b in batches for x in b) == sorted(r for r in ["r0", "r1", "r2", "r3", "r4", "alt", "long"])
+
+
+def test_scheduler_groups_rows_by_its_key():
+    async def main():
+        engine = FakeEngine()
+        s = Scheduler(engine, max_wait_s=0.05, clock=FakeClock(), group=lambda r: r.text[0])
+        s.start()
+        out = await asyncio.gather(*(s.submit([FakeRow(x)]) for x in ["a1", "b1", "a2", "b2", "a3"]))
+        await s.close()
+        return engine.batches, out
+
+    batches, out = run(main())
+    assert [o[0] for o in out] == ["A1", "B1", "A2", "B2", "A3"]
+    assert sorted(map(sorted, batches)) == [["a1", "a2", "a3"], ["b1", "b2"]]  # one batch per key, the oldest's first
+    assert batches[0][0].startswith("a")
 
 
 def test_scheduler_waits_for_more_rows_only_up_to_max_wait():

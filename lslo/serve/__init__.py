@@ -34,6 +34,7 @@ class ServeSettings:
     max_alternatives: int = 3
     api_keys: list[str] = field(default_factory=list)
     threads: int | None = None
+    batching: str = "mixed"  # mixed | direction (one direction per batch, LoRAs merged) | single (one text per batch)
     log_level: str = "warning"
 
 
@@ -45,6 +46,9 @@ def build_app(settings: ServeSettings, engine_loader: Any = None, metrics: Any =
     from lslo.serve.scheduler import Scheduler
 
     metrics = metrics or Metrics()
+    if settings.batching not in ("mixed", "direction", "single"):
+        raise ValueError(f"batching: {settings.batching!r}; choose mixed, direction or single")
+    by_direction = settings.batching == "direction"
 
     def load() -> tuple[Any, Any]:
         from lslo.serve.engine import load_engine
@@ -52,13 +56,16 @@ def build_app(settings: ServeSettings, engine_loader: Any = None, metrics: Any =
         engine = (engine_loader or load_engine)(
             settings.model, base=settings.base, tokenizer=settings.tokenizer, compute_type=settings.compute_type,
             num_beams=settings.beams, max_new_tokens=settings.max_new_tokens,
-            max_source_tokens=settings.max_source_tokens, precision=settings.precision,
+            max_source_tokens=settings.max_source_tokens, precision=settings.precision, merge=by_direction,
         )  # fmt: skip
         scheduler = Scheduler(
             engine.translate, max_batch_tokens=settings.max_batch_tokens, max_batch_rows=settings.max_batch_rows,
             max_wait_s=settings.max_wait_ms / 1000, max_queue_rows=settings.max_queue_rows,
             timeout_s=settings.timeout_s, metrics=metrics,
+            group=(lambda r: (r.src, r.tgt, r.alternatives)) if by_direction else None,
         )  # fmt: skip
+        if settings.batching == "single":
+            scheduler.max_batch_rows = 1
         return engine, scheduler
 
     limits = Limits(char_limit=settings.char_limit, batch_limit=settings.batch_limit,
@@ -81,7 +88,7 @@ def serve(settings: ServeSettings) -> None:
     engine = load_engine(settings.model, base=settings.base, tokenizer=settings.tokenizer,
                          compute_type=settings.compute_type, num_beams=settings.beams,
                          max_new_tokens=settings.max_new_tokens, max_source_tokens=settings.max_source_tokens,
-                         precision=settings.precision)  # fmt: skip
+                         precision=settings.precision, merge=settings.batching == "direction")  # fmt: skip
     app = build_app(settings, engine_loader=lambda *a, **k: engine)
     print(f"lslo serve: {settings.model} on http://{settings.host}:{settings.port} (GET /health says when it is ready)",
           flush=True)  # fmt: skip

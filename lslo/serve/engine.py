@@ -14,6 +14,7 @@ fast tokenizers fail with "Already borrowed" when two threads use one at the sam
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ class Engine:
     """Translates `Row`s of any mix of directions in one routed generate call."""
 
     def __init__(self, model: Any, tokenizer: Any, num_beams: int = 5, max_new_tokens: int = 256,
-                 max_source_tokens: int = 256, precision: str = "fp32", info: dict | None = None) -> None:  # fmt: skip
+                 max_source_tokens: int = 256, precision: str = "fp32", info: dict | None = None,
+                 merge: bool = False) -> None:  # fmt: skip
         if num_beams < 1 or max_new_tokens < 1 or max_source_tokens < 3:
             raise ValueError("num_beams and max_new_tokens must be >= 1, max_source_tokens >= 3")
         self.model, self.tokenizer = model, tokenizer
@@ -67,6 +69,9 @@ class Engine:
         self._lock = threading.Lock()
         self.languages = self._languages()
         self.plain_decoder = hasattr(model, "translate_items")  # e.g. a CTranslate2 export: its own decoder
+        # merge: every call holds one direction, run with its LoRAs folded into the weights (an LSLo model's
+        # `merged`): one-direction-at-a-time serving, what the benchmark compares mixed batches against.
+        self.merge = merge and bool(getattr(model, "mergeable", False))
 
     def _languages(self) -> list[str]:
         """The model's languages (its own codes) that the tokenizer has a token for."""
@@ -138,7 +143,13 @@ class Engine:
             num_return_sequences=returns, stopping_criteria=StoppingCriteriaList([_RowCaps(caps, 2)]),
             src_lang=[r.src for r in rows], tgt_lang=[r.tgt for r in rows],  # the model starts each decoder
         )  # fmt: skip
-        with autocast(self.cast, device):
+        directions = {(r.src, r.tgt) for r in rows}
+        if self.merge and len(directions) != 1:
+            raise ValueError("translate: a merged engine takes one direction per call")
+        with contextlib.ExitStack() as stack:
+            if self.merge:
+                stack.enter_context(self.model.merged(*directions.pop()))
+            stack.enter_context(autocast(self.cast, device))
             seqs = self.model.generate(**kwargs)
         with self._lock:
             texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)

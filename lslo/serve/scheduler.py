@@ -4,7 +4,8 @@ Policy, in one place (`Scheduler._next_batch`):
 - rows wait in one bounded queue (`max_queue_rows`); a request that would overflow it is refused at once
   (`Overloaded`, with a retry-after estimate from the recent rows per second) instead of growing the queue;
 - a batch starts when it is full or when the oldest queued row has waited `max_wait_s`;
-- a batch holds rows that ask for the same number of alternatives (one generate call), sorted by source
+- a batch holds rows that ask for the same number of alternatives (one generate call; `group` may ask for more
+  in common, e.g. one direction per batch), sorted by source
   length and cut like `lslo eval`'s batches (rows x longest source <= `max_batch_tokens`, at most
   `max_batch_rows` rows); the batch taken is the one holding the oldest row, so no row starves;
 - a row whose request's deadline passes while queued fails with `DeadlineExceeded`; a request whose client
@@ -81,13 +82,15 @@ class Scheduler:
 
     def __init__(self, run_batch: Callable[[list[Any]], list[Any]], *, max_batch_tokens: int = 4096,
                  max_batch_rows: int = 64, max_wait_s: float = 0.01, max_queue_rows: int = 512,
-                 timeout_s: float = 60.0, clock: Clock | None = None, metrics: Any = None) -> None:  # fmt: skip
+                 timeout_s: float = 60.0, clock: Clock | None = None, metrics: Any = None,
+                 group: Callable[[Any], Any] | None = None) -> None:  # fmt: skip
         if max_batch_tokens < 1 or max_batch_rows < 1 or max_queue_rows < 1 or max_wait_s < 0 or timeout_s <= 0:
             raise ValueError("max_batch_tokens, max_batch_rows, max_queue_rows >= 1; max_wait_s >= 0; timeout_s > 0")
         self.run_batch = run_batch
         self.max_batch_tokens, self.max_batch_rows = max_batch_tokens, max_batch_rows
         self.max_wait_s, self.max_queue_rows, self.timeout_s = max_wait_s, max_queue_rows, timeout_s
         self.clock = clock or Clock()
+        self.group = group or (lambda row: row.alternatives)  # rows of one batch share this key
         self.metrics = metrics
         self.stats = Stats()
         self._queue: list[_Item] = []
@@ -180,7 +183,8 @@ class Scheduler:
     def _next_batch(self) -> tuple[list[_Item], bool]:
         """(the batch holding the oldest row, whether it is full: more rows could not join it)."""
         oldest = self._queue[0]
-        same = [i for i in self._queue if i.row.alternatives == oldest.row.alternatives]
+        key = self.group(oldest.row)
+        same = [i for i in self._queue if self.group(i.row) == key]
         same.sort(key=lambda i: (-i.row.tokens, i.seq))
         batches: list[list[_Item]] = []
         for item in same:
