@@ -339,6 +339,8 @@ BAD = [
     ({"json": {"q": ["a", 1], "source": "en", "target": "fr"}}, 400, "q must be a string"),
     ({"json": {"q": "x" * 5001, "source": "en", "target": "fr"}}, 400, r"request \(5001\) exceeds text limit \(5000\)"),
     ({"json": {"q": ["x"] * 129, "source": "en", "target": "fr"}}, 400, r"request \(129\) exceeds text limit \(128\)"),
+    ({"content": b'{"q": "' + b"x" * 200_000 + b'"}', "headers": {"content-type": "application/json"}}, 400, "exceeds the limit"),
+    ({"content": b"q=" + b"x" * 200_000, "headers": {"content-type": "application/x-www-form-urlencoded"}}, 400, "exceeds the limit"),
     ({"json": {"q": "x", "target": "fr"}}, 400, "missing source parameter"),
     ({"json": {"q": "x", "source": "en"}}, 400, "missing target parameter"),
     ({"json": {"q": "x", "source": 3, "target": "fr"}}, 400, "source must be a language code"),

@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -45,6 +46,11 @@ class Limits:
     timeout_s: float = 60.0  # how long a request may wait for its translation
     api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no key needed
 
+    @property
+    def body_limit(self) -> int:
+        """Bytes a request body may have: q at its limit, every character escaped (\\uXXXX), and room for the rest."""
+        return 12 * self.char_limit + 6 * self.batch_limit + 65536
+
 
 class ApiError(Exception):
     """An error answered as `{"error": message}` with `status` (and `headers`)."""
@@ -61,26 +67,49 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 # -- request parsing -----------------------------------------------------------------------------------
 
 
-async def _params(request: Request) -> dict[str, Any]:
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (400) past `limit` bytes without reading further."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(400, f"Invalid request: request body ({declared} bytes) exceeds the limit ({limit} bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(400, f"Invalid request: request body exceeds the limit ({limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _params(request: Request, limit: int) -> dict[str, Any]:
     """The request's fields, from a JSON object or form data (a repeated form field is a list)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        body = await request.body()
+    if ctype == "multipart/form-data":  # browsers' FormData; python-multipart bounds each part
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(400, f"Invalid request: request body ({declared} bytes) exceeds the limit ({limit} bytes)")
         try:
-            data = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ApiError(400, f"Invalid request: malformed JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "Invalid JSON format")
-        return data
-    try:
-        form = await request.form()
-    except Exception as err:  # noqa: BLE001 - any unreadable body is the client's error
-        raise ApiError(400, f"Invalid request: unreadable form data ({err})") from None
+            form = await request.form()
+        except Exception as err:  # noqa: BLE001 - any unreadable body is the client's error
+            raise ApiError(400, f"Invalid request: unreadable form data ({err})") from None
+        pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    else:
+        body = await _body(request, limit)
+        if ctype == "application/json":
+            try:
+                data = json.loads(body or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ApiError(400, f"Invalid request: malformed JSON ({err})") from None
+            if not isinstance(data, dict):
+                raise ApiError(400, "Invalid JSON format")
+            return data
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ApiError(400, f"Invalid request: unreadable form data ({err})") from None
     out: dict[str, Any] = {}
-    for key in form.keys():
-        values = [v for v in form.getlist(key) if isinstance(v, str)]
-        out[key] = values[0] if len(values) == 1 else values
+    for key, value in pairs:
+        out[key] = [*out[key], value] if isinstance(out.get(key), list) else [out[key], value] if key in out else value
     return out
 
 
@@ -351,7 +380,7 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/detect")
     async def detect(request: Request) -> JSONResponse:
         service.require_ready()
-        params = await _params(request)
+        params = await _params(request, service.limits.body_limit)
         _check_key(params, service.limits)
         q = params.get("q")
         if not q or not isinstance(q, str):
@@ -377,7 +406,7 @@ def create_app(service: Service) -> FastAPI:
     async def _translate(request: Request) -> JSONResponse:
         service.require_ready()
         lim = service.limits
-        params = await _params(request)
+        params = await _params(request, service.limits.body_limit)
         _check_key(params, lim)
         texts, batch = _texts(params)
         if len(texts) > lim.batch_limit:
