@@ -377,6 +377,8 @@ def test_api_keys_overload_shutdown_and_unknown_routes():
         assert r.status_code == 403 and r.json() == {"error": "Invalid API key"}
         assert c.post("/translate", data={"q": "x", "source": "en", "target": "fr", "api_key": "k1"}).status_code == 200
         assert c.get("/nope").json() == {"error": "Not Found"}
+        chunked = c.post("/translate", content=iter([b"q=", b"x" * 200_000]), headers={"content-type": "application/x-www-form-urlencoded"})
+        assert chunked.status_code == 400 and "exceeds the limit" in chunked.json()["error"]  # no length given: read up to the limit
     with client(FakeApiScheduler(fail=Overloaded(7))) as c:
         r = c.post("/translate", json={"q": "x", "source": "en", "target": "fr"})
         assert r.status_code == 429 and r.headers["retry-after"] == "7" and r.json()["error"].startswith("Slowdown:")
