@@ -36,6 +36,7 @@ class Row:
     tgt: str
     ids: tuple[int, ...]
     alternatives: int = 0
+    text: str = ""  # the source text (for models with their own decoder)
 
     @property
     def tokens(self) -> int:
@@ -112,7 +113,7 @@ class Engine:
         """`Row`s of texts (model codes); their ids are what `translate_items` builds for them."""
         with self._lock:
             ids = source_ids(self.tokenizer, list(texts), list(srcs), self.max_source_tokens)
-        return [Row(s, t, tuple(i), alternatives) for s, t, i in zip(srcs, tgts, ids, strict=True)]
+        return [Row(s, t, tuple(i), alternatives, x) for s, t, i, x in zip(srcs, tgts, ids, texts, strict=True)]
 
     def cap(self, row: Row) -> int:
         """The most tokens row `row` may generate: `lslo translate`'s cap for it alone."""
@@ -161,9 +162,8 @@ class Engine:
     def _translate_plain(self, rows: Sequence[Row]) -> list[list[str]]:
         """A model with its own decoder (CTranslate2): its `translate_items`, no alternatives."""
         with self._lock:
-            texts = [self.tokenizer.decode(list(r.ids[1:-1])) for r in rows]
-            out = self.model.translate_items(self.tokenizer, [(r.src, r.tgt, t) for r, t in zip(rows, texts, strict=True)],
-                                             self.num_beams, 1 << 30, self.max_new_tokens, self.max_source_tokens)  # fmt: skip
+            out = self.model.translate_items(self.tokenizer, [(r.src, r.tgt, r.text) for r in rows], self.num_beams,
+                                             1 << 30, self.max_new_tokens, self.max_source_tokens)  # fmt: skip
         return [[t] for t in out]
 
 
