@@ -403,3 +403,19 @@ def test_api_is_not_ready_until_loaded():
         assert r.status_code == 503 and r.json() == {"status": "failed", "error": "OSError: no weights here"}
         r = c.post("/translate", json={"q": "x", "source": "en", "target": "fr"})
         assert r.status_code == 503 and "failed to load" in r.json()["error"]
+
+
+def test_engine_serves_a_ctranslate2_export_of_one_direction(adapter, one_thread, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from lslo.cli import main
+    from lslo.evaluate import translate
+    from lslo.loading import load_model
+    from lslo.serve.engine import load_engine
+
+    out = tmp_path / "ct2"
+    assert main(["export", str(adapter), "--merge", "en-fr", "--format", "ctranslate2", "--out", str(out)]) == 0
+    engine = load_engine(str(out), num_beams=1, max_new_tokens=12)
+    assert engine.pairs() == {"en": ["fr"]} and engine.plain_decoder
+    got = [r[0] for r in engine.translate(engine.encode(TEXTS[:1] + TEXTS[3:], ["en", "en"], ["fr", "fr"]))]
+    model, tok, _ = load_model(str(out))
+    assert got == translate(model, tok, [TEXTS[0], TEXTS[3]], "en", "fr", num_beams=1, max_new_tokens=12, progress=False)
