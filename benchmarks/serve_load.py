@@ -222,12 +222,13 @@ async def run(args: argparse.Namespace, adapter: Path) -> dict:
             saturation = []
             cells = [(k, mode) for k in args.shares for mode in ("mixed", "direction")]
             cells += [(132, "single"), (132, "base")]
-            for k, mode in cells:
-                cell = await closed_loop(client, servers[mode][1], reqs, k, args.clients, args.duration, args.client_timeout)
-                saturation.append({"server": mode, **cell})
-                print(f"serve_load: saturation {mode:9s} K={k:3d}: {cell['sentences_per_s']:7.2f} sent/s, "
-                      f"batch {cell['mean_batch_rows']}, load {cell['loadavg_1m']}", flush=True)  # fmt: skip
-            capacity = next(c["sentences_per_s"] for c in saturation if c["server"] == "mixed" and c["k"] == 132)
+            for rnd in range(args.rounds):  # every cell once per round, rounds one after the other (A B A B)
+                for k, mode in cells:
+                    cell = await closed_loop(client, servers[mode][1], reqs, k, args.clients, args.duration, args.client_timeout)
+                    saturation.append({"server": mode, "round": rnd, **cell})
+                    print(f"serve_load: round {rnd} saturation {mode:9s} K={k:3d}: {cell['sentences_per_s']:7.2f} sent/s, "
+                          f"batch {cell['mean_batch_rows']}, load {cell['loadavg_1m']}", flush=True)  # fmt: skip
+            capacity = median_rates(saturation)[("mixed", 132)]
             offered = []
             for frac in args.loads:
                 for mode in ("mixed", "direction", "single"):
@@ -247,8 +248,18 @@ async def run(args: argparse.Namespace, adapter: Path) -> dict:
     return {"saturation": saturation, "offered": offered, "capacity_mixed_132": capacity}
 
 
+def median_rates(saturation: list[dict]) -> dict[tuple[str, int], float]:
+    """(server, K) -> the median over rounds of its sentences per second."""
+    import statistics
+
+    cells: dict[tuple[str, int], list[float]] = {}
+    for c in saturation:
+        cells.setdefault((c["server"], c["k"]), []).append(c["sentences_per_s"])
+    return {key: statistics.median(v) for key, v in cells.items()}
+
+
 def verdicts(result: dict, bound: float) -> dict:
-    sat = {(c["server"], c["k"]): c["sentences_per_s"] for c in result["saturation"]}
+    sat = median_rates(result["saturation"])
     mixed = sat[("mixed", 132)]
     over = [c for c in result["offered"] if c["server"] == "mixed" and c["fraction_of_mixed_capacity"] == max(
         c["fraction_of_mixed_capacity"] for c in result["offered"])]  # fmt: skip
@@ -279,13 +290,20 @@ def render(r: dict) -> str:
         "per request, loopback HTTP. The CPU was shared with other jobs "
         "(1-minute load average per cell below): compare rows of this run only.", "",
         "Sustainable throughput (closed loop, "
-        f"{a['clients']} clients, {a['duration']} s per cell; K = directions in the request mix):", "",
-        "| server | K | sentences/s | source tokens/s | mean batch rows | p50 s | p99 s | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"{a['clients']} clients, {a['duration']} s per cell, {a['rounds']} round(s) of all cells one after the other; "
+        "K = directions in the request mix; the median over rounds, each round, and the last round's tokens/s, "
+        "batch size and latency):", "",
+        "| server | K | sentences/s (median) | per round | source tokens/s | mean batch rows | p50 s | p99 s | load avg |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]  # fmt: skip
-    for c in r["saturation"]:
-        lines.append(f"| {c['server']} | {c['k']} | {c['sentences_per_s']:.2f} | {c['source_tokens_per_s']:.0f} | "
-                     f"{c['mean_batch_rows']} | {_f(c['p50_s'])} | {_f(c['p99_s'])} | {c['loadavg_1m'][0]}-{c['loadavg_1m'][1]} |")  # fmt: skip
+    med = median_rates(r["saturation"])
+    for (server, k), rate in med.items():
+        cs = [c for c in r["saturation"] if c["server"] == server and c["k"] == k]
+        last = cs[-1]
+        rounds = " / ".join(f"{c['sentences_per_s']:.2f}" for c in cs)
+        loads = " / ".join(str(c["loadavg_1m"][0]) for c in cs)
+        lines.append(f"| {server} | {k} | {rate:.2f} | {rounds} | {last['source_tokens_per_s']:.0f} | {last['mean_batch_rows']} | "
+                     f"{_f(last['p50_s'])} | {_f(last['p99_s'])} | {loads} |")  # fmt: skip
     lines += ["", f"Offered load (open loop, Poisson, K = 132, {a['load_duration']} s per cell; "
               f"1.0x = mixed's sustainable {r['capacity_mixed_132']:.2f} sentences/s):", "",
               "| offered | server | requests | admitted/s | p50 s | p95 s | p99 s | answers | load avg |",
@@ -325,6 +343,7 @@ def main() -> None:
     ap.add_argument("--max-chars", type=int, default=100, help="test verses of at most this many characters")
     ap.add_argument("--clients", type=int, default=24)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per saturation cell")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the saturation cells")
     ap.add_argument("--shares", type=int, nargs="+", default=[1, 12, 132], help="directions in the mix (1..132)")
     ap.add_argument("--loads", type=float, nargs="+", default=[0.5, 0.9, 2.0], help="offered load, x mixed capacity")
     ap.add_argument("--load-duration", type=float, default=10.0)
