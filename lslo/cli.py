@@ -9,6 +9,7 @@
     lslo translate MODEL --src en --tgt fr < in.txt
     lslo export MODEL --out DIR [--merge en-fr]
     lslo report RESULTS [RESULTS ...]
+    lslo serve MODEL [--host 127.0.0.1] [--port 5000]   every direction over the LibreTranslate API
 
 Bad input prints one line `lslo: error: ...` naming the file or flag and the fix, and exits with 2.
 """
@@ -463,6 +464,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from lslo.serve import ServeSettings, serve
     except ImportError as err:
         raise LsloError(f"serve: {err.name} is not installed; pip install -e '.[serve]'") from None
+    if not 0 < args.port < 65536:
+        raise LsloError(f"--port {args.port}: give a port between 1 and 65535")
+    for flag in ("beams", "max_new_tokens", "max_batch_tokens", "max_batch_rows", "max_queue_rows", "timeout",
+                 "char_limit", "batch_limit", "threads"):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise LsloError(f"--{flag.replace('_', '-')} {value}: give a number above 0")
+    if args.max_wait_ms < 0:
+        raise LsloError(f"--max-wait-ms {args.max_wait_ms}: give 0 or more")
     serve(ServeSettings(model=args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type,
                         host=args.host, port=args.port, beams=args.beams, precision=args.precision,
                         max_new_tokens=args.max_new_tokens, max_batch_tokens=args.max_batch_tokens,

@@ -419,3 +419,23 @@ def test_engine_serves_a_ctranslate2_export_of_one_direction(adapter, one_thread
     got = [r[0] for r in engine.translate(engine.encode(TEXTS[:1] + TEXTS[3:], ["en", "en"], ["fr", "fr"]))]
     model, tok, _ = load_model(str(out))
     assert got == translate(model, tok, [TEXTS[0], TEXTS[3]], "en", "fr", num_beams=1, max_new_tokens=12, progress=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "0"], "--port 0: give a port between 1 and 65535"),
+    (["--max-batch-rows", "0"], "--max-batch-rows 0: give a number above 0"),
+    (["--max-wait-ms", "-1"], "--max-wait-ms -1.0: give 0 or more"),
+])  # fmt: skip
+def test_serve_flags_are_checked_before_anything_loads(argv, message, capsys, tmp_path):
+    from lslo.cli import main
+
+    assert main(["serve", str(tmp_path / "no-model"), *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"lslo: error: {message}"
+
+
+def test_serve_a_missing_model_is_a_one_line_error(capsys, tmp_path):
+    from lslo.cli import main
+
+    assert main(["serve", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lslo: error: base model") and "no such model directory" in err and "\n" not in err
