@@ -238,7 +238,7 @@ def join_html(parts: list[tuple[bool, str]], translations: list[str]) -> str:
     return "".join(out)
 
 
-# -- the app ------------------------------------------------------------------------------------------
+# -- the service --------------------------------------------------------------------------------------
 
 
 class Service:
@@ -309,6 +309,184 @@ class Service:
         return [{"confidence": round(100 * p, 2), "language": pub(c)} for c, p in self.detector.rank(text)]
 
 
+# -- routes (each finds the service on the app) -------------------------------------------------------
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def health(request: Request) -> JSONResponse:
+    service = _service(request)
+    body = {"status": "ok" if service.state == "ready" else service.state}
+    if service.failure:
+        body["error"] = service.failure
+    return JSONResponse(body, status_code=200 if service.state == "ready" else 503)
+
+
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def languages(request: Request) -> JSONResponse:
+    service = _service(request)
+    service.require_ready()
+    pub = service.engine.public_code
+    pairs = service.engine.pairs()
+    return JSONResponse([{"code": pub(s), "name": service.name(s), "targets": [pub(t) for t in ts]} for s, ts in pairs.items()])
+
+
+async def frontend_settings(request: Request) -> JSONResponse:
+    service = _service(request)
+    service.require_ready()
+    pub = service.engine.public_code
+    langs = service.engine.languages
+    target = langs[1] if len(langs) > 1 else langs[0] if langs else None
+    lim = service.limits
+    return JSONResponse({
+        "charLimit": lim.char_limit, "frontendTimeout": int(lim.timeout_s * 1000), "apiKeys": bool(lim.api_keys),
+        "keyRequired": bool(lim.api_keys), "suggestions": False, "filesTranslation": False, "supportedFilesFormat": [],
+        "language": {"source": {"code": "auto", "name": "Auto Detect"},
+                     "target": {"code": pub(target), "name": service.name(target)} if target else None},
+    })  # fmt: skip
+
+
+async def detect(request: Request) -> JSONResponse:
+    service = _service(request)
+    service.require_ready()
+    params = await _params(request, service.limits.body_limit)
+    _check_key(params, service.limits)
+    q = params.get("q")
+    if not q or not isinstance(q, str):
+        raise ApiError(400, "Invalid request: missing q parameter")
+    if len(q) > service.limits.char_limit:
+        raise ApiError(400, f"Invalid request: request ({len(q)}) exceeds text limit ({service.limits.char_limit})")
+    return JSONResponse(service.detect(q))
+
+
+async def translate(request: Request) -> JSONResponse:
+    service = _service(request)
+    start = time.perf_counter()
+    status = "error"
+    try:
+        service.require_ready()
+        params = await _params(request, service.limits.body_limit)
+        _check_key(params, service.limits)
+        job = _Job.parse(service, params)
+        results = await _submit(service, request, job.rows, job.alternatives) if job.rows[0] else []
+        status = "200"
+        return JSONResponse(job.answer(results))
+    except ApiError as err:
+        status = str(err.status)
+        raise
+    finally:
+        service.metrics.latency.labels(status).observe(time.perf_counter() - start)
+
+
+@dataclass
+class _Job:
+    """One /translate request, checked: its texts, languages, format, and the rows it becomes."""
+
+    texts: list[str]
+    batch: bool  # q was a list
+    srcs: list[str]  # model codes
+    tgts: list[str]
+    detected: list[dict[str, Any] | None]  # per text, for source "auto"
+    layouts: list[list[tuple[bool, str]] | None]  # html parts per text (None: plain text)
+    alternatives: int
+    rows: tuple[list[str], list[str], list[str]] = ([], [], [])  # texts, sources, targets: one per text or text node
+
+    @classmethod
+    def parse(cls, service: Service, params: dict[str, Any]) -> _Job:
+        lim = service.limits
+        texts, batch = _texts(params)
+        if len(texts) > lim.batch_limit:
+            raise ApiError(400, f"Invalid request: request ({len(texts)}) exceeds text limit ({lim.batch_limit})")
+        chars = sum(len(t) for t in texts)
+        if chars > lim.char_limit:
+            raise ApiError(400, f"Invalid request: request ({chars}) exceeds text limit ({lim.char_limit})")
+        sources = _codes(params, "source", len(texts))
+        tgts = [service.language(t) for t in _codes(params, "target", len(texts))]
+        fmt = params.get("format") or "text"
+        if fmt not in ("text", "html"):
+            raise ApiError(400, f"{fmt} format is not supported")
+        alternatives = _alternatives(params, lim)
+        detected: list[dict[str, Any] | None] = [None] * len(texts)
+        srcs = []
+        for k, (asked, text) in enumerate(zip(sources, texts, strict=True)):
+            if asked == "auto":
+                ranked = service.detect(text)
+                if not ranked:
+                    raise ApiError(400, "Invalid request: cannot detect the language of the text; give source")
+                detected[k] = ranked[0]
+                asked = ranked[0]["language"]
+            srcs.append(service.language(asked))
+        for src, tgt in zip(srcs, tgts, strict=True):
+            service.check_pair(src, tgt)
+        layouts = [split_html(text) if fmt == "html" else None for text in texts]
+        job = cls(texts, batch, srcs, tgts, detected, layouts, alternatives)
+        job.rows = job._rows()
+        return job
+
+    def _rows(self) -> tuple[list[str], list[str], list[str]]:
+        out: tuple[list[str], list[str], list[str]] = ([], [], [])
+        for text, src, tgt, parts in zip(self.texts, self.srcs, self.tgts, self.layouts, strict=True):
+            pieces = [c.strip() for is_text, c in parts if is_text] if parts is not None else [text]
+            out[0].extend(pieces)
+            out[1].extend([src] * len(pieces))
+            out[2].extend([tgt] * len(pieces))
+        return out
+
+    def answer(self, results: list[list[str]]) -> dict[str, Any]:
+        """The LibreTranslate answer: translatedText (+ detectedLanguage, alternatives), rows put back in place."""
+        out, alts, k = [], [], 0
+        for parts in self.layouts:
+            n = sum(1 for is_text, _ in parts if is_text) if parts is not None else 1
+            mine = results[k : k + n]
+            k += n
+            if parts is None:
+                out.append(mine[0][0])
+                alts.append(mine[0][1:])
+            else:
+                out.append(join_html(parts, [r[0] for r in mine]))
+                alts.append([join_html(parts, [r[min(a, len(r) - 1)] for r in mine]) for a in range(1, self.alternatives + 1)])
+        body: dict[str, Any] = {"translatedText": out if self.batch else out[0]}
+        if any(d is not None for d in self.detected):
+            body["detectedLanguage"] = self.detected if self.batch else self.detected[0]
+        if self.alternatives:
+            body["alternatives"] = alts if self.batch else alts[0]
+        return body
+
+
+async def _submit(service: Service, request: Request, rows: tuple[list[str], list[str], list[str]],
+                  alternatives: int) -> list[list[str]]:  # fmt: skip
+    """The rows' translations; a client that disconnects meanwhile has its rows dropped from the queue."""
+    encoded = await asyncio.to_thread(service.engine.encode, *rows, alternatives)
+    task = asyncio.ensure_future(service.scheduler.submit(encoded, timeout_s=service.limits.timeout_s))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.2)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                service.metrics.rejected.labels("disconnected").inc()
+                raise ApiError(499, "Client closed the request")
+    except Overloaded as err:
+        raise ApiError(429, f"Slowdown: {err}", {"Retry-After": str(err.retry_after)}) from None
+    except DeadlineExceeded as err:
+        raise ApiError(503, f"Timeout: {err}", {"Retry-After": "1"}) from None
+    except Closed:
+        raise ApiError(503, "The server is shutting down") from None
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+# -- the app ------------------------------------------------------------------------------------------
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI app of `service` (its lifespan loads the model, warms it up and drains on shutdown)."""
 
@@ -323,7 +501,6 @@ def create_app(service: Service) -> FastAPI:
 
     app = FastAPI(title="lslo serve (LibreTranslate API)", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = service
-    m = service.metrics
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -343,147 +520,8 @@ def create_app(service: Service) -> FastAPI:
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        body = {"status": "ok" if service.state == "ready" else service.state}
-        if service.failure:
-            body["error"] = service.failure
-        return JSONResponse(body, status_code=200 if service.state == "ready" else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/languages")
-    async def languages() -> JSONResponse:
-        service.require_ready()
-        pub = service.engine.public_code
-        pairs = service.engine.pairs()
-        return JSONResponse([{"code": pub(s), "name": service.name(s), "targets": [pub(t) for t in ts]} for s, ts in pairs.items()])
-
-    @app.get("/frontend/settings")
-    async def settings() -> JSONResponse:
-        service.require_ready()
-        pub = service.engine.public_code
-        langs = service.engine.languages
-        target = langs[1] if len(langs) > 1 else langs[0] if langs else None
-        lim = service.limits
-        return JSONResponse({
-            "charLimit": lim.char_limit, "frontendTimeout": int(lim.timeout_s * 1000), "apiKeys": bool(lim.api_keys),
-            "keyRequired": bool(lim.api_keys), "suggestions": False, "filesTranslation": False, "supportedFilesFormat": [],
-            "language": {"source": {"code": "auto", "name": "Auto Detect"},
-                         "target": {"code": pub(target), "name": service.name(target)} if target else None},
-        })  # fmt: skip
-
-    @app.post("/detect")
-    async def detect(request: Request) -> JSONResponse:
-        service.require_ready()
-        params = await _params(request, service.limits.body_limit)
-        _check_key(params, service.limits)
-        q = params.get("q")
-        if not q or not isinstance(q, str):
-            raise ApiError(400, "Invalid request: missing q parameter")
-        if len(q) > service.limits.char_limit:
-            raise ApiError(400, f"Invalid request: request ({len(q)}) exceeds text limit ({service.limits.char_limit})")
-        return JSONResponse(service.detect(q))
-
-    @app.post("/translate")
-    async def translate(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        status = "error"
-        try:
-            response = await _translate(request)
-            status = "200"
-            return response
-        except ApiError as err:
-            status = str(err.status)
-            raise
-        finally:
-            m.latency.labels(status).observe(time.perf_counter() - start)
-
-    async def _translate(request: Request) -> JSONResponse:
-        service.require_ready()
-        lim = service.limits
-        params = await _params(request, service.limits.body_limit)
-        _check_key(params, lim)
-        texts, batch = _texts(params)
-        if len(texts) > lim.batch_limit:
-            raise ApiError(400, f"Invalid request: request ({len(texts)}) exceeds text limit ({lim.batch_limit})")
-        chars = sum(len(t) for t in texts)
-        if chars > lim.char_limit:
-            raise ApiError(400, f"Invalid request: request ({chars}) exceeds text limit ({lim.char_limit})")
-        sources = _codes(params, "source", len(texts))
-        targets = [service.language(t) for t in _codes(params, "target", len(texts))]
-        fmt = params.get("format") or "text"
-        if fmt not in ("text", "html"):
-            raise ApiError(400, f"{fmt} format is not supported")
-        alternatives = _alternatives(params, lim)
-        detected: list[dict[str, Any] | None] = [None] * len(texts)
-        srcs = []
-        for k, (asked, text) in enumerate(zip(sources, texts, strict=True)):
-            if asked == "auto":
-                ranked = service.detect(text)
-                if not ranked:
-                    raise ApiError(400, "Invalid request: cannot detect the language of the text; give source")
-                detected[k] = ranked[0]
-                srcs.append(service.language(ranked[0]["language"]))
-            else:
-                srcs.append(service.language(asked))
-        for s, t in zip(srcs, targets, strict=True):
-            service.check_pair(s, t)
-        # The rows: one per text, or one per text node of html.
-        layouts: list[list[tuple[bool, str]] | None] = []
-        row_texts, row_src, row_tgt = [], [], []
-        for text, s, t in zip(texts, srcs, targets, strict=True):
-            parts = split_html(text) if fmt == "html" else None
-            layouts.append(parts)
-            pieces = [c.strip() for is_text, c in parts if is_text] if parts is not None else [text]
-            row_texts += pieces
-            row_src += [s] * len(pieces)
-            row_tgt += [t] * len(pieces)
-        results = await _submit(request, row_texts, row_src, row_tgt, alternatives) if row_texts else []
-        out, alts, k = [], [], 0
-        for parts in layouts:
-            n = sum(1 for is_text, _ in parts if is_text) if parts is not None else 1
-            mine = results[k : k + n]
-            k += n
-            if parts is None:
-                out.append(mine[0][0])
-                alts.append(mine[0][1:])
-            else:
-                out.append(join_html(parts, [r[0] for r in mine]))
-                alts.append([join_html(parts, [r[min(a, len(r) - 1)] for r in mine]) for a in range(1, alternatives + 1)] if mine else [])
-        body: dict[str, Any] = {"translatedText": out if batch else out[0]}
-        if any(d is not None for d in detected):
-            body["detectedLanguage"] = detected if batch else detected[0]
-        if alternatives:
-            body["alternatives"] = alts if batch else alts[0]
-        return JSONResponse(body)
-
-    async def _submit(request: Request, texts: list[str], srcs: list[str], tgts: list[str], alternatives: int) -> list[list[str]]:
-        """The rows' translations; a client that disconnects meanwhile has its rows dropped from the queue."""
-        rows = await asyncio.to_thread(service.engine.encode, texts, srcs, tgts, alternatives)
-        task = asyncio.ensure_future(service.scheduler.submit(rows, timeout_s=service.limits.timeout_s))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=0.2)
-                if done:
-                    break
-                if await request.is_disconnected():
-                    task.cancel()
-                    m.rejected.labels("disconnected").inc()
-                    raise ApiError(499, "Client closed the request")
-            return task.result()
-        except Overloaded as err:
-            raise ApiError(429, f"Slowdown: {err}", {"Retry-After": str(err.retry_after)}) from None
-        except DeadlineExceeded as err:
-            raise ApiError(503, f"Timeout: {err}", {"Retry-After": "1"}) from None
-        except Closed:
-            raise ApiError(503, "The server is shutting down") from None
-        finally:
-            if not task.done():
-                task.cancel()
-
+    for path, route, methods in (("/health", health, ["GET"]), ("/metrics", metrics, ["GET"]),
+                                 ("/languages", languages, ["GET"]), ("/frontend/settings", frontend_settings, ["GET"]),
+                                 ("/detect", detect, ["POST"]), ("/translate", translate, ["POST"])):  # fmt: skip
+        app.add_api_route(path, route, methods=methods)
     return app
