@@ -9,6 +9,7 @@
     lslo translate MODEL --src en --tgt fr < in.txt
     lslo export MODEL --out DIR [--merge en-fr]
     lslo report RESULTS [RESULTS ...]
+    lslo serve MODEL [--host 127.0.0.1] [--port 5000]   every direction over the LibreTranslate API
 
 Bad input prints one line `lslo: error: ...` naming the file or flag and the fix, and exits with 2.
 """
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lslo", description="Language-specific LoRA subspaces for multilingual NMT (M2M-100, NLLB).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (add_data_parser, add_pretrain_parser, add_train_parser, add_search_parser, add_eval_parser,
-                add_translate_parser, add_export_parser, add_report_parser):  # fmt: skip
+                add_translate_parser, add_export_parser, add_report_parser, add_serve_parser):  # fmt: skip
         add(sub)
     return p
 
@@ -433,6 +434,56 @@ def add_translate_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--output", default=None, help="output file (default: stdout)")
     _precision_arg(tr)
     tr.set_defaults(func=cmd_translate)
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    sv = sub.add_parser("serve", help="serve every direction of a model over the LibreTranslate API (extra: serve)")
+    _model_args(sv)
+    _precision_arg(sv)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5000)
+    sv.add_argument("--api-keys", nargs="+", default=[], metavar="KEY", help="require one of these keys (403 else)")
+    for flag, kind, default, what in (
+        ("--max-new-tokens", int, 256, "output tokens per text at most (and 2 x source + 10)"),
+        ("--max-batch-tokens", int, 4096, "rows x longest source per batch"), ("--max-batch-rows", int, 64, "rows per batch"),
+        ("--max-wait-ms", float, 10.0, "how long the oldest row waits for others to join its batch"),
+        ("--max-queue-rows", int, 512, "rows queued at most; more: 429 with Retry-After"),
+        ("--timeout", float, 60.0, "seconds a request may wait for its batch"), ("--char-limit", int, 5000, "characters per request"),
+        ("--batch-limit", int, 128, "texts per request"), ("--threads", int, None, "torch threads (default: torch's)"),
+    ):  # fmt: skip
+        sv.add_argument(flag, type=kind, default=default, help=f"{what} (default: %(default)s)")
+    sv.add_argument("--batching", default="mixed", choices=["mixed", "direction", "single"],
+                    help="mixed: any directions per batch (default); direction: one direction per batch, its LoRAs "
+                         "merged; single: one text per batch (the last two for comparison)")  # fmt: skip
+    sv.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401 - the serve extra
+        import prometheus_client  # noqa: F401
+        import py3langid  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from lslo.serve import ServeSettings, serve
+    except ImportError as err:
+        raise LsloError(f"serve: {err.name} is not installed; pip install -e '.[serve]'") from None
+    if not 0 < args.port < 65536:
+        raise LsloError(f"--port {args.port}: give a port between 1 and 65535")
+    for flag in ("beams", "max_new_tokens", "max_batch_tokens", "max_batch_rows", "max_queue_rows", "timeout",
+                 "char_limit", "batch_limit", "threads"):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise LsloError(f"--{flag.replace('_', '-')} {value}: give a number above 0")
+    if args.max_wait_ms < 0:
+        raise LsloError(f"--max-wait-ms {args.max_wait_ms}: give 0 or more")
+    serve(ServeSettings(model=args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type,
+                        host=args.host, port=args.port, beams=args.beams, precision=args.precision,
+                        max_new_tokens=args.max_new_tokens, max_batch_tokens=args.max_batch_tokens,
+                        max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms, max_queue_rows=args.max_queue_rows,
+                        timeout_s=args.timeout, char_limit=args.char_limit, batch_limit=args.batch_limit,
+                        api_keys=args.api_keys, threads=args.threads, batching=args.batching))  # fmt: skip
+    return 0
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
