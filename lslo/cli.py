@@ -443,6 +443,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=5000)
     sv.add_argument("--api-keys", nargs="+", default=[], metavar="KEY", help="require one of these keys (403 else)")
+    sv.add_argument("--languages", nargs="+", default=None, metavar="CODE",
+                    help="serve only these languages (default: all the model holds; a base's tokenizer may hold more "
+                         "language tokens than it was trained on)")  # fmt: skip
     for flag, kind, default, what in (
         ("--max-new-tokens", int, 256, "output tokens per text at most (and 2 x source + 10)"),
         ("--max-batch-tokens", int, 4096, "rows x longest source per batch"), ("--max-batch-rows", int, 64, "rows per batch"),
@@ -482,7 +485,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, max_batch_tokens=args.max_batch_tokens,
                         max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms, max_queue_rows=args.max_queue_rows,
                         timeout_s=args.timeout, char_limit=args.char_limit, batch_limit=args.batch_limit,
-                        api_keys=args.api_keys, threads=args.threads, batching=args.batching))  # fmt: skip
+                        api_keys=args.api_keys, threads=args.threads, batching=args.batching,
+                        languages=args.languages))  # fmt: skip
     return 0
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from lslo.errors import LsloError
+
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
@@ -57,6 +59,10 @@ def test_engine_mixed_batch_gives_each_row_what_lslo_translate_gives_it_alone(ad
         assert capsys.readouterr().out == got + "\n"
     # The LoRAs act (the base translates otherwise), and alternatives come after the best, which is unchanged.
     base = load_engine(_base_dir(adapter), num_beams=2)
+    only = load_engine(_base_dir(adapter), num_beams=2, languages=["fr", "en"])  # --languages: these, in this order
+    assert only.languages == ["fr", "en"] and only.pairs() == {"fr": ["en"], "en": ["fr"]}
+    with pytest.raises(LsloError, match=r"^--languages xx: the model has no such language; it holds "):
+        load_engine(_base_dir(adapter), languages=["xx"])
     assert [r[0] for r in base.translate(base.encode(TEXTS, [s for s, _ in DIRS], [t for _, t in DIRS]))] != mixed
     alts = engine.translate(engine.encode(TEXTS[:2], ["en", "fr"], ["fr", "sw"], alternatives=1))
     assert [len(a) for a in alts] == [2, 2]

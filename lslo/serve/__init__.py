@@ -34,6 +34,7 @@ class ServeSettings:
     max_alternatives: int = 3
     api_keys: list[str] = field(default_factory=list)
     threads: int | None = None
+    languages: list[str] | None = None  # serve only these codes (default: every language the model holds)
     batching: str = "mixed"  # mixed | direction (one direction per batch, LoRAs merged) | single (one text per batch)
     log_level: str = "warning"
 
@@ -57,6 +58,7 @@ def build_app(settings: ServeSettings, engine_loader: Any = None, metrics: Any =
             settings.model, base=settings.base, tokenizer=settings.tokenizer, compute_type=settings.compute_type,
             num_beams=settings.beams, max_new_tokens=settings.max_new_tokens,
             max_source_tokens=settings.max_source_tokens, precision=settings.precision, merge=by_direction,
+            languages=settings.languages,
         )  # fmt: skip
         scheduler = Scheduler(
             engine.translate, max_batch_tokens=settings.max_batch_tokens, max_batch_rows=settings.max_batch_rows,
@@ -88,7 +90,8 @@ def serve(settings: ServeSettings) -> None:
     engine = load_engine(settings.model, base=settings.base, tokenizer=settings.tokenizer,
                          compute_type=settings.compute_type, num_beams=settings.beams,
                          max_new_tokens=settings.max_new_tokens, max_source_tokens=settings.max_source_tokens,
-                         precision=settings.precision, merge=settings.batching == "direction")  # fmt: skip
+                         precision=settings.precision, merge=settings.batching == "direction",
+                         languages=settings.languages)  # fmt: skip
     app = build_app(settings, engine_loader=lambda *a, **k: engine)
     print(f"lslo serve: {settings.model} on http://{settings.host}:{settings.port} (GET /health says when it is ready)",
           flush=True)  # fmt: skip

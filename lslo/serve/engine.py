@@ -24,6 +24,7 @@ import torch
 
 from lslo.encoding import pad as pad_rows
 from lslo.encoding import source_ids
+from lslo.errors import LsloError
 from lslo.languages import canonical, lookup, same_language
 from lslo.precision import autocast, effective_precision
 
@@ -60,7 +61,7 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, num_beams: int = 5, max_new_tokens: int = 256,
                  max_source_tokens: int = 256, precision: str = "fp32", info: dict | None = None,
-                 merge: bool = False) -> None:  # fmt: skip
+                 merge: bool = False, languages: Sequence[str] | None = None) -> None:  # fmt: skip
         if num_beams < 1 or max_new_tokens < 1 or max_source_tokens < 3:
             raise ValueError("num_beams and max_new_tokens must be >= 1, max_source_tokens >= 3")
         self.model, self.tokenizer = model, tokenizer
@@ -69,6 +70,8 @@ class Engine:
         self.info = dict(info or {})
         self._lock = threading.Lock()
         self.languages = self._languages()
+        if languages:  # serve only these (a base's tokenizer holds language tokens it was never trained on)
+            self.languages = [self._only(asked) for asked in languages]
         self.plain_decoder = hasattr(model, "translate_items")  # e.g. a CTranslate2 export: its own decoder
         # merge: every call holds one direction, run with its LoRAs folded into the weights (an LSLo model's
         # `merged`): one-direction-at-a-time serving, what the benchmark compares mixed batches against.
@@ -89,6 +92,12 @@ class Engine:
                 continue
             out.append(code)
         return out
+
+    def _only(self, asked: str) -> str:
+        code = next((c for c in self.languages if same_language(c, asked)), None)
+        if code is None:
+            raise LsloError(f"--languages {asked}: the model has no such language; it holds {' '.join(self.languages)}")
+        return code
 
     # -- languages -----------------------------------------------------------------------------------
     def pairs(self) -> dict[str, list[str]]:
