@@ -399,9 +399,9 @@ def _model_args(q: argparse.ArgumentParser) -> None:
 
 
 def _precision_arg(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast of generation (default: %(default)s; auto = bf16 on a GPU that has it; bf16 is "
-                        "also faster on CPUs with bf16 instructions; fp16 needs a GPU)")  # fmt: skip
+    q.add_argument("--precision", default="fp32", choices=["auto", "fast", "fp32", "bf16", "fp16"],
+                   help="autocast of generation (default: %(default)s; auto = bf16 on a GPU that has it; fast = bf16 "
+                        "also on a CPU with bf16 instructions, else fp32; fp16 needs a GPU)")  # fmt: skip
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:

@@ -35,6 +35,7 @@ import torch
 
 from lslo.errors import LsloError
 from lslo.io import atomic_dir, sha256_file
+from lslo.precision import PRECISIONS
 
 # Model shapes (M2M100Config fields). "base" is the demo model; "tiny" is for tests.
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -491,8 +492,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chrf-sentences", type=int, default=0, help="score chrF++ on this many valid sentences"
     )
     parser.add_argument(
-        "--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast (default auto: bf16 on a GPU that has it, else fp32; bf16 on CPU is faster where supported)",
+        "--precision", default=None, choices=list(PRECISIONS),
+        help="autocast (default auto: bf16 on a GPU that has it, else fp32; fast: bf16 also on a CPU with bf16 "
+             "instructions)",
     )  # fmt: skip
     parser.add_argument(
         "--init-from", default=None,

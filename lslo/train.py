@@ -100,7 +100,7 @@ class TrainConfig:
     optimizer: str = "auto"  # auto (language-adamw for lslo, else adamw) | adamw | language-adamw (lslo.optim)
     clip_norm: float = 0.0  # 0 = no clipping
     label_smoothing: float = 0.2
-    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16 (GPU)
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fast (bf16 also on a bf16 CPU) | fp32 | bf16 | fp16 (GPU)
     # budget (at least one)
     max_steps: int | None = None
     max_epochs: float | None = (
