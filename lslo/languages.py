@@ -335,8 +335,12 @@ def detect_style(tokenizer: Any) -> str:
 def lang_token_ids(tokenizer: Any, codes: Iterable[str]) -> dict[str, int]:
     """Map each code (as given, any style) to the id of its language token in `tokenizer`."""
     style = detect_style(tokenizer)
+    ext = getattr(tokenizer, "lslo_extension", None)  # languages added by lslo.extend.tokenizer
     ids: dict[str, int] = {}
     for code in codes:
+        if ext is not None and (added := ext.language(code)) is not None:
+            ids[code] = int(added["id"])
+            continue
         token = lang_token(code, style)
         tid = _token_id(tokenizer, token)
         if tid is None:
