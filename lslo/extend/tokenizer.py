@@ -183,7 +183,10 @@ def tokens_per_word(tokenizer: Any, lines: Sequence[str]) -> float:
 
 
 def unk_share(tokenizer: Any, lines: Sequence[str]) -> float:
-    ids = [i for row in segment(tokenizer, lines) for i in row]
+    """Share of `<unk>` among the pieces of `lines`, not counting a bare word boundary `▁` (which an unknown word
+    written in an unknown script is split off as)."""
+    space = tokenizer.convert_tokens_to_ids("\u2581")
+    ids = [i for row in segment(tokenizer, lines) for i in row if i != space or space == tokenizer.unk_token_id]
     return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1)
 
 
