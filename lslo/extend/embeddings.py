@@ -35,6 +35,7 @@ class AddedRows(nn.Module):
         self.overrides = nn.ParameterList()  # stage s-1: input rows of existing tokens given to stage s languages
         self.row_stage: list[int] = []
         self.override_ids: list[int] = []
+        self.override_stage: list[int] = []
 
     def add_stage(self, rows: torch.Tensor, override_ids: Sequence[int], overrides: torch.Tensor) -> None:
         """Append stage len(self.rows)+1; earlier stages stop training."""
@@ -45,6 +46,7 @@ class AddedRows(nn.Module):
         self.overrides.append(nn.Parameter(overrides.detach().clone().reshape(len(override_ids), self.dim)))
         self.row_stage += [stage] * rows.shape[0]
         self.override_ids += list(override_ids)
+        self.override_stage += [stage] * len(override_ids)
 
     @property
     def stages(self) -> int:

@@ -18,7 +18,9 @@ an `LSLoModel` in which:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 from lslo.config import LSLoConfig
 from lslo.errors import LsloError
 from lslo.extend.embeddings import AddedRows, ExtendedEmbedding, ExtendedHead
-from lslo.extend.tokenizer import extension_of
+from lslo.extend.tokenizer import extension_of, upto_stage
 from lslo.layer import LSLoLinear
 from lslo.model import LSLoModel, add_lslo, lslo_layers
 from lslo.translation import require_m2m100
@@ -132,7 +134,7 @@ def add_languages(
     """Add `languages` (code -> tier) to `model` (an LSLoModel, or a base that gets `lslo_config`'s LSLo first).
 
     `tokenizer` is the extended tokenizer (its newest stage holds these languages); `previous_tokenizer` the
-    one before that stage (default: the extension's base, right for the first stage; give it for later ones).
+    one before that stage (default: the tokenizer as the extension's earlier stages left it).
     """
     related = dict(related or {})
     ext = extension_of(tokenizer)
@@ -146,7 +148,7 @@ def add_languages(
         require_m2m100(model, "add_languages")
         if lslo_config is None:
             raise LsloError("add_languages: a base model needs an lslo_config (its own languages and ranks)")
-        model = add_lslo(model, lslo_config, tokenizer=previous_tokenizer or tokenizer)
+        model = add_lslo(model, lslo_config, tokenizer=previous_tokenizer or upto_stage(tokenizer, stage - 1))
     base = model.base_model
     embed, head = _embeddings(base)
     added = embed.added if isinstance(embed, ExtendedEmbedding) else None
@@ -156,18 +158,13 @@ def add_languages(
                         f"{rows_before} embedding rows; extend the tokenizer with base_rows={rows_before}")  # fmt: skip
     if added is not None and added.stages != stage - 1:
         raise LsloError(f"add_languages: the model holds {added.stages} added stages, the tokenizer {stage}; add them in order")
-    previous = previous_tokenizer if previous_tokenizer is not None else getattr(tokenizer, "lslo_base", tokenizer)
+    previous = previous_tokenizer if previous_tokenizer is not None else upto_stage(tokenizer, stage - 1)
     rows, over_ids, over_rows = _init_rows(base, tokenizer, previous, stage, related, added)
     if added is None:
-        added = AddedRows(embed.embedding_dim)
-        inner = base.model
-        inner.encoder.embed_tokens = ExtendedEmbedding(embed, added)
-        inner.decoder.embed_tokens = inner.encoder.embed_tokens
-        base.lm_head = ExtendedHead(head, added, model.routing, [0] * len(model.languages))
+        added = _install(model, AddedRows(embed.embedding_dim))
     added.add_stage(rows.to(embed.weight.dtype), over_ids, over_rows.to(embed.weight.dtype))
     # LSLo: a LoRA per new language; old languages frozen.
     cfg = model.lslo_config
-    old = list(cfg.languages)
     new_cfg = LSLoConfig.from_dict({**cfg.to_dict(), "languages": {**cfg.languages, **dict(languages)}})
     from lslo.languages import lang_token_ids
 
@@ -176,15 +173,82 @@ def add_languages(
     scales = [new_cfg.scale(c) for c in languages]
     for name, layer in lslo_layers(base).items():
         base.set_submodule(name, grow_layer(layer, ranks, scales))
-    stages = dict(getattr(model, "language_stages", {}))
-    stages.update({c: stage for c in languages})
-    grown = LSLoModel(base, new_cfg, model.routing, model.base_identity)
-    grown.language_stages = stages
-    grown.frozen_languages = sorted(set(getattr(model, "frozen_languages", [])) | (set(range(len(old))) if freeze_old else set()))
-    base.lm_head.stage_of = torch.tensor([stages.get(c, 0) for c in new_cfg.languages], dtype=torch.long)
-    for layer in lslo_layers(base).values():
-        _freeze_slices(layer, grown.frozen_languages)
-    return grown
+    stages = {**getattr(model, "language_stages", {}), **dict.fromkeys(languages, stage)}
+    frozen = set(getattr(model, "frozen_languages", [])) | (set(range(len(cfg.languages))) if freeze_old else set())
+    return _finish(LSLoModel(base, new_cfg, model.routing, model.base_identity), stages, frozen)
+
+
+def _install(model: LSLoModel, added: AddedRows) -> AddedRows:
+    """Swap the model's embeddings and output layer for the extended ones reading `added`."""
+    base = model.base_model
+    embed, head = _embeddings(base)
+    inner = base.model
+    inner.encoder.embed_tokens = ExtendedEmbedding(embed, added)
+    inner.decoder.embed_tokens = inner.encoder.embed_tokens
+    base.lm_head = ExtendedHead(head, added, model.routing, [0] * len(model.languages))
+    return added
+
+
+def _finish(model: LSLoModel, stages: Mapping[str, int], frozen: set[int]) -> LSLoModel:
+    """Record each language's stage (the head reads it) and freeze the `frozen` languages' LoRA slices."""
+    model.language_stages = dict(stages)
+    model.frozen_languages = sorted(frozen)
+    model.base_model.lm_head.stage_of = torch.tensor([stages.get(c, 0) for c in model.languages], dtype=torch.long)
+    for layer in lslo_layers(model.base_model).values():
+        _freeze_slices(layer, model.frozen_languages)
+    return model
+
+
+ADDED_CONFIG = "lslo_added_languages.json"
+ADDED_WEIGHTS = "lslo_added_rows.safetensors"
+
+
+def has_added(model: Any) -> bool:
+    return bool(getattr(model, "language_stages", None))
+
+
+def save_added(model: LSLoModel, folder: str | Path) -> None:
+    """Write the added rows (per stage) and what they need next to an adapter (`LSLoModel.save_pretrained`)."""
+    from safetensors.torch import save_file
+
+    added = model.base_model.model.encoder.embed_tokens.added
+    tensors = {f"rows.{s}": p.detach().cpu().contiguous() for s, p in enumerate(added.rows)}
+    tensors.update({f"overrides.{s}": p.detach().cpu().contiguous() for s, p in enumerate(added.overrides)})
+    meta = {"format": "lslo-added-languages", "version": 1, "base_rows": model.base_model.model.encoder.embed_tokens.base_rows,
+            "row_stage": added.row_stage, "override_ids": added.override_ids, "override_stage": added.override_stage,
+            "language_stages": model.language_stages, "frozen_languages": model.frozen_languages}  # fmt: skip
+    folder = Path(folder)
+    (folder / ADDED_CONFIG).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_file(tensors, str(folder / ADDED_WEIGHTS), metadata={"format": "pt"})
+
+
+def load_added(model: LSLoModel, folder: str | Path) -> LSLoModel:
+    """Put the added rows saved in `folder` into a just-loaded adapter (no-op when it has none)."""
+    from safetensors.torch import load_file
+
+    from lslo.languages import register_language
+
+    folder = Path(folder)
+    if not (folder / ADDED_CONFIG).is_file():
+        return model
+    try:
+        meta = json.loads((folder / ADDED_CONFIG).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / ADDED_WEIGHTS))
+        stages = int(max(meta["row_stage"] + meta["override_stage"], default=0))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise LsloError(f"{folder}: added-language files unreadable ({err}); re-save the model with lslo") from None
+    embed = model.base_model.model.encoder.embed_tokens
+    if embed.num_embeddings != meta["base_rows"]:
+        raise LsloError(f"{folder}: made for a base with {meta['base_rows']} embedding rows, this one has {embed.num_embeddings}")
+    for code in meta["language_stages"]:
+        register_language(code)
+    added = _install(model, AddedRows(embed.embedding_dim))
+    for s in range(stages):
+        ids = [i for i, st in zip(meta["override_ids"], meta["override_stage"], strict=True) if st == s + 1]
+        added.add_stage(tensors[f"rows.{s}"], ids, tensors[f"overrides.{s}"])
+    for p in list(added.rows) + list(added.overrides):
+        p.requires_grad_(False)  # a loaded model trains nothing new unless languages are added to it
+    return _finish(model, meta["language_stages"], set(meta["frozen_languages"]))
 
 
 def parameter_counts(model: LSLoModel) -> dict[str, int]:

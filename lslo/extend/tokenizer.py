@@ -169,6 +169,18 @@ def apply_extension(base: Any, ext: TokenizerExtension) -> Any:
     return tok
 
 
+def upto_stage(tokenizer: Any, stage: int) -> Any:
+    """The tokenizer as it was after `stage` extensions (0: the base)."""
+    ext = extension_of(tokenizer)
+    if ext is None or stage >= ext.stages:
+        return tokenizer
+    if stage <= 0:
+        return base_of(tokenizer)
+    sub = TokenizerExtension(ext.kind, ext.base_rows, [p for p in ext.pieces if p["stage"] <= stage],
+                             [x for x in ext.languages if x["stage"] <= stage])  # fmt: skip
+    return apply_extension(base_of(tokenizer), sub)
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 

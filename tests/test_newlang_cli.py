@@ -1,0 +1,80 @@
+"""`lslo train` with `new_languages`, then eval / translate / export of the model with added languages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from lslo.cli import main
+
+TUVAN = ["тыва", "дыл", "чурт", "кижи", "хем", "даг", "аът", "ном", "ой", "суг", "ак", "кара"]
+
+
+def with_new_languages(world, folder):
+    """The world's data plus tyv_Cyrl (a code no registry knows) and es, on the same sentence ids."""
+    from lslo.data.corpus import MultiwayCorpus, load_multiway, write_multiway
+    from lslo.languages import register_language
+
+    register_language("tyv_Cyrl")
+    words = ["a", "bo", "ci", "du", "ek", "fa", "gi", "ho", "ja", "ku", "lo", "mi"]
+    for split in ("train", "valid"):
+        corpus = load_multiway(world / "data", split=split)
+        sents = {lang: corpus.sentences(lang) for lang in corpus.languages}
+        ids = {lang: corpus.ids(lang) for lang in corpus.languages}
+        en = [s.split() for s in sents["en"]]
+        sents["tyv_Cyrl"] = [" ".join(TUVAN[words.index(w[2:])] for w in line) for line in en]
+        sents["es"] = [" ".join("es" + w[2:] for w in line) for line in en]
+        ids["tyv_Cyrl"] = ids["es"] = ids["en"]
+        write_multiway(MultiwayCorpus(sents, ids), folder / split)
+    return folder
+
+
+def test_train_new_languages_then_every_command(world, tmp_path, capsys):
+    data = with_new_languages(world, tmp_path / "data")
+    common = {"data": str(data), "base_model": str(world / "model"), "method": "lslo", "max_tokens": 128, "max_len": 24,
+              "warmup_steps": 1, "progress": False, "lslo": {"encoder_routing": "src*1,tgt*1"}, "dropout": 0.0}  # fmt: skip
+    old = {**common, "out_dir": str(tmp_path / "old"), "languages": {"en": "high", "fr": "high", "sw": "low"},
+           "max_steps": 4, "lr": 3e-3, "valid_split": None}  # fmt: skip
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert main(["train", str(tmp_path / "old.yaml")]) == 0
+    new = {**common, "out_dir": str(tmp_path / "new"), "start_from": str(tmp_path / "old"), "max_steps": 20, "lr": 1e-2, "log_every": 2,
+           "valid_split": "valid", "eval_every": 20, "new_language_vocab": 60,
+           "new_languages": {"tyv_Cyrl": {"tier": "low", "related": "fr"}, "es": "medium"}}  # fmt: skip
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    assert main(["train", str(tmp_path / "new.yaml")]) == 0
+    report = json.loads((tmp_path / "new" / "new_languages.json").read_text())["report"]
+    assert report["old_lines_changed"] == 0 and report["pieces_added"] > 0
+    assert report["languages"]["tyv_Cyrl"]["new_token"] and not report["languages"]["es"]["new_token"]
+    log = [json.loads(line) for line in (tmp_path / "new" / "metrics.jsonl").read_text().splitlines()]
+    log = [r for r in log if "nll_loss" in r]
+    assert log[-1]["nll_loss"] < log[0]["nll_loss"]  # the new directions train
+    # Every old direction translates exactly as before (greedy and beam), in lslo eval.
+    old_dirs = ["en-fr", "en-sw", "fr-en", "fr-sw", "sw-en", "sw-fr"]
+    for beams in ("1", "2"):
+        for run in ("old", "new"):
+            assert main(["eval", str(tmp_path / run), "--data", str(data), "--split", "valid", "--out",
+                         str(tmp_path / f"ev-{run}-{beams}"), "--directions", *old_dirs, "--beams", beams,
+                         "--no-progress"]) == 0  # fmt: skip
+        for d in old_dirs:
+            hyp = f"directions/{d}/hyp.txt"
+            assert (tmp_path / f"ev-old-{beams}" / hyp).read_text() == (tmp_path / f"ev-new-{beams}" / hyp).read_text(), d
+    # The new codes work in eval and translate; the model with added languages exports and loads back.
+    assert main(["eval", str(tmp_path / "new"), "--data", str(data), "--split", "valid", "--out", str(tmp_path / "ev-tyv"),
+                 "--directions", "tyv_Cyrl-en", "en-tyv_Cyrl", "es-fr", "--beams", "2", "--no-progress"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "ev-tyv" / "results.json").read_text())["directions"]
+    (tmp_path / "in.txt").write_text("тыва дыл\nкижи хем\n")
+    assert main(["translate", str(tmp_path / "new"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
+    assert len((tmp_path / "out.txt").read_text().splitlines()) == 2
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "adapter")]) == 0
+    shutil.rmtree(tmp_path / "new")  # the export alone carries everything (tokenizer extension, new rows)
+    assert main(["translate", str(tmp_path / "adapter"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out2.txt")]) == 0  # fmt: skip
+    assert (tmp_path / "out2.txt").read_text() == (tmp_path / "out.txt").read_text()
+    capsys.readouterr()
+    assert main(["translate", str(tmp_path / "adapter"), "--src", "xyz_Latn", "--tgt", "en", "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out3.txt")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "xyz_Latn" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out3.txt").exists()
