@@ -114,6 +114,10 @@ class LSLoModel(TranslationModel):
         for name, layer in lslo_layers(merged).items():
             layer.base_layer.weight.copy_(layer.folded_weight(langs[layer.route]))
             merged.set_submodule(name, layer.base_layer)
+        if getattr(self, "language_stages", None):  # added languages: plain embeddings again (lslo.extend.model)
+            from lslo.extend.model import plain_direction
+
+            merged = plain_direction(self, merged, src_lang, tgt_lang)
         merged.requires_grad_(True)
         return merged
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from lslo.cli import main
 
@@ -68,6 +70,28 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys):
     assert main(["translate", str(tmp_path / "new"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",
                  str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
     assert len((tmp_path / "out.txt").read_text().splitlines()) == 2
+    # Merged exports: an old direction is the old model's own merged model, tensor for tensor; a new direction is a
+    # plain model that translates as the LSLo model does with that direction folded in (eval --merge).
+    for run in ("old", "new"):
+        assert main(["export", str(tmp_path / run), "--out", str(tmp_path / f"m-{run}"), "--merge", "en-sw"]) == 0
+    a, b = (load_file(str(tmp_path / f"m-{run}" / "model.safetensors")) for run in ("old", "new"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "m-tyv"), "--merge", "tyv_Cyrl-en"]) == 0
+    for name, extra in (("m-tyv", []), ("new", ["--merge"])):
+        assert main(["eval", str(tmp_path / name), "--data", str(data), "--split", "valid", "--out",
+                     str(tmp_path / f"ev-merge-{name}"), "--directions", "tyv_Cyrl-en", "--beams", "2",
+                     "--no-progress", *extra]) == 0  # fmt: skip
+    hyp = "directions/tyv_Cyrl-en/hyp.txt"
+    assert (tmp_path / "ev-merge-m-tyv" / hyp).read_text() == (tmp_path / "ev-merge-new" / hyp).read_text()
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "ct2"), "--merge", "tyv_Cyrl-en",
+                 "--format", "ctranslate2"]) == 2  # fmt: skip
+    assert "does not support yet" in capsys.readouterr().err and not (tmp_path / "ct2").exists()
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "ct2"), "--merge", "en-sw", "--format", "ctranslate2"]) == 0
+    assert main(["translate", str(tmp_path / "ct2"), "--src", "en", "--tgt", "sw", "--input", str(tmp_path / "in.txt"),
+                 "--output", str(tmp_path / "out-ct2.txt")]) == 0  # fmt: skip
+    assert main(["report", "--subspace", str(tmp_path / "new"), "--out", str(tmp_path / "subspace")]) == 0
+    assert "tyv_Cyrl" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "adapter")]) == 0
     shutil.rmtree(tmp_path / "new")  # the export alone carries everything (tokenizer extension, new rows)
     assert main(["translate", str(tmp_path / "adapter"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",

@@ -258,3 +258,48 @@ def parameter_counts(model: LSLoModel) -> dict[str, int]:
                for i in range(len(model.languages)) if i not in frozen)  # fmt: skip
     rows = sum(p.numel() for n, p in model.named_parameters() if "added." in n and p.requires_grad)
     return {"lora": lora, "embedding_rows": rows, "total": lora + rows}
+
+
+@torch.no_grad()
+def plain_direction(model: LSLoModel, merged: nn.Module, src: str, tgt: str) -> nn.Module:
+    """`merged` (a copy of `model`'s base with direction src->tgt folded in) as a plain transformers model.
+
+    An old direction gets the base's own embedding and output layer back (the model an LSLo run without added
+    languages exports, bit for bit). A direction with an added language gets a vocabulary of the base rows plus
+    the added rows up to its languages' stage; the input rows of its existing-but-untrained language tokens are
+    their trained rows (the output layer keeps the base rows: it is then untied), and the added ids its target
+    may not use are listed in `generation_config.suppress_tokens`.
+    """
+    from transformers.models.m2m_100.modeling_m2m_100 import M2M100ScaledWordEmbedding
+
+    embed = merged.model.encoder.embed_tokens
+    if not isinstance(embed, ExtendedEmbedding):
+        return merged
+    stage = {code: model.language_stages.get(code, 0) for code in model.languages}
+    s_src, s_tgt = (stage[model.languages[model.language_index(c)[0]]] for c in (src, tgt))
+    base_embed, head, added = embed.base, merged.lm_head.base, embed.added
+    inner = merged.model
+    if max(s_src, s_tgt) == 0:
+        inner.encoder.embed_tokens = inner.decoder.embed_tokens = inner.shared = base_embed
+        merged.lm_head = head
+        return merged
+    width = added.width(max(s_src, s_tgt))
+    rows = added.all_rows(width).to(base_embed.weight.dtype)
+    w_in = torch.cat([base_embed.weight, rows], 0)
+    w_out = torch.cat([head.weight, rows], 0)
+    tokens = {model.lang_token_id(model.language_index(c)[0]) for c in (src, tgt)}
+    overrides = added.all_overrides()
+    for j, token in enumerate(added.override_ids):
+        if token in tokens:
+            w_in[token] = overrides[j].to(w_in.dtype)
+    size, dim = w_in.shape
+    new_embed = M2M100ScaledWordEmbedding(size, dim, base_embed.padding_idx, embed_scale=base_embed.embed_scale)
+    new_embed.weight = nn.Parameter(w_in.clone())
+    inner.encoder.embed_tokens = inner.decoder.embed_tokens = inner.shared = new_embed
+    merged.lm_head = nn.Linear(dim, size, bias=False, device=w_out.device, dtype=w_out.dtype)
+    merged.lm_head.weight = nn.Parameter(w_out.clone())
+    merged.config.vocab_size = size
+    merged.config.tie_word_embeddings = bool(torch.equal(w_in, w_out))
+    blocked = list(range(embed.base_rows + added.width(s_tgt), size))
+    merged.generation_config.suppress_tokens = blocked or None
+    return merged

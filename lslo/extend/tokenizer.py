@@ -431,4 +431,8 @@ def load_extension(tokenizer: Any, folder: str | os.PathLike) -> Any:
         ext = TokenizerExtension.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise LsloError(f"{path}: not a valid tokenizer extension ({err}); re-save the model with lslo") from None
+    from lslo.languages import register_language
+
+    for lang in ext.languages:  # its codes (e.g. tyv_Cyrl) are known wherever this tokenizer is used
+        register_language(lang["code"])
     return apply_extension(tokenizer, ext)
