@@ -41,8 +41,8 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys):
            "max_steps": 4, "lr": 3e-3, "valid_split": None}  # fmt: skip
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
     assert main(["train", str(tmp_path / "old.yaml")]) == 0
-    new = {**common, "out_dir": str(tmp_path / "new"), "start_from": str(tmp_path / "old"), "max_steps": 20, "lr": 1e-2, "log_every": 2,
-           "valid_split": "valid", "eval_every": 20, "new_language_vocab": 60,
+    new = {**common, "out_dir": str(tmp_path / "new"), "start_from": str(tmp_path / "old"), "max_steps": 12, "lr": 1e-2, "log_every": 2,
+           "valid_split": "valid", "eval_every": 12, "new_language_vocab": 60,
            "new_languages": {"tyv_Cyrl": {"tier": "low", "related": "fr"}, "es": "medium"}}  # fmt: skip
     (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
     assert main(["train", str(tmp_path / "new.yaml")]) == 0
@@ -58,13 +58,14 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys):
         for run in ("old", "new"):
             assert main(["eval", str(tmp_path / run), "--data", str(data), "--split", "valid", "--out",
                          str(tmp_path / f"ev-{run}-{beams}"), "--directions", *old_dirs, "--beams", beams,
-                         "--no-progress"]) == 0  # fmt: skip
+                         "--max-sentences", "3", "--no-progress"]) == 0  # fmt: skip
         for d in old_dirs:
             hyp = f"directions/{d}/hyp.txt"
             assert (tmp_path / f"ev-old-{beams}" / hyp).read_text() == (tmp_path / f"ev-new-{beams}" / hyp).read_text(), d
     # The new codes work in eval and translate; the model with added languages exports and loads back.
     assert main(["eval", str(tmp_path / "new"), "--data", str(data), "--split", "valid", "--out", str(tmp_path / "ev-tyv"),
-                 "--directions", "tyv_Cyrl-en", "en-tyv_Cyrl", "es-fr", "--beams", "2", "--no-progress"]) == 0  # fmt: skip
+                 "--directions", "tyv_Cyrl-en", "en-tyv_Cyrl", "es-fr", "--beams", "2", "--max-sentences", "3",
+                 "--no-progress"]) == 0  # fmt: skip
     assert json.loads((tmp_path / "ev-tyv" / "results.json").read_text())["directions"]
     (tmp_path / "in.txt").write_text("тыва дыл\nкижи хем\n")
     assert main(["translate", str(tmp_path / "new"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",
@@ -79,7 +80,7 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys):
     assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "m-tyv"), "--merge", "tyv_Cyrl-en"]) == 0
     for name, extra in (("m-tyv", []), ("new", ["--merge"])):
         assert main(["eval", str(tmp_path / name), "--data", str(data), "--split", "valid", "--out",
-                     str(tmp_path / f"ev-merge-{name}"), "--directions", "tyv_Cyrl-en", "--beams", "2",
+                     str(tmp_path / f"ev-merge-{name}"), "--directions", "tyv_Cyrl-en", "--beams", "2", "--max-sentences", "3",
                      "--no-progress", *extra]) == 0  # fmt: skip
     hyp = "directions/tyv_Cyrl-en/hyp.txt"
     assert (tmp_path / "ev-merge-m-tyv" / hyp).read_text() == (tmp_path / "ev-merge-new" / hyp).read_text()
@@ -102,3 +103,28 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys):
                  str(tmp_path / "in.txt"), "--output", str(tmp_path / "out3.txt")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "xyz_Latn" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out3.txt").exists()
+
+
+def test_readme_new_language_example_runs_as_written(tmp_path):
+    """README's "Add a language the base has never seen" commands, with /tmp/newlang moved under tmp_path."""
+    import re
+    import shlex
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_newlang import KINDS, write_world
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Add a language the base has never seen", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    lines = [line.split("  #")[0].strip().replace("/tmp/newlang", str(tmp_path)) for line in block.splitlines()]
+    lines = [line for line in lines if line]
+    assert lines[0].startswith("python tests/tiny_newlang.py") and len(lines) >= 5
+    for kind in KINDS:
+        write_world(tmp_path / kind, kind)
+    for line in lines[1:]:
+        assert line.startswith("lslo ")
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert (tmp_path / "m2m100" / "hyp.txt").read_text().count("\n") == 8
+    assert json.loads((tmp_path / "nllb" / "eval" / "results.json").read_text())["directions"]
