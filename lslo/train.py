@@ -207,8 +207,10 @@ class TrainConfig:
         if self.new_languages is not None or self.start_from:
             from lslo.extend.run import parse_new_languages
 
-            if self.method != "lslo" or not parse_new_languages(self.new_languages, where):
-                raise LsloError(f"{where}: new_languages (with start_from) adds languages to an LSLo model; use method lslo and name them")
+            if self.method not in ("lslo", "full") or not parse_new_languages(self.new_languages, where) or (
+                    self.start_from and self.method != "lslo"):  # fmt: skip
+                raise LsloError(f"{where}: new_languages adds languages to an LSLo model (start_from: an LSLo run) or, with "
+                                "method full, to a fully fine-tuned base; use method lslo or full and name them")  # fmt: skip
         if self.pairs is not None:
             for p in self.pairs:
                 if not isinstance(p, str) or p.count("-") != 1:

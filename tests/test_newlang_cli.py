@@ -128,3 +128,25 @@ def test_readme_new_language_example_runs_as_written(tmp_path):
         assert main(shlex.split(line)[1:]) == 0, line
     assert (tmp_path / "m2m100" / "hyp.txt").read_text().count("\n") == 8
     assert json.loads((tmp_path / "nllb" / "eval" / "results.json").read_text())["directions"]
+
+
+def test_full_fine_tuning_with_the_extended_vocabulary(tmp_path):
+    """The practitioners' recipe (method full): the base resized to the extended vocabulary, everything trained."""
+    import sys
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_newlang import write_world
+
+    world = write_world(tmp_path / "w", "m2m100")
+    assert main(["train", str(world["config"]), "--set", "method=full", "max_steps=4", "save_every=4", "eval_every=4"]) == 0
+    ext = json.loads((world["run"] / "new_languages.json").read_text())["extension"]
+    rows = ext["base_rows"] + len(ext["pieces"]) + sum(x["new"] for x in ext["languages"])
+    with safe_open(str(world["run"] / "model" / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.shared.weight").get_shape()[0] == rows
+    (tmp_path / "in.txt").write_text("тыва дыл\n")
+    assert main(["translate", str(world["run"]), "--src", "tyv_Cyrl", "--tgt", "en", "--input", str(tmp_path / "in.txt"),
+                 "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
+    assert (tmp_path / "out.txt").read_text().count("\n") == 1

@@ -126,9 +126,11 @@ def build_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str
     from lslo.languages import lang_token_ids
     from lslo.model import add_lslo, load_lslo
 
-    if cfg.method != "lslo":
-        raise LsloError(f"new_languages: method {cfg.method!r}; adding languages works with method lslo")
     new = parse_new_languages(cfg.new_languages)
+    if cfg.method == "full":
+        return full_model(base, tokenizer, languages, {c: s["related"] for c, s in new.items() if s["related"]})
+    if cfg.method != "lslo":
+        raise LsloError(f"new_languages: method {cfg.method!r}; adding languages works with method lslo or full")
     if cfg.start_from:
         model = load_lslo(base, _adapter_dir(cfg.start_from))
     else:
@@ -137,3 +139,28 @@ def build_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str
         model = add_lslo(base, lslo_cfg)
     return add_languages(model, tokenizer, {c: s["tier"] for c, s in new.items()},
                          related={c: s["related"] for c, s in new.items() if s["related"]})  # fmt: skip
+
+
+def full_model(base: Any, tokenizer: Any, languages: Mapping[str, str | None], related: Mapping[str, str]) -> Any:
+    """The practitioners' recipe: the base's vocabulary resized to the extended tokenizer's, new rows started by the
+    same rule as LSLo's (an existing untrained language token takes its related language's row), everything
+    trained (`FullFineTune`); nothing is masked, so old directions may change."""
+    import torch
+
+    from lslo.baselines import FullFineTune
+    from lslo.extend.model import _init_rows
+    from lslo.extend.tokenizer import extension_of, upto_stage
+    from lslo.languages import lang_token_ids
+
+    ext = extension_of(tokenizer)
+    if base.config.vocab_size != ext.base_rows:
+        raise LsloError(f"new_languages: the tokenizer extension starts new ids at {ext.base_rows}, the base has "
+                        f"{base.config.vocab_size} rows; start from the base the extension was made for")  # fmt: skip
+    rows, over_ids, over_rows = _init_rows(base, tokenizer, upto_stage(tokenizer, ext.stages - 1), ext.stages, related, None)
+    base.resize_token_embeddings(ext.rows, mean_resizing=False)
+    with torch.no_grad():
+        weight = base.get_input_embeddings().weight
+        weight[ext.base_rows:] = rows.to(weight.dtype)
+        for token, row in zip(over_ids, over_rows, strict=True):
+            weight[token] = row.to(weight.dtype)
+    return FullFineTune(base, lang_token_ids(tokenizer, list(languages)))
