@@ -153,14 +153,16 @@ def full_model(base: Any, tokenizer: Any, languages: Mapping[str, str | None], r
     from lslo.languages import lang_token_ids
 
     ext = extension_of(tokenizer)
-    if base.config.vocab_size != ext.base_rows:
-        raise LsloError(f"new_languages: the tokenizer extension starts new ids at {ext.base_rows}, the base has "
-                        f"{base.config.vocab_size} rows; start from the base the extension was made for")  # fmt: skip
-    rows, over_ids, over_rows = _init_rows(base, tokenizer, upto_stage(tokenizer, ext.stages - 1), ext.stages, related, None)
+    previous = upto_stage(tokenizer, ext.stages - 1)
+    before = extension_of(previous).rows if extension_of(previous) is not None else ext.base_rows
+    if base.config.vocab_size != before:  # a model fully fine-tuned with earlier stages has their rows already
+        raise LsloError(f"new_languages: the tokenizer's earlier stages need {before} embedding rows, the base has "
+                        f"{base.config.vocab_size}; start from the model the tokenizer's earlier stages were made for")  # fmt: skip
+    rows, over_ids, over_rows = _init_rows(base, tokenizer, previous, ext.stages, related, None)
     base.resize_token_embeddings(ext.rows, mean_resizing=False)
     with torch.no_grad():
         weight = base.get_input_embeddings().weight
-        weight[ext.base_rows:] = rows.to(weight.dtype)
+        weight[before:] = rows.to(weight.dtype)
         for token, row in zip(over_ids, over_rows, strict=True):
             weight[token] = row.to(weight.dtype)
     return FullFineTune(base, lang_token_ids(tokenizer, list(languages)))
