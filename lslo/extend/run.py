@@ -104,7 +104,18 @@ def extend_for_run(cfg: Any, tokenizer: Any, corpus: Any, languages: Sequence[st
     )  # fmt: skip
     if report_file is not None:
         write_json(report_file, {"report": report, "extension": extended.lslo_extension.to_dict()})
+    print(summary_line(report), flush=True)
     return extended
+
+
+def summary_line(report: Mapping[str, Any]) -> str:
+    """One line on what the tokenizer extension did (the full report is out_dir/new_languages.json)."""
+    langs = "; ".join(
+        f"{code}: {'new token' if x['new_token'] else 'existing token'} {x['token']}, tokens/word "
+        f"{x['tokens_per_word_before']:.2f} -> {x['tokens_per_word_after']:.2f}" for code, x in report["languages"].items()
+    )
+    return (f"new languages: {langs}; {report['pieces_added']} pieces added ({report['pieces_dropped']} dropped that "
+            f"changed old text); old-language lines changed: {report['old_lines_changed']} of {report['old_lines_checked']}")
 
 
 def load_base_rows(base_model: str) -> int:
