@@ -205,12 +205,9 @@ class TrainConfig:
             except TypeError as err:
                 raise LsloError(f"{where}: prune: {err}; known keys: ratio, start, duration, unit, every, scope, matrices") from None
         if self.new_languages is not None or self.start_from:
-            from lslo.extend.run import parse_new_languages
+            from lslo.extend.run import check_config
 
-            if self.method not in ("lslo", "full") or not parse_new_languages(self.new_languages, where) or (
-                    self.start_from and self.method != "lslo"):  # fmt: skip
-                raise LsloError(f"{where}: new_languages adds languages to an LSLo model (start_from: an LSLo run) or, with "
-                                "method full, to a fully fine-tuned base; use method lslo or full and name them")  # fmt: skip
+            check_config(self, where)
         if self.pairs is not None:
             for p in self.pairs:
                 if not isinstance(p, str) or p.count("-") != 1:

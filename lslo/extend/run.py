@@ -44,6 +44,14 @@ def parse_new_languages(value: Any, where: str = "config") -> dict[str, dict[str
     return out
 
 
+def check_config(cfg: Any, where: str) -> None:
+    """One-line errors for `new_languages` / `start_from` values a run cannot use."""
+    if cfg.method not in ("lslo", "full") or not parse_new_languages(cfg.new_languages, where) or (
+            cfg.start_from and cfg.method != "lslo"):  # fmt: skip
+        raise LsloError(f"{where}: new_languages adds languages to an LSLo model (start_from: an LSLo run) or, with "
+                        "method full, to a fully fine-tuned base; use method lslo or full and name them")  # fmt: skip
+
+
 def register(cfg: Any) -> dict[str, dict[str, str | None]]:
     """Make the run's new codes known (codes no registry has, e.g. tyv_Cyrl) and return the parsed block."""
     from lslo.languages import register_language

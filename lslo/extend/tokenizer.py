@@ -333,52 +333,16 @@ def extend_tokenizer(
     if old is None and int(base_rows) < max(base.get_vocab().values()) + 1:
         raise LsloError(f"extend_tokenizer: base_rows={base_rows} is below the tokenizer's largest id; give the model's vocab_size")
     stage = ext.stages + 1
-    next_id = ext.rows
     old_lines = sorted({line for lines in old_texts.values() for line in lines if line.strip()})
-    before = segment(tokenizer, old_lines)
-    report: dict[str, Any] = {"stage": stage, "languages": {}}
-    # The candidate pieces of every new language (one SentencePiece model each), without duplicates.
-    known = _known_pieces(tokenizer, kind)
-    candidates: list[tuple[str, float, tuple[str, str] | None]] = []
-    for code in new_texts:
-        trained = _train_pieces(new_texts[code], kind, base, vocab_size, seed)
-        fresh = [(p, s) for p, s in trained if p not in known and p not in {c[0] for c in candidates}]
-        if kind == "bpe":
-            got = _bpe_candidates(fresh, known | {c[0] for c in candidates})
-        else:
-            got = [(p, s, None) for p, s in fresh]
-        candidates += got
-        report["languages"][code] = {"pieces_trained": len(trained)}
-    # Drop pieces until no old line is segmented differently.
-    dropped: set[str] = set()
-    changed_first: int | None = None
-    while True:
-        keep = _closure(candidates, dropped)
-        trial = copy.deepcopy(ext)
-        trial.pieces += [{"piece": p, "score": s, "id": next_id + k, "stage": stage, "pair": list(pair) if pair else None}
-                         for k, (p, s, pair) in enumerate(keep)]
-        trial_tok = apply_extension(base, trial)
-        after = segment(trial_tok, old_lines)
-        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
-        if changed_first is None:
-            changed_first = len(changed)
-        if not changed:
-            break
-        new_ids = {p["id"]: p["piece"] for p in trial.pieces[len(ext.pieces):]}
-        culprits = {new_ids[i] for k in changed for i in after[k] if i in new_ids}
-        if not culprits:  # cannot happen with these kinds; never return a tokenizer that changes old text
-            raise LsloError("extend_tokenizer: old-language segmentation changed without a new piece; report this bug")
-        dropped |= culprits
+    candidates, trained = _candidates(tokenizer, kind, base, new_texts, vocab_size, seed)
+    keep, changed_first = _drop_until_unchanged(tokenizer, base, ext, stage, candidates, old_lines)
+    next_id = ext.rows
     for p, s, pair in keep:
         ext.pieces.append({"piece": p, "score": s, "id": next_id, "stage": stage, "pair": list(pair) if pair else None})
         next_id += 1
-    for code in new_texts:
-        token, tid = language_token(tokenizer, code)
-        entry = {"code": code, "token": token, "id": tid if tid is not None else next_id, "new": tid is None, "stage": stage,
-                 "related": (related or {}).get(code)}  # fmt: skip
-        next_id += tid is None
-        ext.languages.append(entry)
+    _add_language_tokens(tokenizer, ext, list(new_texts), stage, related or {}, next_id)
     extended = apply_extension(base, ext)
+    report: dict[str, Any] = {"stage": stage, "languages": {c: {"pieces_trained": n} for c, n in trained.items()}}
     for code, lines in new_texts.items():
         share = unk_share(extended, lines)
         if share > MAX_UNK_SHARE:
@@ -391,13 +355,66 @@ def extend_tokenizer(
             token=entry["token"], token_id=entry["id"], new_token=entry["new"], unk_share=share,
             tokens_per_word_before=tokens_per_word(tokenizer, lines), tokens_per_word_after=tokens_per_word(extended, lines),
         )  # fmt: skip
-    final = segment(extended, old_lines)
     report.update(
         kind=kind, pieces_candidate=len(candidates), pieces_added=len(keep), pieces_dropped=len(candidates) - len(keep),
         old_lines_checked=len(old_lines), old_lines_changed_before_dropping=changed_first,
-        old_lines_changed=sum(a != b for a, b in zip(before, final, strict=True)), rows=ext.rows, base_rows=ext.base_rows,
+        old_lines_changed=sum(a != b for a, b in zip(segment(tokenizer, old_lines), segment(extended, old_lines), strict=True)),
+        rows=ext.rows, base_rows=ext.base_rows,
     )  # fmt: skip
     return extended, report
+
+
+Candidate = tuple[str, float, "tuple[str, str] | None"]
+
+
+def _add_language_tokens(tokenizer: Any, ext: TokenizerExtension, codes: Sequence[str], stage: int,
+                         related: Mapping[str, str], next_id: int) -> None:  # fmt: skip
+    """Record each new language's token in `ext`: its existing one, else a new one numbered from `next_id`."""
+    for code in codes:
+        token, tid = language_token(tokenizer, code)
+        ext.languages.append({"code": code, "token": token, "id": tid if tid is not None else next_id, "new": tid is None,
+                              "stage": stage, "related": related.get(code)})  # fmt: skip
+        next_id += tid is None
+
+
+def _candidates(tokenizer: Any, kind: str, base: Any, new_texts: Mapping[str, Sequence[str]], vocab_size: int,
+                seed: int) -> tuple[list[Candidate], dict[str, int]]:  # fmt: skip
+    """The pieces (with their BPE merge) a SentencePiece model per new language has and the tokenizer lacks, in
+    order, without duplicates; and how many pieces each language's model has."""
+    known = _known_pieces(tokenizer, kind)
+    candidates: list[Candidate] = []
+    trained_count: dict[str, int] = {}
+    for code in new_texts:
+        trained = _train_pieces(new_texts[code], kind, base, vocab_size, seed)
+        have = {c[0] for c in candidates}
+        fresh = [(p, s) for p, s in trained if p not in known and p not in have]
+        candidates += _bpe_candidates(fresh, known | have) if kind == "bpe" else [(p, s, None) for p, s in fresh]
+        trained_count[code] = len(trained)
+    return candidates, trained_count
+
+
+def _drop_until_unchanged(tokenizer: Any, base: Any, ext: TokenizerExtension, stage: int,
+                          candidates: Sequence[Candidate], old_lines: Sequence[str]) -> tuple[list[Candidate], int]:  # fmt: skip
+    """The candidates left once every piece that changes an old line's segmentation is dropped (with what builds
+    on it), and how many old lines the full candidate set changed."""
+    before = segment(tokenizer, old_lines)
+    dropped: set[str] = set()
+    changed_first: int | None = None
+    while True:
+        keep = _closure(candidates, dropped)
+        trial = copy.deepcopy(ext)
+        trial.pieces += [{"piece": p, "score": s, "id": ext.rows + k, "stage": stage, "pair": list(pair) if pair else None}
+                         for k, (p, s, pair) in enumerate(keep)]  # fmt: skip
+        after = segment(apply_extension(base, trial), old_lines)
+        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+        changed_first = len(changed) if changed_first is None else changed_first
+        if not changed:
+            return keep, changed_first
+        new_ids = {p["id"]: p["piece"] for p in trial.pieces[len(ext.pieces) :]}
+        culprits = {new_ids[i] for k in changed for i in after[k] if i in new_ids}
+        if not culprits:  # cannot happen with these kinds; never return a tokenizer that changes old text
+            raise LsloError("extend_tokenizer: old-language segmentation changed without a new piece; report this bug")
+        dropped |= culprits
 
 
 def _closure(candidates: Sequence[tuple[str, float, tuple[str, str] | None]], dropped: set[str]) -> list[tuple[str, float, tuple[str, str] | None]]:
