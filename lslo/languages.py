@@ -261,6 +261,23 @@ _INDEX = _build_index()
 STYLES = ("m2m100", "nllb")
 
 
+def register_language(code: str, name: str | None = None) -> Language:
+    """Make `code`, a language no registry knows (e.g. `tyv_Cyrl`, being added to a model), known in this process.
+
+    Called for the languages a run adds (`new_languages`) and those of a loaded model that has added languages;
+    every other unknown code stays an error. Returns the language (the known one when `code` is known).
+    """
+    known = lookup(code)
+    if known is not None:
+        return known
+    key = code.strip().lower().replace("-", "_") if isinstance(code, str) else ""
+    if not key or key.startswith("__") or not all(c.isalnum() or c == "_" for c in key):
+        raise LsloError(f"language code {code!r}: use letters, digits and '_' only, e.g. tyv_Cyrl")
+    lang = Language(name or code, None, None, code)
+    _INDEX[key] = lang
+    return lang
+
+
 def lookup(code: str) -> Language | None:
     """The language named by `code` in any style (`en`, `__en__`, `eng`, `eng_Latn`, any case), else None."""
     if not isinstance(code, str):
@@ -335,8 +352,12 @@ def detect_style(tokenizer: Any) -> str:
 def lang_token_ids(tokenizer: Any, codes: Iterable[str]) -> dict[str, int]:
     """Map each code (as given, any style) to the id of its language token in `tokenizer`."""
     style = detect_style(tokenizer)
+    ext = getattr(tokenizer, "lslo_extension", None)  # languages added by lslo.extend.tokenizer
     ids: dict[str, int] = {}
     for code in codes:
+        if ext is not None and (added := ext.language(code)) is not None:
+            ids[code] = int(added["id"])
+            continue
         token = lang_token(code, style)
         tid = _token_id(tokenizer, token)
         if tid is None:

@@ -145,6 +145,8 @@ def _plain(model: nn.Module, tokenizer: Any, lang_token_ids: Any) -> Translation
     from lslo.languages import detect_style
 
     vocab_langs = _tokenizer_languages(tokenizer, detect_style(tokenizer))
+    ext = getattr(tokenizer, "lslo_extension", None)  # languages added to the base (lslo.extend.tokenizer)
+    vocab_langs += [x["code"] for x in (ext.languages if ext else []) if x["code"] not in vocab_langs]
     wrapper = TranslationModel(model, vocab_langs, lang_token_ids(tokenizer, vocab_langs))
     return wrapper.eval()
 

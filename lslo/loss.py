@@ -29,8 +29,13 @@ def label_smoothed_nll(
     mask = labels != IGNORE_INDEX
     target = labels.masked_fill(~mask, 0)
     nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    smooth = -lprobs.sum(-1)
-    loss = (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth
+    blocked = torch.isneginf(lprobs)  # vocabulary a row's target language may not use (lslo.extend): -inf
+    if epsilon and bool(blocked.any()):  # smooth over the vocabulary the row may use
+        smooth = -lprobs.masked_fill(blocked, 0.0).sum(-1)
+        loss = (1.0 - epsilon) * nll + epsilon * smooth / (~blocked).sum(-1)
+    else:
+        smooth = -lprobs.sum(-1)
+        loss = (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth
     return loss[mask].sum(), nll[mask].sum(), int(mask.sum())
 
 

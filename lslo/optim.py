@@ -59,6 +59,8 @@ class LanguageAdamW(torch.optim.Optimizer):
                 self.rows[param] = (layer, route, axis)
             self.routing = layer.routing
             routings.add(id(layer.routing))
+        # Languages never updated: the old languages of a model with added ones (`lslo.extend.model`).
+        self.frozen = set(getattr(model, "frozen_languages", ()))
         if len(routings) > 1:
             raise ValueError("LanguageAdamW: the model's LSLo layers do not share one Routing")
 
@@ -77,7 +79,8 @@ class LanguageAdamW(torch.optim.Optimizer):
                     continue
                 if p in self.rows:
                     layer, route, axis = self.rows[p]
-                    self._add_languages(lists, copies, p, layer, axis, used.get(route, []))
+                    langs = [i for i in used.get(route, []) if i not in self.frozen]
+                    self._add_languages(lists, copies, p, layer, axis, langs)
                 else:
                     state = self._state(p, 1)
                     for out, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"][0]), strict=True):

@@ -161,11 +161,16 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
     if not local and looks_like_path(name):
         raise LsloError(f"tokenizer {name}: no such directory; give a model or tokenizer directory or a hub id")
     try:
-        return AutoTokenizer.from_pretrained(name, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
     except (OSError, ValueError, TypeError, KeyError) as err:
         lines = str(err).strip().splitlines() or [type(err).__name__]
         fix = "give a folder with the tokenizer files (tokenizer_config.json, sentencepiece model) or a hub id"
         raise LsloError(f"tokenizer {name}: cannot load ({lines[0]}); {fix}") from None
+    if local:  # a model with added languages: its base tokenizer's files + the extension (lslo.extend.tokenizer)
+        from lslo.extend.tokenizer import load_extension
+
+        tokenizer = load_extension(tokenizer, name)
+    return tokenizer
 
 
 def model_vocab_size(tokenizer: Any, multiple: int = 8) -> int:
@@ -203,8 +208,12 @@ def save_tokenizer(tokenizer: Any, folder: str | os.PathLike) -> None:
     """
     import shutil
 
+    from lslo.extend.tokenizer import base_of, save_extension
+
     folder = Path(folder)
+    extended, tokenizer = tokenizer, base_of(tokenizer)  # an extended tokenizer saves its base + the extension
     tokenizer.save_pretrained(str(folder))
+    save_extension(extended, folder)
     sp_file = getattr(tokenizer, "spm_file", None) or getattr(tokenizer, "vocab_file", None)
     if sp_file and str(sp_file).endswith(".model") and Path(sp_file).is_file():
         target = folder / Path(sp_file).name

@@ -79,6 +79,10 @@ class TrainConfig:
     tokenizer: str | None = None  # default: base_model
     languages: list[str] | dict[str, str] | None = None  # codes, or code -> tier; None = every language
     pairs: list[str] | None = None  # e.g. ["en-sw", "sw-en"]; None = every direction of `languages`
+    # languages the base has never seen (lslo.extend.run): code -> tier or {tier, related}
+    new_languages: dict[str, Any] | None = None
+    new_language_vocab: int = 8000  # SentencePiece pieces trained on each new language's text
+    start_from: str | None = None  # an LSLo run/adapter whose languages (frozen) are the old ones
     train_split: str = "train"
     valid_split: str | None = "valid"
     # method options
@@ -200,6 +204,10 @@ class TrainConfig:
                 PruningConfig(**self.prune)
             except TypeError as err:
                 raise LsloError(f"{where}: prune: {err}; known keys: ratio, start, duration, unit, every, scope, matrices") from None
+        if self.new_languages is not None or self.start_from:
+            from lslo.extend.run import check_config
+
+            check_config(self, where)
         if self.pairs is not None:
             for p in self.pairs:
                 if not isinstance(p, str) or p.count("-") != 1:
@@ -248,10 +256,15 @@ def inverse_sqrt(warmup_steps: int) -> Callable[[int], float]:
 def resolve_languages(cfg: TrainConfig, available: Sequence[str]) -> dict[str, str | None]:
     """Code -> tier (None where no tier is needed or known) for the run's languages, codes as the user wrote them."""
     from lslo.data.corpus import display_code
+    from lslo.extend.run import old_languages, register
     from lslo.languages import BIBLE12_TIERS, LANG12_TIERS, resolve, tier_of
 
-    if cfg.languages is None:
-        codes: dict[str, str | None] = dict.fromkeys(available)
+    new = register(cfg)  # languages being added: known from here on (lslo.extend.run)
+    available = [c for c in available if c not in new]
+    if cfg.languages is None and old_languages(cfg) is not None:
+        codes: dict[str, str | None] = dict.fromkeys(old_languages(cfg) or [])
+    elif cfg.languages is None:
+        codes = dict.fromkeys(available)
     elif isinstance(cfg.languages, dict):
         codes = {display_code(code): tier for code, tier in cfg.languages.items()}
     else:
@@ -268,7 +281,7 @@ def resolve_languages(cfg: TrainConfig, available: Sequence[str]) -> dict[str, s
                     f"languages: {code!r} has no known resource tier; give languages as a mapping "
                     "code -> tier (high | medium | low)"
                 ) from None
-    return codes
+    return {**codes, **{code: spec["tier"] for code, spec in new.items()}}
 
 
 def parse_pairs(pairs: Sequence[str] | None, languages: Sequence[str] = ()) -> list[tuple[str, str]] | None:
@@ -487,7 +500,7 @@ def save_model(model: nn.Module, tokenizer: Any, method: str, folder: Path, best
     """Write the trained adapter or model (a full model with its tokenizer) to `folder`, atomically."""
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
-        if method == "full":
+        if method == "full" or getattr(model, "language_stages", None):  # full FT, or languages added (extended)
             from lslo.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)
@@ -495,19 +508,35 @@ def save_model(model: nn.Module, tokenizer: Any, method: str, folder: Path, best
             write_json(tmp / BEST_FILE, dict(best))
 
 
+def _start_tokenizer(cfg: TrainConfig) -> str | None:
+    """The tokenizer of a `start_from` run/adapter when it saved one (a model that already has added languages)."""
+    from lslo.extend.run import _adapter_dir
+    from lslo.tokenizer import has_tokenizer
+
+    folder = _adapter_dir(cfg.start_from)
+    return str(folder) if has_tokenizer(folder) else None
+
+
 def training_data(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Any, dict[str, str | None], dict[str, int], BatchSampler]:
     """(tokenizer, languages -> tier, language token ids, batch sampler) of the run's training split."""
     from lslo.data.readers import read_corpus
+    from lslo.extend.run import register
     from lslo.languages import lang_token_ids
     from lslo.tokenizer import check_coverage, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model)
-    if cfg.languages is None:
+    register(cfg)  # codes being added (e.g. tyv_Cyrl) are known from here on
+    tokenizer = load_tokenizer(cfg.tokenizer or (cfg.start_from and _start_tokenizer(cfg)) or cfg.base_model)
+    if cfg.languages is None and not cfg.new_languages:
         corpus = read_corpus(cfg.data, split=cfg.train_split)
         languages = resolve_languages(cfg, corpus.languages)
     else:
-        languages = resolve_languages(cfg, [])
+        languages = resolve_languages(cfg, [] if cfg.languages is not None else read_corpus(cfg.data, split=cfg.train_split).languages)
         corpus = read_corpus(cfg.data, languages=list(languages), split=cfg.train_split)
+    if cfg.new_languages:  # extend the tokenizer; train the directions that involve a new language
+        from lslo.extend.run import extend_for_run, new_pairs
+
+        tokenizer = extend_for_run(cfg, tokenizer, corpus, list(languages), None if cache_dir is None else Path(cache_dir).parent)
+        cfg = dataclasses.replace(cfg, pairs=cfg.pairs or new_pairs(list(languages), list(cfg.new_languages)))
     enc = encode_corpus(corpus, tokenizer, cache_dir=cache_dir)
     check_coverage(enc.flat, tokenizer, cfg.tokenizer or cfg.base_model)
     lang_ids = lang_token_ids(tokenizer, list(languages))
@@ -536,6 +565,10 @@ def setup_data(cfg: TrainConfig, out: str | os.PathLike | None = None, accelerat
     cache = None if out is None else Path(out) / "cache"
     with first():
         tokenizer, languages, lang_ids, sampler = training_data(cfg, cache)
+    if cfg.new_languages and not cfg.pairs:  # validate on the directions trained: those with a new language
+        from lslo.extend.run import new_pairs
+
+        cfg = dataclasses.replace(cfg, pairs=new_pairs(list(languages), list(cfg.new_languages)))
     valid_batches: list[Batch] = []
     if cfg.valid_split:
         with first():
@@ -556,6 +589,10 @@ def setup_model(cfg: TrainConfig, tokenizer: Any, languages: Mapping[str, str | 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    if cfg.new_languages:  # the old languages' LSLo (or start_from's), then the new ones added (lslo.extend)
+        from lslo.extend.run import build_model as build_extended
+
+        return build_extended(cfg, load_base_model(cfg.base_model, cfg.dropout), tokenizer, languages)
     model = build_model(cfg, load_base_model(cfg.base_model, cfg.dropout), languages, lang_token_ids(tokenizer, list(languages)))
     vocab_needed = max(tokenizer.get_vocab().values()) + 1
     if model.config.vocab_size < vocab_needed:

@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--render", action="store_true", help="only regenerate the RESULTS.md section from the result JSONs")
     ap.add_argument("--results-dir", default=None, help="per-run result JSONs (default: the committed folder of the family)")
     ap.add_argument("--runs-dir", default=None, help="checkpoints, logs, translations (default: runs/bench; regime: runs/bench-regime)")
-    ap.add_argument("--family", choices=["matrix", "regime"], default="matrix",
+    ap.add_argument("--family", choices=["matrix", "regime", "newlang"], default="matrix",
                     help="matrix: the paper's experiments at a fixed step budget (default); regime: the paper's 15 epochs over "
                          "a small subset, learning rates swept per method (benchmarks/bible12/regime.py)")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=None, metavar="N",
@@ -89,7 +89,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reproduce", metavar="RUN", help="train and evaluate a finished run again (in runs/bench-reproduce/; regime: runs/bench-regime-reproduce/) "
                     "and write results/reproduce.RUN.json: committed vs re-run scores and the seed spread")  # fmt: skip
     opts = ap.parse_args(argv)
-    if opts.family == "regime":
+    if opts.family == "newlang":  # benchmarks/bible12/newlang.py
+        from benchmarks.bible12 import newlang
+
+        defaults = {"max_sentences": 30, "beams": 1, "results_dir": str(newlang.RESULTS_DIR), "runs_dir": str(newlang.RUNS_DIR)}
+    elif opts.family == "regime":
         defaults = {"max_sentences": regime.MAX_SENTENCES, "beams": regime.BEAMS, "results_dir": str(regime.RESULTS_DIR),
                     "runs_dir": str(regime.RUNS_DIR)}  # fmt: skip
     else:
@@ -108,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BenchError(f"--jobs {opts.jobs}: give 1 or more")
         if opts.jobs not in (None, 1) and opts.family != "regime":
             raise BenchError("--jobs: only the regime family runs jobs side by side; add --family regime or drop --jobs")
+        if opts.family == "newlang":
+            from benchmarks.bible12 import newlang
+
+            return newlang.run_family(opts)
         return regime_main(opts) if opts.family == "regime" else matrix_main(opts)
     except BenchError as err:
         print(f"run.py: error: {err}", file=sys.stderr)

@@ -74,6 +74,9 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
     spm_file = getattr(tokenizer, "spm_file", None) or getattr(tokenizer, "vocab_file", None)
     if spm_file and Path(spm_file).is_file():
         h.update(Path(spm_file).read_bytes())
+    ext = getattr(tokenizer, "lslo_extension", None)  # added languages' pieces (lslo.extend.tokenizer)
+    if ext is not None:
+        h.update(repr(ext.to_dict()).encode())
     return h.hexdigest()
 
 

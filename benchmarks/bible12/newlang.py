@@ -1,0 +1,200 @@
+"""`--family newlang`: adding languages the shipped base has never seen, on bible22 (bible12 + es, hi, tr).
+
+    python benchmarks/bible12/run.py --family newlang --list          # the plan and what is finished
+    python benchmarks/bible12/run.py --family newlang                 # run what is unfinished (resumable)
+
+Starting points: `base` (the shipped base; for lslo-add its 12 languages get fresh LSLo LoRAs, B = 0, so it
+translates as the base does) and `lslo12` (lslo-add only: full fine-tuning has no recipe for an LSLo model) an LSLo model fine-tuned on the 12 languages, `configs/bible12-lslo.yaml` for
+`--steps` steps: the situation of an LSLo user adding a language; its LoRAs stay frozen. Language sets: es (a
+relative of fr/it), hi (a script the base has no pieces for), tr (unrelated), each alone, and `seq`: es, then hi,
+then tr added one after another (three chained runs; the last one is scored). Methods, on the same new-language
+data and step budget:
+
+- `lslo-add`: `new_languages` on the starting point (old LoRAs and base frozen, new rows masked for old targets);
+- `full-ext`: the practitioners' recipe, `method: full` with the extended vocabulary, on the new directions;
+- `full-ext-replay`: the same with every direction of the 15 languages (replay of the old directions).
+
+(A shared LoRA (peft) with trainable new rows is not built yet: `lslo train` has no such method.)
+
+A run is: `lslo train --resume` (checkpoints under `--runs-dir`, default runs/bench-newlang), `lslo eval` on the
+132 old directions and on the new language's directions (greedy, `--max-sentences` test verses each), and a
+result JSON in benchmarks/bible12/results-newlang/: new-language spBLEU/chrF++ (into and out of it), the change
+on the 132 old directions against the starting point's own evaluation (mean delta, and the number of changed
+hypotheses: expected 0 for lslo-add), CPU seconds and the tokenizer extension report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bible12.matrix import ROOT
+from benchmarks.bible12.runner import BenchError, _cli, _write_yaml, call, last_json, read_state, write_state
+
+RESULTS_DIR = ROOT / "benchmarks" / "bible12" / "results-newlang"
+RUNS_DIR = ROOT / "runs" / "bench-newlang"
+OLD = ("en", "fr", "it", "de", "zh", "ja", "ko", "ru", "sw", "tl", "fa", "vi")
+NEW: dict[str, dict[str, Any]] = {"es": {"tier": "medium", "related": "fr"}, "hi": {"tier": "low"}, "tr": {"tier": "low"}}
+SETS: dict[str, tuple[str, ...]] = {"es": ("es",), "hi": ("hi",), "tr": ("tr",), "seq": ("es", "hi", "tr")}
+METHODS = ("lslo-add", "full-ext", "full-ext-replay")
+STARTS = ("base", "lslo12")
+LR = {"lslo-add": 2e-3, "full-ext": 2e-4, "full-ext-replay": 2e-4}  # fixed, not yet swept by one rule
+SEEDS = {"main": (1, 2), "other": (1,)}
+
+
+def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every run: the starting points' own runs, then start x set x method x seed (seq: one run per stage)."""
+    runs: list[dict[str, Any]] = [{"run": "start-base", "kind": "start"}, {"run": "start-lslo12", "kind": "start"}]
+    for start in STARTS:
+        for name, langs in SETS.items():
+            for method in METHODS if start == "base" else ("lslo-add",):  # full FT of an LSLo model: no such recipe
+                main_row = name == "seq" and method in ("lslo-add", "full-ext")
+                for seed in SEEDS["main" if main_row else "other"]:
+                    prev = None
+                    for k in range(1, len(langs) + 1):
+                        tag = f"{start}.{name}.{method}.seed{seed}" + (f".stage{k}" if len(langs) > 1 else "")
+                        runs.append({"run": tag, "kind": "add", "start": start, "set": name, "method": method, "seed": seed,
+                                     "langs": list(langs[:k]), "new": langs[k - 1], "after": prev,
+                                     "scored": k == len(langs)})  # fmt: skip
+                        prev = tag
+    return runs
+
+
+def changed_hypotheses(before: Path, after: Path, directions: Sequence[str]) -> dict[str, int]:
+    """Per direction, how many hypothesis lines differ between two `lslo eval` output folders."""
+    out = {}
+    for d in directions:
+        a = (before / "directions" / d / "hyp.txt").read_text(encoding="utf-8").splitlines()
+        b = (after / "directions" / d / "hyp.txt").read_text(encoding="utf-8").splitlines()
+        if len(a) != len(b):
+            raise BenchError(f"{after}: {d} has {len(b)} hypotheses, the starting point {len(a)}; evaluate the same verses")
+        out[d] = sum(x != y for x, y in zip(a, b, strict=True))
+    return out
+
+
+def old_directions() -> list[str]:
+    return [f"{s}-{t}" for s in OLD for t in OLD if s != t]
+
+
+def new_directions(langs: Sequence[str]) -> list[str]:
+    every = (*OLD, *langs)
+    return [f"{s}-{t}" for s in every for t in every if s != t and (s in langs or t in langs)]
+
+
+def run_config(run: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    """The `lslo train` config of one run."""
+    runs = Path(opts.runs_dir)
+    cfg: dict[str, Any] = {
+        "data": str(Path(opts.data).parent / "bible22"), "base_model": opts.base, "out_dir": str(runs / run["run"] / "train"),
+        "languages": {c: t for c, t in _tiers().items()}, "max_steps": opts.steps, "max_tokens": opts.max_tokens,
+        "lr": LR[run["method"]], "warmup_steps": 100, "label_smoothing": 0.1, "precision": opts.precision, "seed": run["seed"],
+        "save_every": 100, "eval_every": max(100, opts.steps // 5), "valid_max_per_direction": 10, "progress": False,
+        "new_languages": {run["new"]: NEW[run["new"]]}, "new_language_vocab": 2000,
+    }  # fmt: skip
+    previous = runs / run["after"] / "train" if run["after"] else None
+    if run["method"] == "lslo-add":
+        cfg["method"] = "lslo"
+        start = previous or (runs / "start-lslo12" / "train" if run["start"] == "lslo12" else None)
+        if start is not None:
+            cfg["start_from"] = str(start)
+    else:
+        cfg["method"] = "full"
+        if previous is not None:
+            cfg["base_model"] = str(previous / "model")
+        if run["method"] == "full-ext-replay":
+            cfg["pairs"] = new_directions(run["langs"]) + old_directions()
+    return cfg
+
+
+def _tiers() -> dict[str, str]:
+    from lslo.languages import BIBLE12_TIERS
+
+    return dict(BIBLE12_TIERS)
+
+
+def evaluate(model: Path, out: Path, directions: Sequence[str], opts: argparse.Namespace, log: Path) -> dict[str, Any]:
+    if not (out / "results.json").is_file():
+        call(_cli("eval", str(model), "--data", str(Path(opts.data).parent / "bible22"), "--split", "test", "--out", str(out),
+                  "--directions", *directions, "--beams", str(opts.beams), "--max-sentences", str(opts.max_sentences),
+                  "--no-progress"), log)  # fmt: skip
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | None:
+    """Train (resumable), evaluate and (for a scored run) write the result JSON; returns it."""
+    runs = Path(opts.runs_dir)
+    run_dir = runs / run["run"]
+    state = read_state(run_dir)
+    if run["kind"] == "start":
+        if run["run"] == "start-base":
+            model = Path(opts.base)
+        else:
+            model = run_dir / "train"
+            if not state.get("train", {}).get("done"):
+                cfg = {"data": opts.data, "base_model": opts.base, "out_dir": str(model), "max_steps": opts.steps,
+                       "max_epochs": None, "max_tokens": opts.max_tokens, "precision": opts.precision, "progress": False}  # fmt: skip
+                _write_yaml(run_dir / "train.yaml", cfg)
+                summary = call(_cli("train", "configs/bible12-lslo.yaml", "--resume", *[f"--set={k}={v}" for k, v in cfg.items()
+                                                                                       if v is not None]), run_dir / "train.log")  # fmt: skip
+                write_state(run_dir, {**state, "train": {"done": True, **summary}})
+        evaluate(model, run_dir / "eval-old", old_directions(), opts, run_dir / "eval-old.log")
+        return None
+    if not state.get("train", {}).get("done"):
+        _write_yaml(run_dir / "train.yaml", run_config(run, opts))
+        res = call(_cli("train", str(run_dir / "train.yaml"), "--resume"), run_dir / "train.log")
+        summary = last_json((run_dir / "train.log").read_text(encoding="utf-8"))
+        write_state(run_dir, {**state, "train": {"done": True, **res, "summary": summary}})
+        state = read_state(run_dir)
+    if not run["scored"]:
+        return None
+    model = run_dir / "train"
+    old = evaluate(model, run_dir / "eval-old", old_directions(), opts, run_dir / "eval-old.log")
+    new = evaluate(model, run_dir / "eval-new", new_directions(run["langs"]), opts, run_dir / "eval-new.log")
+    start_eval = runs / f"start-{run['start']}" / "eval-old"
+    changed = changed_hypotheses(start_eval, run_dir / "eval-old", old_directions())
+    start_scores = json.loads((start_eval / "results.json").read_text(encoding="utf-8"))
+    result = {"run": run["run"], "start": run["start"], "set": run["set"], "method": run["method"], "seed": run["seed"],
+              "new_languages": run["langs"], "new": _mean_scores(new), "old": _mean_scores(old),
+              "old_start": _mean_scores(start_scores), "old_changed_hypotheses": sum(changed.values()),
+              "old_changed_by_direction": changed, "train": state["train"],
+              "extension": json.loads((model / "new_languages.json").read_text(encoding="utf-8"))["report"]}  # fmt: skip
+    from lslo.io import write_json
+
+    write_json(Path(opts.results_dir) / f"{run['run']}.json", result)
+    return result
+
+
+def _mean_scores(results: Mapping[str, Any]) -> dict[str, float]:
+    rows = list(results["directions"].values()) if isinstance(results["directions"], dict) else list(results["directions"])
+    keys = [k for k in ("spbleu", "chrf++", "chrf") if rows and k in rows[0]]
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+
+
+def finished(run: Mapping[str, Any], opts: argparse.Namespace) -> bool:
+    if run["kind"] == "start":
+        return (Path(opts.runs_dir) / run["run"] / "eval-old" / "results.json").is_file()
+    if not run["scored"]:
+        return bool(read_state(Path(opts.runs_dir) / run["run"]).get("train", {}).get("done"))
+    return (Path(opts.results_dir) / f"{run['run']}.json").is_file()
+
+
+def run_family(opts: argparse.Namespace) -> int:
+    """List the plan, or run every unfinished run in order (each resumable)."""
+    runs = plan(opts)
+    if opts.only:
+        runs = [r for r in runs if any(r["run"] == o or r["run"].startswith(o + ".") for o in opts.only)]
+    if opts.list:
+        for r in runs:
+            print(f"{r['run']:<48} {'finished' if finished(r, opts) else 'to do'}")
+        return 0
+    data = Path(opts.data).parent / "bible22"
+    if not (data / "manifest.json").is_file():  # bible12 + es, hi, tr on bible12's verse ids (bible12 only read)
+        call(_cli("data", "bible-unseen", "--bible12", opts.data, "--out", str(data), "--languages", *NEW),
+             Path(opts.runs_dir) / "bible22.log")  # fmt: skip
+    for r in runs:
+        if not finished(r, opts):
+            execute(r, opts)
+    return 0

@@ -1,0 +1,152 @@
+"""`lslo train` with `new_languages`, then eval / translate / export of the model with added languages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lslo.cli import main
+
+TUVAN = ["тыва", "дыл", "чурт", "кижи", "хем", "даг", "аът", "ном", "ой", "суг", "ак", "кара"]
+
+
+def with_new_languages(world, folder):
+    """The world's data plus tyv_Cyrl (a code no registry knows) and es, on the same sentence ids."""
+    from lslo.data.corpus import MultiwayCorpus, load_multiway, write_multiway
+    from lslo.languages import register_language
+
+    register_language("tyv_Cyrl")
+    words = ["a", "bo", "ci", "du", "ek", "fa", "gi", "ho", "ja", "ku", "lo", "mi"]
+    for split in ("train", "valid"):
+        corpus = load_multiway(world / "data", split=split)
+        sents = {lang: corpus.sentences(lang) for lang in corpus.languages}
+        ids = {lang: corpus.ids(lang) for lang in corpus.languages}
+        en = [s.split() for s in sents["en"]]
+        sents["tyv_Cyrl"] = [" ".join(TUVAN[words.index(w[2:])] for w in line) for line in en]
+        sents["es"] = [" ".join("es" + w[2:] for w in line) for line in en]
+        ids["tyv_Cyrl"] = ids["es"] = ids["en"]
+        write_multiway(MultiwayCorpus(sents, ids), folder / split)
+    return folder
+
+
+def test_train_new_languages_then_every_command(world, tmp_path, capsys):
+    data = with_new_languages(world, tmp_path / "data")
+    common = {"data": str(data), "base_model": str(world / "model"), "method": "lslo", "max_tokens": 128, "max_len": 24,
+              "warmup_steps": 1, "progress": False, "lslo": {"encoder_routing": "src*1,tgt*1"}, "dropout": 0.0}  # fmt: skip
+    old = {**common, "out_dir": str(tmp_path / "old"), "languages": {"en": "high", "fr": "high", "sw": "low"},
+           "max_steps": 4, "lr": 3e-3, "valid_split": None}  # fmt: skip
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert main(["train", str(tmp_path / "old.yaml")]) == 0
+    new = {**common, "out_dir": str(tmp_path / "new"), "start_from": str(tmp_path / "old"), "max_steps": 12, "lr": 1e-2, "log_every": 2,
+           "valid_split": "valid", "eval_every": 12, "new_language_vocab": 60,
+           "new_languages": {"tyv_Cyrl": {"tier": "low", "related": "fr"}, "es": "medium"}}  # fmt: skip
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    assert main(["train", str(tmp_path / "new.yaml")]) == 0
+    report = json.loads((tmp_path / "new" / "new_languages.json").read_text())["report"]
+    assert report["old_lines_changed"] == 0 and report["pieces_added"] > 0
+    assert report["languages"]["tyv_Cyrl"]["new_token"] and not report["languages"]["es"]["new_token"]
+    log = [json.loads(line) for line in (tmp_path / "new" / "metrics.jsonl").read_text().splitlines()]
+    log = [r for r in log if "nll_loss" in r]
+    assert log[-1]["nll_loss"] < log[0]["nll_loss"]  # the new directions train
+    # Every old direction translates exactly as before (greedy and beam), in lslo eval.
+    old_dirs = ["en-fr", "en-sw", "fr-en", "fr-sw", "sw-en", "sw-fr"]
+    for beams in ("1", "2"):
+        for run in ("old", "new"):
+            assert main(["eval", str(tmp_path / run), "--data", str(data), "--split", "valid", "--out",
+                         str(tmp_path / f"ev-{run}-{beams}"), "--directions", *old_dirs, "--beams", beams,
+                         "--max-sentences", "3", "--no-progress"]) == 0  # fmt: skip
+        for d in old_dirs:
+            hyp = f"directions/{d}/hyp.txt"
+            assert (tmp_path / f"ev-old-{beams}" / hyp).read_text() == (tmp_path / f"ev-new-{beams}" / hyp).read_text(), d
+    # The new codes work in eval and translate; the model with added languages exports and loads back.
+    assert main(["eval", str(tmp_path / "new"), "--data", str(data), "--split", "valid", "--out", str(tmp_path / "ev-tyv"),
+                 "--directions", "tyv_Cyrl-en", "en-tyv_Cyrl", "es-fr", "--beams", "2", "--max-sentences", "3",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "ev-tyv" / "results.json").read_text())["directions"]
+    (tmp_path / "in.txt").write_text("тыва дыл\nкижи хем\n")
+    assert main(["translate", str(tmp_path / "new"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
+    assert len((tmp_path / "out.txt").read_text().splitlines()) == 2
+    # Merged exports: an old direction is the old model's own merged model, tensor for tensor; a new direction is a
+    # plain model that translates as the LSLo model does with that direction folded in (eval --merge).
+    for run in ("old", "new"):
+        assert main(["export", str(tmp_path / run), "--out", str(tmp_path / f"m-{run}"), "--merge", "en-sw"]) == 0
+    a, b = (load_file(str(tmp_path / f"m-{run}" / "model.safetensors")) for run in ("old", "new"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "m-tyv"), "--merge", "tyv_Cyrl-en"]) == 0
+    for name, extra in (("m-tyv", []), ("new", ["--merge"])):
+        assert main(["eval", str(tmp_path / name), "--data", str(data), "--split", "valid", "--out",
+                     str(tmp_path / f"ev-merge-{name}"), "--directions", "tyv_Cyrl-en", "--beams", "2", "--max-sentences", "3",
+                     "--no-progress", *extra]) == 0  # fmt: skip
+    hyp = "directions/tyv_Cyrl-en/hyp.txt"
+    assert (tmp_path / "ev-merge-m-tyv" / hyp).read_text() == (tmp_path / "ev-merge-new" / hyp).read_text()
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "ct2"), "--merge", "tyv_Cyrl-en",
+                 "--format", "ctranslate2"]) == 2  # fmt: skip
+    assert "does not support yet" in capsys.readouterr().err and not (tmp_path / "ct2").exists()
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "ct2"), "--merge", "en-sw", "--format", "ctranslate2"]) == 0
+    assert main(["translate", str(tmp_path / "ct2"), "--src", "en", "--tgt", "sw", "--input", str(tmp_path / "in.txt"),
+                 "--output", str(tmp_path / "out-ct2.txt")]) == 0  # fmt: skip
+    assert main(["report", "--subspace", str(tmp_path / "new"), "--out", str(tmp_path / "subspace")]) == 0
+    assert "tyv_Cyrl" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "adapter")]) == 0
+    shutil.rmtree(tmp_path / "new")  # the export alone carries everything (tokenizer extension, new rows)
+    assert main(["translate", str(tmp_path / "adapter"), "--src", "tyv_Cyrl", "--tgt", "en", "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out2.txt")]) == 0  # fmt: skip
+    assert (tmp_path / "out2.txt").read_text() == (tmp_path / "out.txt").read_text()
+    capsys.readouterr()
+    assert main(["translate", str(tmp_path / "adapter"), "--src", "xyz_Latn", "--tgt", "en", "--input",
+                 str(tmp_path / "in.txt"), "--output", str(tmp_path / "out3.txt")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "xyz_Latn" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out3.txt").exists()
+
+
+def test_readme_new_language_example_runs_as_written(tmp_path):
+    """README's "Add a language the base has never seen" commands, with /tmp/newlang moved under tmp_path."""
+    import re
+    import shlex
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_newlang import KINDS, write_world
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Add a language the base has never seen", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    lines = [line.split("  #")[0].strip().replace("/tmp/newlang", str(tmp_path)) for line in block.splitlines()]
+    lines = [line for line in lines if line]
+    assert lines[0].startswith("python tests/tiny_newlang.py") and len(lines) >= 5
+    for kind in KINDS:
+        write_world(tmp_path / kind, kind)
+    for line in lines[1:]:
+        assert line.startswith("lslo ")
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert (tmp_path / "m2m100" / "hyp.txt").read_text().count("\n") == 8
+    assert json.loads((tmp_path / "nllb" / "eval" / "results.json").read_text())["directions"]
+
+
+def test_full_fine_tuning_with_the_extended_vocabulary(tmp_path):
+    """The practitioners' recipe (method full): the base resized to the extended vocabulary, everything trained."""
+    import sys
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_newlang import write_world
+
+    world = write_world(tmp_path / "w", "m2m100")
+    assert main(["train", str(world["config"]), "--set", "method=full", "max_steps=4", "save_every=4", "eval_every=4"]) == 0
+    ext = json.loads((world["run"] / "new_languages.json").read_text())["extension"]
+    rows = ext["base_rows"] + len(ext["pieces"]) + sum(x["new"] for x in ext["languages"])
+    with safe_open(str(world["run"] / "model" / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.shared.weight").get_shape()[0] == rows
+    (tmp_path / "in.txt").write_text("тыва дыл\n")
+    assert main(["translate", str(world["run"]), "--src", "tyv_Cyrl", "--tgt", "en", "--input", str(tmp_path / "in.txt"),
+                 "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
+    assert (tmp_path / "out.txt").read_text().count("\n") == 1
