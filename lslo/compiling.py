@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 # Variants compiled per layer class: {train, eval} x {grad, no grad} x {src, tgt routing} x {static, dynamic}.
@@ -68,18 +67,35 @@ def uncompile(model: nn.Module) -> nn.Module:
     return model
 
 
-def resolve(setting: bool | str) -> bool:
-    """The run config's `compile:` value -> whether to compile (true | false)."""
-    if isinstance(setting, bool):
-        return setting
-    raise ValueError(f"compile={setting!r}; use true or false")
+def backend_of(setting: bool | str, where: str = "compile") -> str | None:
+    """The run config's `compile:` value -> the torch.compile backend, or None for eager.
+
+    `true` is Inductor (C++ kernels on CPU, Triton on GPU); a string names a backend (e.g. `aot_eager`: traced
+    and differentiated the same way, not code-generated: what the tests use to check graphs quickly).
+    """
+    if setting is False or setting is None:
+        return None
+    if setting is True:
+        return "inductor"
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if setting not in known:
+        from lslo.errors import LsloError
+
+        raise LsloError(f"{where}={setting!r}: use true, false or a torch.compile backend (e.g. inductor, aot_eager)")
+    return str(setting)
 
 
-def recompiles() -> int:
-    """Graphs Dynamo has compiled in this process so far (a counter for the no-recompile check)."""
+def apply(model: nn.Module, setting: bool | str) -> int:
+    """Compile `model`'s layers as the run config's `compile:` says (nothing for false): what `lslo train`
+    (training and validation), `lslo pretrain` and `lslo search` call. Returns the layers compiled."""
+    backend = backend_of(setting)
+    return 0 if backend is None else compile_layers(model, backend=backend)
+
+
+def graphs_compiled() -> int:
+    """Graphs Dynamo has compiled in this process so far (what a no-recompile check counts)."""
     from torch._dynamo.utils import counters
 
-    return int(sum(counters["stats"].get(k, 0) for k in ("unique_graphs",)))
-
-
-__all__ = ["compile_layers", "uncompile", "is_compiled", "recompiles", "torch"]
+    return int(counters["stats"]["unique_graphs"])
