@@ -126,6 +126,10 @@ class Routing:
         self._index[route] = torch.tensor(index, dtype=torch.long, device=device)
         self._expanded = {k: v for k, v in self._expanded.items() if k[0] != route}
         self._memo.clear()
+        self._both = None
+        if "src" in self._index and "tgt" in self._index and len(self._index["src"]) == len(self._index["tgt"]):
+            self._both = torch.stack([self._index["src"], self._index["tgt"]])
+            torch._dynamo.mark_static(self._both, 0)  # 2 routes, always: only the batch dimension varies
 
     def clear(self) -> None:
         self._both = None
@@ -141,8 +145,6 @@ class Routing:
         routing: the layers' autograd keeps the indices it used.)"""
         self.set("src", src, device)
         self.set("tgt", tgt, device)
-        self._both = torch.stack([self._index["src"], self._index["tgt"]])
-        torch._dynamo.mark_static(self._both, 0)  # 2 routes, always: only the batch dimension varies
         if torch.is_grad_enabled():
             self._used["src"].update(src)
             self._used["tgt"].update(tgt)
