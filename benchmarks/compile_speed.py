@@ -2,7 +2,7 @@
 
     python benchmarks/compile_speed.py --shape 418m --batch 128 --seq 32   # on a GPU: 4k-token batches
     python benchmarks/compile_speed.py --shape 418m --batch 256 --seq 64   # 16k-token batches
-    python benchmarks/compile_speed.py --shape tiny --rounds 1             # a CPU smoke test of the script
+    python benchmarks/compile_speed.py --shape tiny --rounds 1 --backend aot_eager  # a CPU smoke test
 
 Modes: `eager`; `compile` (`lslo.compiling`: each encoder/decoder layer compiled by Inductor, dynamic shapes, what
 `compile: true` does in `lslo train`); `cudagraphs` (the same with `mode="reduce-overhead"` and static shapes:
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--methods", nargs="+", default=["lslo", "lora", "full"])
     ap.add_argument("--no-cudagraphs", action="store_true", help="skip the CUDA-graphs mode")
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend of `compile` (aot_eager: a quick smoke test)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = dict(SHAPES[args.shape])
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             v = Variant(name, model(method), batch, device, autocast=True)
             try:
                 if mode == "compile":
-                    compile_layers(v.model)
+                    compile_layers(v.model, backend=args.backend)
                 elif mode == "cudagraphs":
                     compile_layers(v.model, dynamic=False, mode="reduce-overhead")
                 warmup[name] = sum(timed(v.step, device) for _ in range(args.warmup))

@@ -94,7 +94,7 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
         local, weight = (shard(batch, rank, world), 1.0) if world > 1 else (batch, 1.0)
         if len(local) == 0:  # fewer samples than processes: run one, count nothing (as `lslo train` does)
             local, weight = batch_slice(batch, [0]), 0.0
-        loss, _, n = batch_loss(step_model, local.model_inputs(), local.labels, eps, lambda: autocast("bf16", "cpu"))
+        loss, _, n = batch_loss(step_model, local.model_inputs(), local.labels, eps, lambda: autocast(opts.precision, "cpu"))
         loss = loss * weight
         (loss * (world / batch.num_tokens)).backward()
         optimizer.step()
@@ -167,7 +167,7 @@ def render(data: dict[str, Any]) -> str:
     lines = ["## train_throughput: CPU training speed of the regime's runs", "",
              f"Command: `{data['command']}` · {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} · {m['date']} · commit {m['git_commit']}", "",
              f"{data['steps']} timed steps after {data['warmup']} untimed ones, the same batches for every variant (`{data['data']}`, "
-             f"<= {data['max_tokens']} tokens, bf16 autocast); median over {data['rounds']} interleaved rounds. Ratio: tokens/s over `eager` "
+             f"<= {data['max_tokens']} tokens, {data.get('precision', 'bf16')} autocast); median over {data['rounds']} interleaved rounds. Ratio: tokens/s over `eager` "
              "(today's `lslo train`, both threads) of the same method in the same run. *Loss Δ*: the largest |difference| "
              f"of a step's loss from `eager`'s. Target-side padding share of the batches: {100 * data['padding_share']:.1f}% "
              "(the most that packing could save on the decoder side).", "",
@@ -194,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/bible12-v100", help="the regime subset (run.py --family regime builds it)")
     ap.add_argument("--base", default="base/bible12-small")
     ap.add_argument("--max-tokens", type=int, default=2048)
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                    help="autocast of the forward (bf16: the regime's; fp32 on CPUs without bf16 instructions, e.g. AVX2 only)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile-rounds", type=int, default=1, help="rounds that include `compile` (default: %(default)s)")
-    ap.add_argument("--methods", nargs="+", default=["lslo", "full"])
+    ap.add_argument("--methods", nargs="+", default=["lslo", "lora", "full"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--note", default="", help="a line for RESULTS.md (e.g. what else ran on the machine)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     opts.forward = ["--config", opts.config, "--data", opts.data, "--base", opts.base, "--max-tokens", str(opts.max_tokens),
-                    "--steps", str(opts.steps), "--warmup", str(opts.warmup)]  # fmt: skip
+                    "--steps", str(opts.steps), "--warmup", str(opts.warmup), "--precision", opts.precision]  # fmt: skip
     if opts.child:
         ddp = opts.rank is not None
         print(json.dumps(run_variant(opts.child, opts.variant, opts, opts.rank or 0, 2 if ddp else 1)))
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     padding = statistics.fmean(x["padding_share"] for by in runs.values() for rs in by.values() for x in rs)
     data = {"command": "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": results_md.machine(), "steps": opts.steps, "warmup": opts.warmup, "rounds": opts.rounds,
-            "data": opts.data, "max_tokens": opts.max_tokens, "padding_share": padding, "results": results, "note": opts.note}  # fmt: skip
+            "data": opts.data, "max_tokens": opts.max_tokens, "precision": opts.precision, "padding_share": padding, "results": results, "note": opts.note}  # fmt: skip
     from lslo.io import write_json
 
     write_json(OUT, data)
