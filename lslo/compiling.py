@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-# Variants compiled per layer class: {train, eval} x {grad, no grad} x {src, tgt routing} x {static, dynamic}.
+# Graphs per layer class: {first layer (input without grad), later layers} x {train, eval} x {grad, no grad}, merged.
 RECOMPILE_LIMIT = 32
 
 

@@ -12,6 +12,9 @@ two dense matmuls: no Python loop over languages, and a language absent from the
 gradient. When every sample of a batch routes to the same language, the layer slices that language's
 matrices instead (cost of a plain rank-r LoRA).
 
+Under `torch.compile` (`lslo.compiling`) the layer takes one branch-free path instead (`traced_delta`): the
+languages are tensor data, so a new language mix or length reuses the compiled graph.
+
 Which language each sample routes to is read from a `Routing` shared by all layers of a model and set
 once per call by `LSLoModel`; the layer only knows whether it routes by "src" or "tgt".
 
