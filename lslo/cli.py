@@ -131,6 +131,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
     import itertools
 
+    from lslo import compiling
     from lslo.search import search_placement, search_routing, token_loss
     from lslo.train import TrainConfig, load_base_model, lslo_config, setup_data
 
@@ -139,6 +140,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     data = setup_data(dataclasses.replace(cfg, valid_split=None))  # a search does not validate
     config = lslo_config(cfg, data.languages, data.lang_ids)
     base = load_base_model(cfg.base_model, cfg.dropout)
+    compiling.apply(base, cfg.compile)  # the run config's `compile:`, as `lslo train` applies it
     batches = (data.sampler.next_batch() for _ in itertools.count())
     step = {"loss_fn": token_loss(cfg.label_smoothing, cfg.precision), "clip_norm": cfg.clip_norm}  # as `lslo train`'s
     if args.kind == "routing":

@@ -12,6 +12,9 @@ two dense matmuls: no Python loop over languages, and a language absent from the
 gradient. When every sample of a batch routes to the same language, the layer slices that language's
 matrices instead (cost of a plain rank-r LoRA).
 
+Under `torch.compile` (`lslo.compiling`) the layer takes one branch-free path instead (`traced_delta`): the
+languages are tensor data, so a new language mix or length reuses the compiled graph.
+
 Which language each sample routes to is read from a `Routing` shared by all layers of a model and set
 once per call by `LSLoModel`; the layer only knows whether it routes by "src" or "tgt".
 
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lslo.routing import Routing
+from lslo.routing import ROUTES, Routing
 
 MIXED_PATHS = ("dense", "gathered", "compact")
 GATHER_ABOVE = 3  # the cost rule (`LSLoLinear.mixed_path`): measured by benchmarks/lslo_speed.py --languages-sweep
@@ -119,6 +122,8 @@ class LSLoLinear(nn.Module):
         derived = dict(gates=gates, pad_index=pad_index, pad_gate=scales[:, None] * pad_valid, pad_valid=pad_valid)
         for name, value in derived.items():
             self.register_buffer(name, value.to(weight.device), persistent=False)
+        # The route as tensor data (0 src, 1 tgt) for the compiled path: layers of either route share one graph.
+        self.register_buffer("route_id", torch.tensor([ROUTES.index(route)], device=weight.device), persistent=False)
         self.path = "auto"  # mixed-batch path: "auto" (the cost rule `mixed_path`) or one of MIXED_PATHS
         # Keep-masks set by pruning (None = dense); saved through `LSLoModel.lora_state_dict`.
         self.register_buffer("lora_A_mask", None, persistent=False)
@@ -139,6 +144,8 @@ class LSLoLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged_weight is not None:
             return F.linear(x, self.merged_weight, self.base_layer.bias)
+        if torch.compiler.is_compiling():  # the route as a tensor: layers of either route share one graph
+            return self.traced_delta(x, self.route_id, self.lora_A, self.lora_B, out=self.base_layer(x))
         return self.lora_delta(x, self.route, self.lora_A, self.lora_B, out=self.base_layer(x))
 
     def lora_delta(
@@ -150,6 +157,8 @@ class LSLoLinear(nn.Module):
         over the output). The LoRA math runs in the activations' dtype on the rows it uses, except when
         training a base stored in another dtype without autocast: then the activations go to fp32.
         """
+        if torch.compiler.is_compiling():  # traced by torch.compile: one branch-free path (see `traced_delta`)
+            return self.traced_delta(x, self.route_id.new_tensor([ROUTES.index(route)]), lora_A, lora_B, out)
         index, single, per_sample = self.routing.samples(route, x.shape[0])
         x = self.dropout(x)
         if x.dtype != lora_A.dtype and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
@@ -187,6 +196,40 @@ class LSLoLinear(nn.Module):
             h = F.linear(grouped, lora_A.index_select(0, rows).to(x.dtype))
             h = h * gate[:, valid].unsqueeze(1).to(h.dtype)
             delta = project(h, lora_B.t().index_select(0, rows).to(h.dtype), None if out is None else out.reshape(*h.shape[:2], -1))
+        return delta.reshape(*x.shape[:-1], delta.shape[-1])
+
+    def traced_delta(
+        self, x: torch.Tensor, route_id: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`lora_delta` as torch.compile traces it (`route_id`: [0] for src, [1] for tgt, a tensor): the languages are tensor data, not Python state.
+
+        No branch on the batch's languages (no one-language slice, no `unique`, no `.item()`), no per-call cache:
+        each row's language is a tensor (`Routing.index`) that gathers its gate (dense path) or its own rows of A
+        and B padded to the largest rank (gathered path; the padding's gate is 0). Plain differentiable ops, so
+        AOTAutograd derives the backward (a language absent from the batch gets exactly zero gradient) and a new
+        language mix or length reuses the compiled graph. Which of the two paths is static per layer (its ranks).
+        """
+        index = self.routing.both().index_select(0, route_id)[0]
+        if x.shape[0] != index.shape[0]:  # beams: sample i occupies rows i*k .. i*k+k-1 (a shape guard, not data)
+            index = index.repeat_interleave(x.shape[0] // index.shape[0])
+        x = self.dropout(x)
+        if x.dtype != lora_A.dtype and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(lora_A.dtype)
+        grouped = x.reshape(index.shape[0], -1, x.shape[-1])  # (rows, tokens of one row, in)
+        base = None if out is None else out.reshape(*grouped.shape[:2], -1)
+        if (self.mixed_path() if self.path == "auto" else self.path) == "dense":
+            h = torch.matmul(grouped, lora_A.t().to(grouped.dtype))
+            h = h * self.gates[index].unsqueeze(1).to(h.dtype)
+            a_b = lora_B.t().to(h.dtype)
+        else:
+            rows = self.pad_index[index]  # (rows, rmax)
+            a = lora_A[rows] * self.pad_gate[index].unsqueeze(-1)  # gate folded into A: 0 on the padding
+            h = torch.matmul(grouped, a.transpose(1, 2).to(grouped.dtype))
+            a_b = lora_B.t()[rows].to(h.dtype)
+        delta = torch.matmul(h, a_b)
+        if base is not None:
+            delta = base + delta.to(base.dtype)
         return delta.reshape(*x.shape[:-1], delta.shape[-1])
 
     def gathered_weights(self, lora_A: torch.Tensor, lora_B: torch.Tensor, index: torch.Tensor,

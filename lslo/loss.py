@@ -49,5 +49,5 @@ def batch_loss(
     """`label_smoothed_nll` of the model's logits on one batch, the forward pass under `autocast()`: the summed
     smoothed loss, the summed NLL and the number of target tokens (inputs and labels on the model's device)."""
     with autocast():
-        logits = model(**inputs).logits
+        logits = model(**{"use_cache": False, **inputs}).logits  # no decoding cache: a loss never reads it
     return label_smoothed_nll(logits, labels, epsilon)

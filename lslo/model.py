@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lslo.compiling import uncompile
 from lslo.config import LSLoConfig
 from lslo.errors import LsloError
 from lslo.io import atomic_dir
@@ -110,7 +111,7 @@ class LSLoModel(TranslationModel):
     def merge_direction(self, src_lang: str, tgt_lang: str) -> nn.Module:
         """A new plain transformers model with the LoRAs of direction src->tgt folded into its weights."""
         langs = {"src": self.language_index(src_lang, "src_lang")[0], "tgt": self.language_index(tgt_lang, "tgt_lang")[0]}
-        merged = copy.deepcopy(self.base_model)
+        merged = uncompile(copy.deepcopy(self.base_model))  # a copy's compiled calls would run this model's layers
         for name, layer in lslo_layers(merged).items():
             layer.base_layer.weight.copy_(layer.folded_weight(langs[layer.route]))
             merged.set_submodule(name, layer.base_layer)

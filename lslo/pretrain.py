@@ -505,6 +505,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps (default 1000)")
     parser.add_argument("--dropout", type=float, default=None, help="dropout (default 0.1)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--compile", action="store_const", const=True, default=None,
+                        help="torch.compile each encoder/decoder layer (lslo.compiling; the run config's compile: true)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -512,7 +514,7 @@ def run(args: argparse.Namespace) -> int:
     if args.export_only:
         result = export(args.out, args.export_dir, args.data, None, args.chrf_sentences)
     else:
-        overrides = {k: getattr(args, k) for k in ("max_tokens", "precision", *STAGE_FLAGS)
+        overrides = {k: getattr(args, k) for k in ("max_tokens", "precision", "compile", *STAGE_FLAGS)
                      if getattr(args, k) is not None}  # fmt: skip
         result = pretrain(args.data, args.out, args.languages, args.model_size, args.steps, args.hours,
                           args.vocab_size, args.seed, args.export_dir, args.chrf_sentences,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch._dynamo
 
 from lslo.errors import LsloError
 
@@ -117,6 +118,7 @@ class Routing:
         self._expanded: dict[tuple[str, int], torch.Tensor] = {}
         self._memo: dict[Any, Any] = {}
         self._used: dict[str, set[int]] = {"src": set(), "tgt": set()}
+        self._both: torch.Tensor | None = None  # (2, samples): rows 0 and 1 are `src` and `tgt`'s indices
 
     def set(self, route: str, index: list[int], device: torch.device | str) -> None:
         """Route sample i to language `index[i]` on layers of route `route`."""
@@ -124,8 +126,13 @@ class Routing:
         self._index[route] = torch.tensor(index, dtype=torch.long, device=device)
         self._expanded = {k: v for k, v in self._expanded.items() if k[0] != route}
         self._memo.clear()
+        self._both = None
+        if "src" in self._index and "tgt" in self._index and len(self._index["src"]) == len(self._index["tgt"]):
+            self._both = torch.stack([self._index["src"], self._index["tgt"]])
+            torch._dynamo.mark_static(self._both, 0)  # 2 routes, always: only the batch dimension varies
 
     def clear(self) -> None:
+        self._both = None
         self._index.clear()
         self._single.clear()
         self._expanded.clear()
@@ -158,6 +165,15 @@ class Routing:
         optimizer step trained: read by `lslo.optim.LanguageAdamW`), and start a new record."""
         used, self._used = self._used, {"src": set(), "tgt": set()}
         return used
+
+    def both(self) -> torch.Tensor:
+        """Each sample's language index by route, (2, samples): row `ROUTES.index(route)`. What a compiled layer
+        reads: tensor data, so neither the languages nor the layer's route are Python values a graph depends on."""
+        if self._both is None:
+            raise RuntimeError(
+                "LSLo layer called without routing: call the LSLoModel (not its base model) with src_lang= and tgt_lang="
+            )
+        return self._both
 
     def samples(self, route: str, rows: int) -> tuple[torch.Tensor | None, int | None, int]:
         """(per-sample language index, or None when all share language `single`; single; rows per sample)."""

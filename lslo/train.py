@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lslo import compiling
 from lslo.checkpoint import read_checkpoint, write_checkpoint
 from lslo.data.batching import (
     Batch,
@@ -58,7 +59,7 @@ METHODS = ("lslo", "lora", "full")
 # weights or the random streams), and `precision` (the weights and optimizer state stay fp32 whatever the
 # autocast; each checkpoint records which steps ran in which precision).
 RESUMABLE_KEYS = ("resume", "max_steps", "max_epochs", "max_hours", "progress", "precision", "save_every",
-                  "keep_checkpoints", "log_every")  # fmt: skip
+                  "keep_checkpoints", "log_every", "compile")  # fmt: skip
 
 # auto = language-adamw for lslo (only the languages a step used move: `lslo.optim`), adamw otherwise.
 OPTIMIZERS = ("auto", "adamw", "language-adamw")
@@ -105,6 +106,7 @@ class TrainConfig:
     clip_norm: float = 0.0  # 0 = no clipping
     label_smoothing: float = 0.2
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fast (bf16 also on a bf16 CPU) | fp32 | bf16 | fp16 (GPU)
+    compile: bool | str = False  # torch.compile each encoder/decoder layer (lslo.compiling): true, false or a backend
     # budget (at least one)
     max_steps: int | None = None
     max_epochs: float | None = (
@@ -168,6 +170,9 @@ class TrainConfig:
             raise bad("method", f"use one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"use one of {', '.join(PRECISIONS)}")
+        from lslo.compiling import backend_of
+
+        backend_of(self.compile, f"{where}: compile")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"use one of {', '.join(OPTIMIZERS)}")
         if self.optimizer == "language-adamw" and self.method != "lslo":
@@ -680,6 +685,7 @@ def setup(cfg: TrainConfig, callbacks: Sequence[Callback] = (), out: str | os.Pa
     folder = Path(out if out is not None else cfg.out_dir)
     tokenizer, languages, lang_ids, sampler, valid_batches = setup_data(cfg, folder, accelerator)
     model = setup_model(cfg, tokenizer, languages)
+    compiling.apply(model, cfg.compile)  # training and validation run the compiled layers
     torch.manual_seed(cfg.seed + 1 + accelerator.process_index)  # dropout differs between processes
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(cfg.warmup_steps))
