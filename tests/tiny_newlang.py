@@ -1,4 +1,4 @@
-"""Tiny worlds for README's "Add a language the base has never seen": an M2M-100 one and an NLLB one.
+"""Tiny worlds for docs/add-a-language.md: an M2M-100 one and an NLLB one.
 
 `python tests/tiny_newlang.py OUT` writes, for each of `m2m100/` and `nllb/`: `model/` (a random tiny base and its
 tokenizer: an M2M100Tokenizer on a SentencePiece model trained here, or an NllbTokenizer), `data/` (multi-way
