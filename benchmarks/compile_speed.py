@@ -19,30 +19,28 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 
 import torch
 
 if not __package__:  # run as `python benchmarks/X.py`: see benchmarks/_bootstrap.py
     import _bootstrap  # noqa: F401
-from benchmarks.lslo_speed import BIBLE12, SHAPES, Variant, build_base, lang_ids, make_batch, randomize_lora  # noqa: E402
 from benchmarks.results_md import HERE, machine  # noqa: E402
+from benchmarks.speed_kit import (  # noqa: E402
+    BIBLE12,
+    SHAPES,
+    Variant,
+    build_base,
+    lang_ids,
+    make_batch,
+    randomize_lora,
+    timed,
+)
 from lslo import LSLoConfig, add_lslo  # noqa: E402
 from lslo.baselines import FullFineTune, SharedLoRA  # noqa: E402
 from lslo.compiling import compile_layers  # noqa: E402
 from lslo.io import write_json  # noqa: E402
 
 SHAPES = {**SHAPES, "tiny": dict(d_model=32, layers=2, ffn=64, heads=2, vocab=1000, batch=4, seq=8)}
-
-
-def timed(fn, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
