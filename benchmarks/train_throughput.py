@@ -117,6 +117,9 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
             "padding_share": padded / positions, "processes": world}  # fmt: skip
 
 
+DDP_TIMEOUT_S = 1800  # a DDP pair that takes longer is stuck (seen on a 2-core AVX2 machine in the tiny test)
+
+
 def run_ddp(method: str, variant: str, opts: argparse.Namespace) -> dict[str, Any]:
     """`variant` (ddp-1t, ddp-compile-1t) as two one-thread processes of one DDP run; rank 0's report."""
     import socket
@@ -128,7 +131,12 @@ def run_ddp(method: str, variant: str, opts: argparse.Namespace) -> dict[str, An
     procs = [subprocess.Popen([sys.executable, __file__, "--child", method, "--variant", variant, "--rank", str(r),
                                "--port", str(port), *opts.forward], stdout=subprocess.PIPE, env=env, text=True)
              for r in range(2)]  # fmt: skip
-    outs = [p.communicate()[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=DDP_TIMEOUT_S)[0] for p in procs]
+    except subprocess.TimeoutExpired:  # one process gone and the other waiting in a collective: never hang
+        for p in procs:
+            p.kill()
+        raise RuntimeError(f"{method} {variant}: the DDP processes did not finish in {DDP_TIMEOUT_S} s") from None
     if any(p.returncode for p in procs):
         raise RuntimeError(f"{method} {variant}: a DDP process failed")
     return json.loads(outs[0].strip().splitlines()[-1])
@@ -194,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/bible12-v100", help="the regime subset (run.py --family regime builds it)")
     ap.add_argument("--base", default="base/bible12-small")
     ap.add_argument("--max-tokens", type=int, default=2048)
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+    ap.add_argument("--precision", default="fast", choices=["fast", "bf16", "fp32"],
                     help="autocast of the forward (bf16: the regime's; fp32 on CPUs without bf16 instructions, e.g. AVX2 only)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -251,9 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                 "load": [x["load"] for x in rs],
             }  # fmt: skip
     padding = statistics.fmean(x["padding_share"] for by in runs.values() for rs in by.values() for x in rs)
+    from lslo.precision import effective_precision
+
     data = {"command": "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": results_md.machine(), "steps": opts.steps, "warmup": opts.warmup, "rounds": opts.rounds,
-            "data": opts.data, "max_tokens": opts.max_tokens, "precision": opts.precision, "padding_share": padding, "results": results, "note": opts.note}  # fmt: skip
+            "data": opts.data, "max_tokens": opts.max_tokens, "precision": effective_precision(opts.precision), "padding_share": padding, "results": results, "note": opts.note}  # fmt: skip
     from lslo.io import write_json
 
     write_json(OUT, data)

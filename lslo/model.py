@@ -115,8 +115,8 @@ class LSLoModel(TranslationModel):
         for name, layer in lslo_layers(merged).items():
             layer.base_layer.weight.copy_(layer.folded_weight(langs[layer.route]))
             merged.set_submodule(name, layer.base_layer)
-        if getattr(self, "language_stages", None):  # added languages: plain embeddings again (lslo.extend.model)
-            from lslo.extend.model import plain_direction
+        if getattr(self, "language_stages", None):  # added languages: plain embeddings again (lslo.extend.stages)
+            from lslo.extend.stages import plain_direction
 
             merged = plain_direction(self, merged, src_lang, tgt_lang)
         merged.requires_grad_(True)
@@ -198,8 +198,8 @@ class LSLoModel(TranslationModel):
         with atomic_dir(directory) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             save_file(self.lora_state_dict(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            if getattr(self, "language_stages", None):  # languages added to the base (lslo.extend.model)
-                from lslo.extend.model import save_added
+            if getattr(self, "language_stages", None):  # languages added to the base (lslo.extend.stages)
+                from lslo.extend.stages import save_added
 
                 save_added(self, tmp)
 
@@ -296,6 +296,6 @@ def load_lslo(base_model: nn.Module, directory: str | Path) -> LSLoModel:
     model, _, weights_path = open_adapter(base_model, directory, CONFIG_NAME, WEIGHTS_NAME, "lslo",
                                           "LSLoModel.save_pretrained / lslo train")  # fmt: skip
     model.load_lora_state_dict(load_file(str(weights_path)), where=str(weights_path))
-    from lslo.extend.model import load_added
+    from lslo.extend.stages import load_added
 
-    return load_added(model, directory)  # languages added to the base, if any (lslo.extend.model)
+    return load_added(model, directory)  # languages added to the base, if any (lslo.extend.stages)

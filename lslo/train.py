@@ -170,9 +170,7 @@ class TrainConfig:
             raise bad("method", f"use one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"use one of {', '.join(PRECISIONS)}")
-        from lslo.compiling import backend_of
-
-        backend_of(self.compile, f"{where}: compile")
+        compiling.backend_of(self.compile, f"{where}: compile")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"use one of {', '.join(OPTIMIZERS)}")
         if self.optimizer == "language-adamw" and self.method != "lslo":
@@ -210,8 +208,7 @@ class TrainConfig:
             except TypeError as err:
                 raise LsloError(f"{where}: prune: {err}; known keys: ratio, start, duration, unit, every, scope, matrices") from None
         if self.new_languages is not None or self.start_from:
-            from lslo.extend.run import check_config
-
+            from lslo.extend.run import check_config  # languages being added (lslo.extend)
             check_config(self, where)
         if self.pairs is not None:
             for p in self.pairs:

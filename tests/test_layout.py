@@ -32,12 +32,19 @@ def _module_name(path: Path) -> str:
 
 
 def import_graph(packages: tuple[str, ...] = ("lslo", "benchmarks")) -> dict[str, set[str]]:
-    """Module -> the project modules it imports anywhere in its file (function-level imports included)."""
+    """Module -> the project modules it imports anywhere in its file (function-level imports included; those under
+    `if TYPE_CHECKING:` are for annotations only and do not count)."""
     files = {_module_name(p): p for pkg in packages for p in (ROOT / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         edges: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                       for n in ast.walk(block)}  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in typing_only:  # annotations only: not imported at run time
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
