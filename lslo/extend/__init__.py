@@ -6,4 +6,7 @@
   new columns take no probability mass when an old language is the target.
 - `lslo.extend.model`: the surgery: put those modules into an M2M-100/NLLB model and give the new language its
   LSLo LoRA, the old ones frozen.
+- `lslo.extend.stages`: the added rows in a model: installed, frozen per language, saved and loaded next to an
+  adapter, folded into a merged direction (what `lslo.model` calls; it imports nothing from `lslo.model`).
+- `lslo.extend.run`: what `lslo train` does with `new_languages` and `start_from`.
 """
