@@ -36,6 +36,9 @@ def test_plan_chains_stages_and_compares_methods(tmp_path):
     assert len(replay["pairs"]) == 2 * 12 + 132 and "en-fr" in replay["pairs"]
     assert "start_from" not in newlang.run_config(runs["base.es.lslo-add.seed1"], o)
     assert newlang.run_config(runs["lslo12.es.lslo-add.seed1"], o)["start_from"].endswith("start-lslo12/train")
+    lora = newlang.run_config(runs["base.hi.lora-ext.seed1"], o)  # the shared LoRA: the new language's LSLo rank
+    assert lora["method"] == "lora" and lora["lora_rank"] == 8 and newlang.run_config(runs["base.es.lora-ext.seed1"], o)["lora_rank"] == 2
+    assert not any(".seq.lora-ext" in r for r in runs)  # a chain of shared LoRAs would need each stage merged
 
 
 def test_changed_hypotheses(tmp_path):

@@ -149,3 +149,67 @@ def test_full_fine_tuning_with_the_extended_vocabulary(tmp_path):
     assert main(["translate", str(world["run"]), "--src", "tyv_Cyrl", "--tgt", "en", "--input", str(tmp_path / "in.txt"),
                  "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
     assert (tmp_path / "out.txt").read_text().count("\n") == 1
+
+
+def test_shared_lora_with_trainable_new_rows(tmp_path):
+    """The shared-LoRA baseline of adding a language (method lora): the base resized as for full fine-tuning, one
+    peft LoRA, and only the new rows trainable (peft's trainable_token_indices, tied to the output layer). At the
+    start it computes exactly what the resized base computes; a step moves the new rows and no old one; the saved
+    adapter loads back to the same logits."""
+    import copy
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_newlang import write_world
+
+    from lslo.baselines import SharedLoRA
+    from lslo.data.corpus import load_multiway
+    from lslo.encoding import encode_sources
+    from lslo.extend.run import extend_base
+    from lslo.extend.tokenizer import extend_tokenizer
+    from lslo.languages import lang_token_ids, register_language
+    from lslo.loading import load_base
+    from lslo.tokenizer import load_tokenizer
+
+    world = write_world(tmp_path / "w", "m2m100")
+    register_language("tyv_Cyrl")
+    corpus = load_multiway(world["data"], split="train")
+    tok = load_tokenizer(world["model"])
+    base = load_base(str(world["model"]))
+    rows_before = base.config.vocab_size
+    ext, _ = extend_tokenizer(tok, {"tyv_Cyrl": corpus.sentences("tyv_Cyrl")},
+                              {c: corpus.sentences(c) for c in ("en", "fr", "sw")}, base_rows=rows_before,
+                              existing=["en", "fr", "sw"], related={"tyv_Cyrl": "en"}, vocab_size=60)  # fmt: skip
+    trainable = extend_base(base, ext, {"tyv_Cyrl": "en"})
+    rows = base.get_input_embeddings().weight.shape[0]
+    assert rows > rows_before and trainable == list(range(rows_before, rows))  # the new pieces and the new token
+    ref = copy.deepcopy(base).eval()
+    langs = ["en", "fr", "sw", "tyv_Cyrl"]
+    model = SharedLoRA(base, lang_token_ids(ext, langs), r=2, trainable_tokens=trainable)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or "trainable_tokens_delta" in n for n in names)
+    assert any("trainable_tokens_delta" in n for n in names)
+
+    src = corpus.sentences("tyv_Cyrl")[:4]
+    batch = encode_sources(ext, src, "tyv_Cyrl")
+    dec = torch.tensor([[ext.eos_token_id, lang_token_ids(ext, ["en"])["en"], 5, 6]] * 4)
+    model.eval()
+    with torch.no_grad():  # B = 0 and the delta rows are the base's rows: the resized base, exactly
+        assert torch.equal(model(**batch, decoder_input_ids=dec, src_lang="tyv_Cyrl", tgt_lang="en").logits,
+                           ref(**batch, decoder_input_ids=dec).logits)  # fmt: skip
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model(**batch, decoder_input_ids=dec, src_lang="tyv_Cyrl", tgt_lang="en").logits.logsumexp(-1).mean().backward()
+    opt.step()
+    model.eval()
+    weight = model.base_model.get_input_embeddings().token_adapter.get_merged_weights(["default"])
+    old = ref.get_input_embeddings().weight
+    assert torch.equal(weight[:rows_before], old[:rows_before])  # no old row moves
+    assert not torch.equal(weight[rows_before:], old[rows_before:])  # the new rows train
+
+    model.save_pretrained(tmp_path / "lora")
+    again = SharedLoRA.from_pretrained(load_base(str(world["model"])), tmp_path / "lora").eval()
+    with torch.no_grad():
+        assert torch.equal(again(**batch, decoder_input_ids=dec, src_lang="tyv_Cyrl", tgt_lang="en").logits,
+                           model(**batch, decoder_input_ids=dec, src_lang="tyv_Cyrl", tgt_lang="en").logits)  # fmt: skip

@@ -12,9 +12,12 @@ data and step budget:
 
 - `lslo-add`: `new_languages` on the starting point (old LoRAs and base frozen, new rows masked for old targets);
 - `full-ext`: the practitioners' recipe, `method: full` with the extended vocabulary, on the new directions;
-- `full-ext-replay`: the same with every direction of the 15 languages (replay of the old directions).
+- `full-ext-replay`: the same with every direction of the 15 languages (replay of the old directions);
+- `lora-ext`: one shared peft LoRA on LSLo's linears, of the new language's LSLo rank (its tier's), with the new
+  rows trainable (peft `trainable_token_indices`); languages alone only (a chain would need each stage merged).
 
-(A shared LoRA (peft) with trainable new rows is not built yet: `lslo train` has no such method.)
+Learning rates, one rule fixed before any run: each method takes the centre of its class in the project's sweep
+protocol (adapters 2e-3, full fine-tuning 2e-4; `regime.LR_CENTRE`), unswept here.
 
 A run is: `lslo train --resume` (checkpoints under `--runs-dir`, default runs/bench-newlang), `lslo eval` on the
 132 old directions and on the new language's directions (greedy, `--max-sentences` test verses each), and a
@@ -31,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bible12.matrix import ROOT
+from benchmarks.bible12.matrix import LR_ADAPTER, LR_FULL, ROOT
 from benchmarks.bible12.runner import BenchError, _cli, _write_yaml, call, last_json, read_state, write_state
 
 RESULTS_DIR = ROOT / "benchmarks" / "bible12" / "results-newlang"
@@ -39,9 +42,10 @@ RUNS_DIR = ROOT / "runs" / "bench-newlang"
 OLD = ("en", "fr", "it", "de", "zh", "ja", "ko", "ru", "sw", "tl", "fa", "vi")
 NEW: dict[str, dict[str, Any]] = {"es": {"tier": "medium", "related": "fr"}, "hi": {"tier": "low"}, "tr": {"tier": "low"}}
 SETS: dict[str, tuple[str, ...]] = {"es": ("es",), "hi": ("hi",), "tr": ("tr",), "seq": ("es", "hi", "tr")}
-METHODS = ("lslo-add", "full-ext", "full-ext-replay")
+METHODS = ("lslo-add", "full-ext", "full-ext-replay", "lora-ext")
+RANKS = {"high": 2, "medium": 2, "low": 8}  # LSLo's default ranks (lslo.config); lora-ext takes the new language's
 STARTS = ("base", "lslo12")
-LR = {"lslo-add": 2e-3, "full-ext": 2e-4, "full-ext-replay": 2e-4}  # fixed, not yet swept by one rule
+LR = {"lslo-add": LR_ADAPTER, "full-ext": LR_FULL, "full-ext-replay": LR_FULL, "lora-ext": LR_ADAPTER}  # class centres
 SEEDS = {"main": (1, 2), "other": (1,)}
 
 
@@ -51,6 +55,8 @@ def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
     for start in STARTS:
         for name, langs in SETS.items():
             for method in METHODS if start == "base" else ("lslo-add",):  # full FT of an LSLo model: no such recipe
+                if method == "lora-ext" and len(langs) > 1:
+                    continue
                 main_row = name == "seq" and method in ("lslo-add", "full-ext")
                 for seed in SEEDS["main" if main_row else "other"]:
                     prev = None
@@ -100,6 +106,9 @@ def run_config(run: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, An
         start = previous or (runs / "start-lslo12" / "train" if run["start"] == "lslo12" else None)
         if start is not None:
             cfg["start_from"] = str(start)
+    elif run["method"] == "lora-ext":
+        cfg["method"] = "lora"
+        cfg["lora_rank"] = RANKS[NEW[run["new"]]["tier"]]
     else:
         cfg["method"] = "full"
         if previous is not None:

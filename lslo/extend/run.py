@@ -46,10 +46,10 @@ def parse_new_languages(value: Any, where: str = "config") -> dict[str, dict[str
 
 def check_config(cfg: Any, where: str) -> None:
     """One-line errors for `new_languages` / `start_from` values a run cannot use."""
-    if cfg.method not in ("lslo", "full") or not parse_new_languages(cfg.new_languages, where) or (
+    if cfg.method not in ("lslo", "lora", "full") or not parse_new_languages(cfg.new_languages, where) or (
             cfg.start_from and cfg.method != "lslo"):  # fmt: skip
         raise LsloError(f"{where}: new_languages adds languages to an LSLo model (start_from: an LSLo run) or, with "
-                        "method full, to a fully fine-tuned base; use method lslo or full and name them")  # fmt: skip
+                        "method full or lora, to a base; use method lslo, lora or full and name them")  # fmt: skip
 
 
 def register(cfg: Any) -> dict[str, dict[str, str | None]]:
@@ -146,10 +146,13 @@ def build_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str
     from lslo.model import add_lslo, load_lslo
 
     new = parse_new_languages(cfg.new_languages)
+    related = {c: s["related"] for c, s in new.items() if s["related"]}
     if cfg.method == "full":
-        return full_model(base, tokenizer, languages, {c: s["related"] for c, s in new.items() if s["related"]})
+        return full_model(base, tokenizer, languages, related)
+    if cfg.method == "lora":
+        return lora_model(cfg, base, tokenizer, languages, related)
     if cfg.method != "lslo":
-        raise LsloError(f"new_languages: method {cfg.method!r}; adding languages works with method lslo or full")
+        raise LsloError(f"new_languages: method {cfg.method!r}; adding languages works with method lslo, lora or full")
     if cfg.start_from:
         model = load_lslo(base, _adapter_dir(cfg.start_from))
     else:
@@ -164,12 +167,35 @@ def full_model(base: Any, tokenizer: Any, languages: Mapping[str, str | None], r
     """The practitioners' recipe: the base's vocabulary resized to the extended tokenizer's, new rows started by the
     same rule as LSLo's (an existing untrained language token takes its related language's row), everything
     trained (`FullFineTune`); nothing is masked, so old directions may change."""
+    from lslo.baselines import FullFineTune
+    from lslo.languages import lang_token_ids
+
+    extend_base(base, tokenizer, related)
+    return FullFineTune(base, lang_token_ids(tokenizer, list(languages)))
+
+
+def lora_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str | None], related: Mapping[str, str]) -> Any:
+    """The shared-LoRA baseline of adding a language: the base resized and started as for full fine-tuning, one
+    peft LoRA on LSLo's linears, and only the new rows (and a reused language token's row) trainable, through peft's
+    `trainable_token_indices`; nothing is masked, so old directions may change."""
+    from lslo.baselines import SharedLoRA
+    from lslo.languages import lang_token_ids
+    from lslo.train import lslo_config
+
+    trainable = extend_base(base, tokenizer, related)
+    ids = lang_token_ids(tokenizer, list(languages))
+    placement = lslo_config(cfg, languages, ids)
+    return SharedLoRA(base, ids, r=cfg.lora_rank, placement=placement, alpha=placement.alpha, dropout=placement.dropout,
+                      trainable_tokens=trainable)  # fmt: skip
+
+
+def extend_base(base: Any, tokenizer: Any, related: Mapping[str, str]) -> list[int]:
+    """Resize `base` to the extended tokenizer's vocabulary in place, its new rows started by LSLo's rule (an existing
+    untrained language token takes its related language's row); the ids of the rows so written."""
     import torch
 
-    from lslo.baselines import FullFineTune
     from lslo.extend.model import _init_rows
     from lslo.extend.tokenizer import extension_of, upto_stage
-    from lslo.languages import lang_token_ids
 
     ext = extension_of(tokenizer)
     previous = upto_stage(tokenizer, ext.stages - 1)
@@ -184,4 +210,4 @@ def full_model(base: Any, tokenizer: Any, languages: Mapping[str, str | None], r
         weight[before:] = rows.to(weight.dtype)
         for token, row in zip(over_ids, over_rows, strict=True):
             weight[token] = row.to(weight.dtype)
-    return FullFineTune(base, lang_token_ids(tokenizer, list(languages)))
+    return sorted({*range(before, ext.rows), *(int(t) for t in over_ids)})
