@@ -36,7 +36,10 @@ class FullFineTune(TranslationModel):
 
     def save_pretrained(self, directory: str | Path) -> None:
         with atomic_dir(directory) as tmp:
-            self.base_model.save_pretrained(tmp)
+            if self.method == "lora":  # added rows travel as peft's trainable tokens, not as the whole resized matrix
+                self.base_model.save_pretrained(tmp, save_embedding_layers=False)
+            else:
+                self.base_model.save_pretrained(tmp)
             meta = {"method": self.method, "lang_token_ids": self.lang_token_ids,
                     "vocab_size": int(self.base_model.get_input_embeddings().weight.shape[0])}  # fmt: skip
             (tmp / METHOD_FILE).write_text(json.dumps(meta))

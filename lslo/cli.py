@@ -165,8 +165,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     effective_precision(args.precision)  # fp16 without a GPU fails before anything loads
     tiers = parse_tiers(args.tiers)
-    corpus = read_corpus(args.data, split=args.split, languages=args.languages)
+    # the model first: the codes of the languages it added (e.g. tyv_Cyrl) become known, then its data is read
     model, tokenizer, info = load_model(args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type)
+    corpus = read_corpus(args.data, split=args.split, languages=args.languages)
     model.eval()
     if args.merge and not getattr(model, "mergeable", False):
         raise LsloError(f"--merge: {args.model} is not an LSLo model; leave --merge out")

@@ -502,7 +502,7 @@ def save_model(model: nn.Module, tokenizer: Any, method: str, folder: Path, best
     """Write the trained adapter or model (a full model with its tokenizer) to `folder`, atomically."""
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
-        if method == "full" or getattr(model, "language_stages", None):  # full FT, or languages added (extended)
+        if method == "full" or getattr(tokenizer, "lslo_extension", None) is not None:  # full FT, or languages added
             from lslo.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)

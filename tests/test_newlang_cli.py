@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -33,7 +34,7 @@ def with_new_languages(world, folder):
     return folder
 
 
-def test_train_new_languages_then_every_command(world, tmp_path, capsys):
+def test_train_new_languages_then_every_command(world, tmp_path, capsys, monkeypatch):
     data = with_new_languages(world, tmp_path / "data")
     common = {"data": str(data), "base_model": str(world / "model"), "method": "lslo", "max_tokens": 128, "max_len": 24,
               "warmup_steps": 1, "progress": False, "lslo": {"encoder_routing": "src*1,tgt*1"}, "dropout": 0.0}  # fmt: skip
@@ -62,7 +63,11 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys):
         for d in old_dirs:
             hyp = f"directions/{d}/hyp.txt"
             assert (tmp_path / f"ev-old-{beams}" / hyp).read_text() == (tmp_path / f"ev-new-{beams}" / hyp).read_text(), d
-    # The new codes work in eval and translate; the model with added languages exports and loads back.
+    # The new codes work in eval and translate; the model with added languages exports and loads back. A fresh
+    # process knows tyv_Cyrl only from the model (its tokenizer extension): forget it here as such a process would.
+    from lslo import languages
+
+    monkeypatch.delitem(languages._INDEX, "tyv_cyrl")
     assert main(["eval", str(tmp_path / "new"), "--data", str(data), "--split", "valid", "--out", str(tmp_path / "ev-tyv"),
                  "--directions", "tyv_Cyrl-en", "en-tyv_Cyrl", "es-fr", "--beams", "2", "--max-sentences", "3",
                  "--no-progress"]) == 0  # fmt: skip
@@ -129,22 +134,35 @@ def test_readme_new_language_example_runs_as_written(tmp_path):
     assert json.loads((tmp_path / "nllb" / "eval" / "results.json").read_text())["directions"]
 
 
-def test_full_fine_tuning_with_the_extended_vocabulary(tmp_path):
-    """The practitioners' recipe (method full): the base resized to the extended vocabulary, everything trained."""
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_baselines_with_the_extended_vocabulary(tmp_path, method, monkeypatch):
+    """The practitioners' recipe (method full: the base resized to the extended vocabulary, everything trained) and
+    the shared LoRA with the new rows trainable (method lora): the run saves the extended tokenizer, and a fresh
+    process (which knows tyv_Cyrl only from the model) translates from the new language."""
     import sys
     from pathlib import Path
 
     from safetensors import safe_open
 
+    from lslo import languages
+
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny_newlang import write_world
 
     world = write_world(tmp_path / "w", "m2m100")
-    assert main(["train", str(world["config"]), "--set", "method=full", "max_steps=4", "save_every=4", "eval_every=4"]) == 0
+    assert main(["train", str(world["config"]), "--set", f"method={method}", "max_steps=4", "save_every=4", "eval_every=4"]) == 0
     ext = json.loads((world["run"] / "new_languages.json").read_text())["extension"]
     rows = ext["base_rows"] + len(ext["pieces"]) + sum(x["new"] for x in ext["languages"])
-    with safe_open(str(world["run"] / "model" / "model.safetensors"), "pt") as f:
-        assert f.get_slice("model.shared.weight").get_shape()[0] == rows
+    if method == "full":
+        with safe_open(str(world["run"] / "model" / "model.safetensors"), "pt") as f:
+            assert f.get_slice("model.shared.weight").get_shape()[0] == rows
+    else:
+        assert json.loads((world["run"] / "model" / "lslo_method.json").read_text())["vocab_size"] == rows
+        indices = json.loads((world["run"] / "model" / "adapter_config.json").read_text())["trainable_token_indices"]
+        assert set(range(ext["base_rows"], rows)) <= set(indices)
+        with safe_open(str(world["run"] / "model" / "adapter_model.safetensors"), "pt") as f:  # the trained rows only
+            assert sorted(f.get_slice(k).get_shape()[0] for k in f.keys() if "lora_" not in k) == [len(indices)]
+    monkeypatch.delitem(languages._INDEX, "tyv_cyrl")
     (tmp_path / "in.txt").write_text("тыва дыл\n")
     assert main(["translate", str(world["run"]), "--src", "tyv_Cyrl", "--tgt", "en", "--input", str(tmp_path / "in.txt"),
                  "--output", str(tmp_path / "out.txt")]) == 0  # fmt: skip
