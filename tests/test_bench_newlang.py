@@ -49,3 +49,62 @@ def test_changed_hypotheses(tmp_path):
     assert newlang.changed_hypotheses(tmp_path / "a", tmp_path / "b", ["en-fr"]) == {"en-fr": 1}
     with pytest.raises(BenchError, match="evaluate the same verses"):
         newlang.changed_hypotheses(tmp_path / "a", tmp_path / "c", ["en-fr"])
+
+
+def synthetic(tmp_path, shift_full=-2.0, shift_lora=-0.5, lslo_changed=0):
+    """Result JSONs of start-base and the four methods on es: old scores shifted by method, new scores by method."""
+    import json
+    import random
+
+    from lslo.languages import BIBLE12_TIERS
+
+    rng = random.Random(0)
+    old = {d: {"spbleu": rng.uniform(1, 10), "chrf": rng.uniform(10, 30)} for d in newlang.old_directions()}
+    new = {d: {"spbleu": rng.uniform(1, 5), "chrf": rng.uniform(10, 20)} for d in newlang.new_directions(["es"])}
+    res = tmp_path / "res"
+    res.mkdir(parents=True)
+    common = {"format": newlang.FORMAT, "tiers": dict(BIBLE12_TIERS), "machine": {"cpu": "x", "cpu_cores": 2, "torch": "t", "date": "d"},
+              "settings": {"steps": 300, "max_tokens": 2048, "precision": "fp32", "max_sentences": 30}}  # fmt: skip
+
+    def shifted(scores, by):
+        return {d: {k: v + by for k, v in x.items()} for d, x in scores.items()}
+
+    def mean(scores):
+        return {k: sum(x[k] for x in scores.values()) / len(scores) for k in ("spbleu", "chrf")}
+
+    (res / "start-base.json").write_text(json.dumps({**common, "run": "start-base", "kind": "start", "start": "base",
+                                                      "old": mean(old), "old_directions": old}))  # fmt: skip
+    for method, o, n in (("lslo-add", 0.0, 0.0), ("full-ext", shift_full, -0.1), ("full-ext-replay", -0.2, -0.3), ("lora-ext", shift_lora, -3.0)):
+        r = {**common, "run": f"base.es.{method}.seed1", "kind": "add", "start": "base", "set": "es", "method": method, "seed": 1,
+             "new_languages": ["es"], "tiers": {**BIBLE12_TIERS, "es": "medium"}, "old_directions": shifted(old, o),
+             "new_directions": shifted(new, n), "old": mean(shifted(old, o)), "new": mean(shifted(new, n)),
+             "old_changed_hypotheses": lslo_changed if method == "lslo-add" else 500, "old_hypotheses": 3960,
+             "trained_parameters": 1000, "train": {"cpu_s": 600}, "valid_curve": [{"step": 100, "valid_loss": 5, "valid_nll": 4}],
+             "extension": {"languages": {"es": {"tokens_per_word_before": 2.7, "tokens_per_word_after": 1.8}}}}  # fmt: skip
+        (res / f"{r['run']}.json").write_text(json.dumps(r))
+    return res
+
+
+def verdict(text, claim):
+    row = next(line for line in text.splitlines() if line.startswith(f"| {claim} |"))
+    return row.rstrip(" |").rsplit("| ", 1)[1]
+
+
+def test_render_judges_forgetting_and_exactness(tmp_path):
+    """The section reads the JSONs only: forgetting claims follow the old scores, the new-language claims the new
+    ones, and the exactness line counts changed hypotheses (a mutation of each flips what it must)."""
+    from benchmarks.bible12 import newlang_render
+
+    text = newlang_render.render(synthetic(tmp_path / "a"))
+    assert verdict(text, "es: full fine-tuning lowers the old directions") == "supported"
+    assert verdict(text, "es: the shared LoRA lowers the old directions") == "supported"
+    assert verdict(text, "es: replay forgets less than no replay") == "supported"
+    assert verdict(text, "es: LSLo-add matches or beats the shared LoRA on es's directions").startswith("supported")
+    assert verdict(text, "hi: full fine-tuning lowers the old directions") == "–"  # not measured
+    assert "1 of 1 LSLo-add runs leave every old hypothesis" in text
+    assert "| base.es.full-ext.seed1 | full FT, extended vocabulary | " in text
+    text = newlang_render.render(synthetic(tmp_path / "b", shift_full=+2.0, shift_lora=0.0, lslo_changed=3))
+    assert verdict(text, "es: full fine-tuning lowers the old directions") == "contradicted"
+    assert verdict(text, "es: the shared LoRA lowers the old directions") == "not resolved"
+    assert "0 of 1 LSLo-add runs" in text and "NOT for base.es.lslo-add.seed1" in text
+    assert newlang_render.plot_curves(tmp_path / "b" / "res").is_file()

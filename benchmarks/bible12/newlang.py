@@ -2,6 +2,7 @@
 
     python benchmarks/bible12/run.py --family newlang --list          # the plan and what is finished
     python benchmarks/bible12/run.py --family newlang                 # run what is unfinished (resumable)
+    python benchmarks/bible12/run.py --family newlang --render        # RESULTS.md section + curves (newlang_render.py)
 
 Starting points: `base` (the shipped base; for lslo-add its 12 languages get fresh LSLo LoRAs, B = 0, so it
 translates as the base does) and `lslo12` (lslo-add only: full fine-tuning has no recipe for an LSLo model) an LSLo model fine-tuned on the 12 languages, `configs/bible12-lslo.yaml` for
@@ -30,12 +31,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bible12.matrix import LR_ADAPTER, LR_FULL, ROOT
 from benchmarks.bible12.runner import BenchError, _cli, _write_yaml, call, last_json, read_state, write_state
+from benchmarks.results_md import machine
+from lslo.io import write_json
+
+FORMAT = "lslo-bible12-newlang/1"
 
 RESULTS_DIR = ROOT / "benchmarks" / "bible12" / "results-newlang"
 RUNS_DIR = ROOT / "runs" / "bench-newlang"
@@ -51,7 +57,7 @@ SEEDS = {"main": (1, 2), "other": (1,)}
 
 def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
     """Every run: the starting points' own runs, then start x set x method x seed (seq: one run per stage)."""
-    runs: list[dict[str, Any]] = [{"run": "start-base", "kind": "start"}, {"run": "start-lslo12", "kind": "start"}]
+    runs: list[dict[str, Any]] = [{"run": f"start-{s}", "kind": "start", "scored": True} for s in STARTS]
     for start in STARTS:
         for name, langs in SETS.items():
             for method in METHODS if start == "base" else ("lslo-add",):  # full FT of an LSLo model: no such recipe
@@ -149,8 +155,12 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
                 summary = call(_cli("train", "configs/bible12-lslo.yaml", "--resume", *[f"--set={k}={v}" for k, v in cfg.items()
                                                                                        if v is not None]), run_dir / "train.log")  # fmt: skip
                 write_state(run_dir, {**state, "train": {"done": True, **summary}})
-        evaluate(model, run_dir / "eval-old", old_directions(), opts, run_dir / "eval-old.log")
-        return None
+        old = evaluate(model, run_dir / "eval-old", old_directions(), opts, run_dir / "eval-old.log")
+        result = {"format": FORMAT, "run": run["run"], "start": run["run"].removeprefix("start-"), "kind": "start",
+                  "tiers": _tiers(), "old": _mean_scores(old), "old_directions": _direction_scores(old),
+                  "train": read_state(run_dir).get("train"), "machine": machine(), "settings": _settings(opts)}  # fmt: skip
+        write_json(Path(opts.results_dir) / f"{run['run']}.json", result)
+        return result
     if not state.get("train", {}).get("done"):
         _write_yaml(run_dir / "train.yaml", run_config(run, opts))
         res = call(_cli("train", str(run_dir / "train.yaml"), "--resume"), run_dir / "train.log")
@@ -165,15 +175,51 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
     start_eval = runs / f"start-{run['start']}" / "eval-old"
     changed = changed_hypotheses(start_eval, run_dir / "eval-old", old_directions())
     start_scores = json.loads((start_eval / "results.json").read_text(encoding="utf-8"))
-    result = {"run": run["run"], "start": run["start"], "set": run["set"], "method": run["method"], "seed": run["seed"],
-              "new_languages": run["langs"], "new": _mean_scores(new), "old": _mean_scores(old),
-              "old_start": _mean_scores(start_scores), "old_changed_hypotheses": sum(changed.values()),
-              "old_changed_by_direction": changed, "train": state["train"],
-              "extension": json.loads((model / "new_languages.json").read_text(encoding="utf-8"))["report"]}  # fmt: skip
-    from lslo.io import write_json
-
+    report = json.loads((model / "new_languages.json").read_text(encoding="utf-8"))["report"]
+    result = {"format": FORMAT, "run": run["run"], "kind": "add", "start": run["start"], "set": run["set"],
+              "method": run["method"], "seed": run["seed"], "new_languages": run["langs"],
+              "tiers": {**_tiers(), **{c: NEW[c]["tier"] for c in run["langs"]}},
+              "new": _mean_scores(new), "old": _mean_scores(old), "old_start": _mean_scores(start_scores),
+              "new_directions": _direction_scores(new), "old_directions": _direction_scores(old),
+              "old_changed_hypotheses": sum(changed.values()), "old_changed_by_direction": changed,
+              "old_hypotheses": len(old_directions()) * opts.max_sentences,
+              "trained_parameters": trained_parameters(model, run["method"], run["new"], report),
+              "valid_curve": _valid_curve(model / "metrics.jsonl"), "train": state["train"], "extension": report,
+              "lr": LR[run["method"]], "machine": machine(), "settings": _settings(opts)}  # fmt: skip
     write_json(Path(opts.results_dir) / f"{run['run']}.json", result)
     return result
+
+
+def _settings(opts: argparse.Namespace) -> dict[str, Any]:
+    return {"steps": opts.steps, "max_tokens": opts.max_tokens, "precision": opts.precision, "beams": opts.beams,
+            "max_sentences": opts.max_sentences, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
+
+
+def _direction_scores(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per direction: spBLEU and chrF++ (`lslo eval`'s "chrf" is chrF++, word order 2)."""
+    return {d: {"spbleu": r["spbleu"], "chrf": r["chrf"]} for d, r in results["directions"].items()}
+
+
+def _valid_curve(metrics: Path) -> list[dict[str, float]]:
+    """The run's validation records (new directions): step, loss, NLL."""
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"step": r["step"], "valid_loss": r["valid_loss"], "valid_nll": r["valid_nll"]} for r in rows if "valid_nll" in r]
+
+
+def trained_parameters(run_dir: Path, method: str, new: str, report: Mapping[str, Any]) -> int:
+    """The parameters the run trained: the new language's LoRA and its embedding rows (lslo-add); the shared LoRA
+    and the new rows (lora-ext); every parameter (full)."""
+    from lslo.loading import load_model
+
+    model, _, _ = load_model(str(run_dir))
+    d_model = int(model.config.d_model)
+    rows = int(report["pieces_added"]) + 1  # the stage's new pieces and the language's token row (new or reused)
+    if method == "lslo-add":
+        return int(model.parameter_report()["languages"][new]["params"]) + rows * d_model
+    if method == "lora-ext":
+        lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+        return int(lora) + rows * d_model
+    return int(sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()))
 
 
 def _mean_scores(results: Mapping[str, Any]) -> dict[str, float]:
@@ -183,8 +229,6 @@ def _mean_scores(results: Mapping[str, Any]) -> dict[str, float]:
 
 
 def finished(run: Mapping[str, Any], opts: argparse.Namespace) -> bool:
-    if run["kind"] == "start":
-        return (Path(opts.runs_dir) / run["run"] / "eval-old" / "results.json").is_file()
     if not run["scored"]:
         return bool(read_state(Path(opts.runs_dir) / run["run"]).get("train", {}).get("done"))
     return (Path(opts.results_dir) / f"{run['run']}.json").is_file()
@@ -192,6 +236,11 @@ def finished(run: Mapping[str, Any], opts: argparse.Namespace) -> bool:
 
 def run_family(opts: argparse.Namespace) -> int:
     """List the plan, or run every unfinished run in order (each resumable)."""
+    from benchmarks.bible12.newlang_render import render_to_md
+
+    if opts.render:
+        print(f"wrote {render_to_md(opts.results_dir, opts.results_md)}")
+        return 0
     runs = plan(opts)
     if opts.only:
         runs = [r for r in runs if any(r["run"] == o or r["run"].startswith(o + ".") for o in opts.only)]
@@ -206,4 +255,5 @@ def run_family(opts: argparse.Namespace) -> int:
     for r in runs:
         if not finished(r, opts):
             execute(r, opts)
+    print(f"wrote {render_to_md(opts.results_dir, opts.results_md)}")
     return 0

@@ -1,0 +1,186 @@
+"""The `bible12-newlang` section of benchmarks/RESULTS.md and its validation curves, from results-newlang/*.json only.
+
+    python benchmarks/bible12/run.py --family newlang --render
+
+The claims and their rules are fixed here, in code committed before any test score of the family was read:
+
+- LSLo-add leaves old directions exact: every hypothesis of the 132 old directions is the starting point's own
+  (a count, no statistics: the claim holds when the count of changed lines is 0);
+- the statistical claims below, judged together by `inference.judge` (paired pigeonhole bootstrap over languages,
+  Bonferroni over every claim measured, no margin), on the old directions (forgetting) or on the new language's
+  24 directions (its quality; the new language is its own stratum, so every replicate holds it once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import results_md
+
+from . import inference
+
+SECTION = "bible12-newlang"
+LANGS = ("es", "hi", "tr")
+KIND = {"es": "a relative of fr/it", "hi": "a script the base has no pieces for", "tr": "unrelated to the 12"}
+METHOD_TEXT = {"lslo-add": "LSLo-add", "full-ext": "full FT, extended vocabulary", "full-ext-replay": "full FT + replay",
+               "lora-ext": "shared LoRA + new rows"}  # fmt: skip
+
+
+def claims() -> list[dict[str, Any]]:
+    """The statistical claims of the family (a = the side claimed higher; "better" or "kept" = matches or beats)."""
+    out: list[dict[str, Any]] = []
+    for x in LANGS:
+        out += [
+            {"text": f"{x}: full fine-tuning lowers the old directions", "a": "start-base", "b": f"{x}.full-ext", "kind": "better", "models": "old"},
+            {"text": f"{x}: the shared LoRA lowers the old directions", "a": "start-base", "b": f"{x}.lora-ext", "kind": "better", "models": "old"},
+            {"text": f"{x}: replay forgets less than no replay", "a": f"{x}.full-ext-replay", "b": f"{x}.full-ext", "kind": "better", "models": "old"},
+            {"text": f"{x}: LSLo-add matches or beats the shared LoRA on {x}'s directions", "a": f"{x}.lslo-add", "b": f"{x}.lora-ext", "kind": "kept", "models": "new"},
+            {"text": f"{x}: LSLo-add matches or beats full fine-tuning on {x}'s directions", "a": f"{x}.lslo-add", "b": f"{x}.full-ext", "kind": "kept", "models": "new"},
+        ]  # fmt: skip
+    return [{**c, "group": "all"} for c in out]
+
+
+def load(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(results_dir).glob("*.json"))]
+
+
+def experiment(r: Mapping[str, Any]) -> str:
+    """start-base, or SET.METHOD of a run from the shipped base (lslo12.SET.METHOD from the LSLo model)."""
+    if r["kind"] == "start":
+        return r["run"]
+    return ("" if r["start"] == "base" else f"{r['start']}.") + f"{r['set']}.{r['method']}"
+
+
+def views(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{"old": experiment -> runs scored on the 132 old directions, "new": ... on the new languages' directions},
+    in `inference.judge`'s shape; a new language is a tier of its own (drawn once in every replicate)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {"old": {}, "new": {}}
+    for r in results:
+        tiers = {**r["tiers"], **{c: "new" for c in r.get("new_languages", [])}}
+        out["old"].setdefault(experiment(r), []).append({"run": r["run"], "directions": r["old_directions"], "tiers": tiers})
+        if r["kind"] == "add":
+            out["new"].setdefault(experiment(r), []).append({"run": r["run"], "directions": r["new_directions"], "tiers": tiers})
+    return out
+
+
+def _mean(rows: Sequence[Mapping[str, Any]], key: str, metric: str) -> float:
+    return sum(r[key][metric] for r in rows) / len(rows)
+
+
+def _into_out(r: Mapping[str, Any], lang: str, metric: str) -> tuple[float, float]:
+    into = [v[metric] for d, v in r["new_directions"].items() if d.split("-")[1] == lang]
+    out = [v[metric] for d, v in r["new_directions"].items() if d.split("-")[0] == lang]
+    return sum(into) / len(into), sum(out) / len(out)
+
+
+def render(results_dir: str | os.PathLike) -> str:
+    results = load(results_dir)
+    start = next((r for r in results if r["run"] == "start-base"), None)
+    adds = [r for r in results if r["kind"] == "add"]
+    if start is None or not adds:
+        return f"## bible12-newlang: adding a language the base has never seen\n\nNo results yet in `{results_dir}`."
+    s = adds[0]["settings"]
+    m = adds[0]["machine"]
+    root = Path(__file__).resolve().parents[2]
+    where = Path(results_dir).resolve()
+    rel = where.relative_to(root) if where.is_relative_to(root) else where
+    lines = [
+        "## bible12-newlang: adding a language the base has never seen", "",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/bible12/run.py --family newlang --steps {s['steps']} --only RUN...` "
+        f"(two runs side by side, one thread each), then `python benchmarks/bible12/run.py --family newlang --render`; "
+        f"rendered from `{rel}/*.json`. Machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']}, "
+        f"precision `{s['precision']}` (fp32 here: this CPU has no bf16 instructions); first run {min(r['machine']['date'] for r in adds)}, "
+        f"last {max(r['machine']['date'] for r in adds)}.", "",
+        f"Each run trains {s['steps']} steps of {s['max_tokens']} tokens from the shipped base on the directions that "
+        "involve the new language (bible22: bible12 plus es, hi, tr on bible12's own verse ids), then `lslo eval` "
+        f"scores, greedy, {s['max_sentences']} test verses per direction, the 132 old directions and the new language's 24. "
+        "A small budget on a 2-core CPU: the new-language scores are those of a few hundred steps, and the comparison "
+        "that matters most here, forgetting, does not depend on the budget for LSLo-add. Learning rates: one rule, fixed "
+        "before any run (the centre of each class in the project's sweep protocol: 2e-3 for adapters, 2e-4 for full "
+        "fine-tuning), unswept for this family.", "",
+        "### Forgetting: the 132 old directions after adding a language", "",
+        f"The starting point (the shipped base) scores {start['old']['spbleu']:.2f} spBLEU / {start['old']['chrf']:.2f} chrF++ "
+        "on them (mean over directions). *Changed hypotheses*: test lines of the 132 old directions whose output differs "
+        "from the starting point's, counted from the two `lslo eval` outputs.", "",
+        "| run | method | old spBLEU (Δ) | old chrF++ (Δ) | changed hypotheses | trained parameters | CPU min |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    order = {k: i for i, k in enumerate(METHOD_TEXT)}
+    adds.sort(key=lambda r: (r["set"] not in LANGS, LANGS.index(r["set"]) if r["set"] in LANGS else 0, order[r["method"]], r["seed"]))
+    for r in adds:
+        d_b, d_c = (r["old"][k] - start["old"][k] for k in ("spbleu", "chrf"))
+        cpu = r["train"].get("cpu_s")
+        lines.append(f"| {r['run']} | {METHOD_TEXT[r['method']]} | {r['old']['spbleu']:.2f} ({d_b:+.2f}) | {r['old']['chrf']:.2f} "
+                     f"({d_c:+.2f}) | {r['old_changed_hypotheses']} of {r['old_hypotheses']} | {r['trained_parameters']:,} "
+                     f"| {'–' if cpu is None else f'{cpu / 60:.0f}'} |")  # fmt: skip
+    exact = [r for r in adds if r["method"] == "lslo-add"]
+    bad = [r["run"] for r in exact if r["old_changed_hypotheses"]]
+    lines += ["", f"**Exactness** (rule: 0 changed lines): {len(exact) - len(bad)} of {len(exact)} LSLo-add runs leave every "
+              "old hypothesis as it was" + (f"; NOT for {', '.join(bad)}." if bad else ".")]  # fmt: skip
+    lines += ["", "### The new language's directions", "",
+              "| run | method | into it: spBLEU / chrF++ | out of it: spBLEU / chrF++ | all 24: spBLEU / chrF++ | tokens per word before → after |",
+              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in adds:
+        lang = r["new_languages"][-1]
+        (ib, ob), (ic, oc) = _into_out(r, lang, "spbleu"), _into_out(r, lang, "chrf")
+        x = r["extension"]["languages"][lang]
+        lines.append(f"| {r['run']} | {METHOD_TEXT[r['method']]} | {ib:.2f} / {ic:.2f} | {ob:.2f} / {oc:.2f} "
+                     f"| {r['new']['spbleu']:.2f} / {r['new']['chrf']:.2f} | {x['tokens_per_word_before']:.2f} → "
+                     f"{x['tokens_per_word_after']:.2f} |")  # fmt: skip
+    lines += ["", "The languages: " + "; ".join(f"{x} ({KIND[x]})" for x in LANGS) + ". A `seq` run adds es, then hi, then "
+              "tr, one after another, each from the model before; its row scores tr, the last one added, and its forgetting "
+              "row counts every old direction after all three.", ""]  # fmt: skip
+    cl = claims()
+    judged = inference.judge(cl, {}, metric="spbleu", views=views(results))
+    tested = sum(j is not None for j in judged)
+    lines += ["### Verdicts", "", inference.method_text(tested).split(" *Old rule*")[0], "",
+              "| claim | on | Δ spBLEU [interval] | p (raw; adjusted) | verdict |", "|---|---|---:|---|---|"]  # fmt: skip
+    for c, j in zip(cl, judged, strict=True):
+        interval, p, verdict = inference.cells(j)
+        lines.append(f"| {c['text']} | {'132 old directions' if c['models'] == 'old' else 'its 24 directions'} | {interval} | {p} | {verdict} |")
+    lines += ["", "Claims not measured (a run missing) show –. Validation curves (the new directions' validation NLL "
+              "every 100 steps): `" + str(rel / "curves.png") + "`.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_curves(results_dir: str | os.PathLike) -> Path | None:
+    """results-newlang/curves.png: every run's validation NLL on its new directions, one panel per language set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    adds = [r for r in load(results_dir) if r["kind"] == "add" and r.get("valid_curve")]
+    if not adds:
+        return None
+    sets = sorted({r["set"] for r in adds}, key=lambda x: (x not in LANGS, x))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        for r in (r for r in adds if r["set"] == name):
+            ax.plot([p["step"] for p in r["valid_curve"]], [p["valid_nll"] for p in r["valid_curve"]], marker="o",
+                    label=f"{METHOD_TEXT[r['method']]} s{r['seed']}")  # fmt: skip
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation NLL (new directions)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(results_dir) / "curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def render_to_md(results_dir: str | os.PathLike, md: str | os.PathLike | None = None) -> Path:
+    plot_curves(results_dir)
+    default = results_md.RESULTS_MD
+    results_md.RESULTS_MD = Path(md) if md else default
+    try:
+        results_md.update_section(SECTION, render(results_dir))
+        return results_md.RESULTS_MD
+    finally:
+        results_md.RESULTS_MD = default
