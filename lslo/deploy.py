@@ -8,10 +8,11 @@ compute type (int8, float32, ...) is chosen when loading. CTranslate2 is the opt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,43 @@ def export_ctranslate2(
     from lslo.tokenizer import save_tokenizer
 
     ext = getattr(tokenizer, "lslo_extension", None)  # languages added to the base (lslo.extend)
-    if ext is not None and merged.config.vocab_size > ext.base_rows:
-        raise LsloError(f"--format ctranslate2: {src}->{tgt} involves a language added to the base, which the CTranslate2 "
-                        "export does not support yet; export it with --merge alone (a plain transformers model)")  # fmt: skip
+    added = ext is not None and merged.config.vocab_size > ext.base_rows
+    suppress = list(getattr(merged.generation_config, "suppress_tokens", None) or [])  # an old target: no added row
     ct2 = _ctranslate2()
     with tempfile.TemporaryDirectory() as scratch, atomic_dir(out) as tmp:
         hf_dir = Path(scratch) / "hf"
         merged.save_pretrained(hf_dir)
         save_tokenizer(tokenizer, hf_dir)
-        _fit_madeup_words(tokenizer, merged.config.vocab_size, hf_dir)
-        ct2.converters.TransformersConverter(str(hf_dir)).convert(str(tmp), quantization=None, force=True)
+        _fit_madeup_words(tokenizer, ext.base_rows if added else merged.config.vocab_size, hf_dir)
+        with _added_rows_vocabulary(ct2, tokenizer, ext) if added else contextlib.nullcontext():
+            ct2.converters.TransformersConverter(str(hf_dir)).convert(str(tmp), quantization=None, force=True)
         save_tokenizer(tokenizer, tmp)
-        write_json(tmp / CT2_META, {"format": "lslo-ctranslate2", "src": src, "tgt": tgt,
-                                    "ctranslate2": ct2.__version__, **(meta or {})})  # fmt: skip
+        write_json(tmp / CT2_META, {"format": "lslo-ctranslate2", "src": src, "tgt": tgt, "ctranslate2": ct2.__version__,
+                                    "suppress": tokenizer.convert_ids_to_tokens(suppress), **(meta or {})})  # fmt: skip
     return Path(out)
+
+
+@contextlib.contextmanager
+def _added_rows_vocabulary(ct2: Any, tokenizer: Any, ext: Any) -> Iterator[None]:
+    """While converting: CTranslate2's M2M-100 vocabulary (built from the base tokenizer on disk) takes the rows of
+    the languages added to the base (`lslo.extend`), in id order, after the base's own `ext.base_rows` rows."""
+    loader = ct2.converters.transformers.M2M100Loader
+    original = loader.get_vocabulary
+    added = tokenizer.convert_ids_to_tokens(list(range(ext.base_rows, ext.rows)))
+
+    def get_vocabulary(self: Any, model: Any, tok: Any) -> list[str]:
+        tokens = list(original(self, model, tok))[: ext.base_rows]
+        tokens += [f"madeupword{i}" for i in range(len(tokens), ext.base_rows)]  # spare rows of the base
+        tokens += added
+        if len(set(tokens)) != len(tokens):
+            raise LsloError("--format ctranslate2: an added token repeats a base token; export with --merge alone")
+        return tokens
+
+    loader.get_vocabulary = get_vocabulary
+    try:
+        yield
+    finally:
+        loader.get_vocabulary = original
 
 
 def _fit_madeup_words(tokenizer: Any, vocab_size: int, folder: Path) -> None:
@@ -81,6 +105,9 @@ class CT2Model:
         self.meta = json.loads((self.folder / CT2_META).read_text(encoding="utf-8"))
         self.src, self.tgt = self.meta["src"], self.meta["tgt"]
         self.languages = [self.src, self.tgt]
+        vocabulary = self.folder / "shared_vocabulary.json"  # token -> row, as the converter wrote it
+        self.rows = ({t: i for i, t in enumerate(json.loads(vocabulary.read_text(encoding="utf-8")))}
+                     if vocabulary.is_file() else None)  # fmt: skip
         try:
             self.translator = ct2.Translator(str(self.folder), device="cpu", compute_type=compute_type,
                                              inter_threads=1, intra_threads=threads)  # fmt: skip
@@ -98,9 +125,9 @@ class CT2Model:
         max_new_tokens: int = 256, max_source_tokens: int = 256,
     ) -> list[str]:
         """`(src, tgt, text)` items of this model's direction, translated in input order (see `translate_items`)."""
-        from lslo.encoding import source_ids
+        from lslo.encoding import decode_hypotheses, source_ids
         from lslo.evaluate import _clean
-        from lslo.languages import detect_style, lang_token, same_language
+        from lslo.languages import lang_token_ids, same_language
 
         for src, tgt, _ in items:
             if not (same_language(src, self.src) and same_language(tgt, self.tgt)):
@@ -112,7 +139,7 @@ class CT2Model:
             return []
         ids = source_ids(tokenizer, [text for _, _, text in items], self.src, max_source_tokens)
         sources = [tokenizer.convert_ids_to_tokens(row) for row in ids]
-        prefix = [lang_token(self.tgt, detect_style(tokenizer))]
+        prefix = tokenizer.convert_ids_to_tokens([lang_token_ids(tokenizer, [self.tgt])[self.tgt]])  # also an added code
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out = [""] * len(items)
         start = 0
@@ -125,10 +152,12 @@ class CT2Model:
             batch = order[start:end]
             results = self.translator.translate_batch(
                 [sources[i] for i in batch], target_prefix=[prefix] * len(batch), beam_size=num_beams,
+                suppress_sequences=[[t] for t in self.meta.get("suppress", [])] or None,
                 max_decoding_length=min(max_new_tokens, 2 * width + 10) + len(prefix), return_scores=False,
             )  # fmt: skip
             for i, result in zip(batch, results, strict=True):
                 tokens = result.hypotheses[0][len(prefix):]
-                out[i] = _clean(tokenizer.decode(tokenizer.convert_tokens_to_ids(tokens), skip_special_tokens=True))
+                ids = [self.rows[t] for t in tokens] if self.rows else tokenizer.convert_tokens_to_ids(tokens)
+                out[i] = _clean(decode_hypotheses(tokenizer, [ids])[0])  # the rows transformers would decode
             start = end
         return out

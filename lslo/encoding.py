@@ -77,3 +77,13 @@ def encode_sources(
     """
     input_ids, mask = pad(source_ids(tokenizer, texts, src_lang, max_length), tokenizer.pad_token_id)
     return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def decode_hypotheses(tokenizer: Any, rows: Any) -> list[str]:
+    """The texts of generated id rows, special tokens left out, and so the language tokens of languages added to the
+    base (`lslo.extend`), which an M2M-100 tokenizer does not count as special (NLLB's are special already)."""
+    ext = getattr(tokenizer, "lslo_extension", None)
+    drop = {x["id"] for x in ext.languages if x["new"]} if ext is not None else set()
+    if drop:
+        rows = [[i for i in (r.tolist() if hasattr(r, "tolist") else r) if i not in drop] for r in rows]
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from lslo import languages as langs
 from lslo.config import TIERS
-from lslo.encoding import decoder_prompt, source_ids
+from lslo.encoding import decode_hypotheses, decoder_prompt, source_ids
 from lslo.encoding import pad as pad_rows
 from lslo.errors import LsloError
 from lslo.io import sha256_file, write_json, write_text
@@ -246,7 +246,7 @@ class _Generator:
             kwargs["tgt_lang"] = [self.items[i][1] for i in batch]
         with autocast(self.cast, self.device):
             seqs = self.model.generate(**kwargs)
-        return [_clean(text) for text in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        return [_clean(text) for text in decode_hypotheses(self.tokenizer, seqs)]
 
 
 def translate(

@@ -89,10 +89,16 @@ def test_train_new_languages_then_every_command(world, tmp_path, capsys, monkeyp
                      "--no-progress", *extra]) == 0  # fmt: skip
     hyp = "directions/tyv_Cyrl-en/hyp.txt"
     assert (tmp_path / "ev-merge-m-tyv" / hyp).read_text() == (tmp_path / "ev-merge-new" / hyp).read_text()
-    capsys.readouterr()
-    assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "ct2"), "--merge", "tyv_Cyrl-en",
-                 "--format", "ctranslate2"]) == 2  # fmt: skip
-    assert "does not support yet" in capsys.readouterr().err and not (tmp_path / "ct2").exists()
+    # CTranslate2 exports of new directions (into and out of tyv_Cyrl) translate as the LSLo model does.
+    for d in ("tyv_Cyrl-en", "en-tyv_Cyrl"):
+        src, tgt = d.split("-")
+        assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / f"ct2-{d}"), "--merge", d, "--format", "ctranslate2"]) == 0
+        for name in (f"ct2-{d}", "new"):
+            assert main(["eval", str(tmp_path / name), "--data", str(data), "--split", "valid", "--out", str(tmp_path / f"ev-{name}-{d}"),
+                         "--directions", d, "--beams", "2", "--max-sentences", "6", "--no-progress"]) == 0  # fmt: skip
+        hyp = f"directions/{d}/hyp.txt"
+        assert (tmp_path / f"ev-ct2-{d}-{d}" / hyp).read_text() == (tmp_path / f"ev-new-{d}" / hyp).read_text(), d
+        assert "__tyv_Cyrl__" not in (tmp_path / f"ev-new-{d}" / hyp).read_text()  # an added language token is no text
     assert main(["export", str(tmp_path / "new"), "--out", str(tmp_path / "ct2"), "--merge", "en-sw", "--format", "ctranslate2"]) == 0
     assert main(["translate", str(tmp_path / "ct2"), "--src", "en", "--tgt", "sw", "--input", str(tmp_path / "in.txt"),
                  "--output", str(tmp_path / "out-ct2.txt")]) == 0  # fmt: skip

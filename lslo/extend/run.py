@@ -179,12 +179,15 @@ def lora_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str 
     peft LoRA on LSLo's linears, and only the new rows (and a reused language token's row) trainable, through peft's
     `trainable_token_indices`; nothing is masked, so old directions may change."""
     from lslo.baselines import SharedLoRA
+    from lslo.config import LSLoConfig
     from lslo.languages import lang_token_ids
-    from lslo.train import lslo_config
 
     trainable = extend_base(base, tokenizer, related)
     ids = lang_token_ids(tokenizer, list(languages))
-    placement = lslo_config(cfg, languages, ids)
+    try:  # the linears LSLo would adapt (`cfg.lslo`); its languages only name the tiers
+        placement = LSLoConfig(languages={c: t or "high" for c, t in languages.items()}, lang_token_ids=ids, **cfg.lslo)
+    except (TypeError, ValueError) as err:
+        raise LsloError(f"lslo: {err}") from None
     return SharedLoRA(base, ids, r=cfg.lora_rank, placement=placement, alpha=placement.alpha, dropout=placement.dropout,
                       trainable_tokens=trainable)  # fmt: skip
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from lslo.encoding import decode_hypotheses, source_ids
 from lslo.encoding import pad as pad_rows
-from lslo.encoding import source_ids
 from lslo.errors import LsloError
 from lslo.languages import canonical, lookup, same_language
 from lslo.precision import autocast, effective_precision
@@ -162,7 +162,7 @@ class Engine:
             stack.enter_context(autocast(self.cast, device))
             seqs = self.model.generate(**kwargs)
         with self._lock:
-            texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+            texts = decode_hypotheses(self.tokenizer, seqs)
         from lslo.evaluate import _clean
 
         texts = [_clean(t) for t in texts]
