@@ -179,8 +179,8 @@ def lora_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str 
     peft LoRA on LSLo's linears, and only the new rows (and a reused language token's row) trainable, through peft's
     `trainable_token_indices`; nothing is masked, so old directions may change."""
     from lslo.baselines import SharedLoRA
+    from lslo.config import lslo_config
     from lslo.languages import lang_token_ids
-    from lslo.train import lslo_config
 
     trainable = extend_base(base, tokenizer, related)
     ids = lang_token_ids(tokenizer, list(languages))
