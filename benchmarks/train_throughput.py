@@ -51,7 +51,8 @@ ONE_RUN = tuple(v for v in VARIANTS if v != "pair-1t")  # set-ups of one trainin
 
 def build(method: str, opts: argparse.Namespace) -> tuple[Any, Any, Any, float]:
     """(model, sampler, optimizer, label smoothing) exactly as `lslo train` builds them for the regime's runs."""
-    from lslo.train import TrainConfig, setup_model, training_data
+    from lslo.run_config import TrainConfig
+    from lslo.run_setup import setup_model, training_data
 
     over = {"data": opts.data, "base_model": opts.base, "out_dir": "unused", "method": method, "max_tokens": opts.max_tokens,
             "progress": False, "seed": 1}  # fmt: skip

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lslo.routing import parse_routing
+
+if TYPE_CHECKING:
+    from lslo.run_config import TrainConfig
 
 TIERS = ("high", "medium", "low")
 
@@ -163,3 +167,15 @@ def load_architecture(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not any(key in data for key in ARCHITECTURE_FIELDS):
         raise LsloError(f"--lslo-config {path}: not an LSLo config (no {', '.join(ARCHITECTURE_FIELDS[:3])}, ...)")
     return {key: data[key] for key in ARCHITECTURE_FIELDS if key in data}
+
+
+def lslo_config(cfg: TrainConfig, languages: Mapping[str, str | None], lang_ids: dict[str, int]) -> LSLoConfig:
+    """A training run's LSLoConfig: its languages and tiers (untiered languages count as high) + `cfg.lslo`. Here, not
+    in lslo.run_setup, so that lslo.extend.run (which run_setup calls) can build one without importing it back."""
+    from lslo.errors import LsloError
+
+    tiers = {code: tier or "high" for code, tier in languages.items()}
+    try:
+        return LSLoConfig(languages=tiers, lang_token_ids=dict(lang_ids), **cfg.lslo)
+    except (TypeError, ValueError) as err:
+        raise LsloError(f"lslo: {err}") from None

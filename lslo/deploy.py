@@ -126,8 +126,8 @@ class CT2Model:
     ) -> list[str]:
         """`(src, tgt, text)` items of this model's direction, translated in input order (see `translate_items`)."""
         from lslo.encoding import decode_hypotheses, source_ids
-        from lslo.evaluate import _clean
         from lslo.languages import lang_token_ids, same_language
+        from lslo.scoring import _clean
 
         for src, tgt, _ in items:
             if not (same_language(src, self.src) and same_language(tgt, self.tgt)):

@@ -204,7 +204,7 @@ def save_tokenizer(tokenizer: Any, folder: str | os.PathLike) -> None:
     """`tokenizer.save_pretrained(folder)`, plus its SentencePiece model when the save left it out.
 
     A fast tokenizer saves `tokenizer.json` only; the `.model` file is what spBLEU's default pieces come from
-    (`lslo.evaluate.piece_tokenizer`), so an export scores exactly as the model it came from.
+    (`lslo.scoring.piece_tokenizer`), so an export scores exactly as the model it came from.
     """
     import shutil
 

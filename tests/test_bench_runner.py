@@ -84,7 +84,7 @@ def test_plan_same_budget_seeds_and_schedules(tmp_path):
     assert prune == {"ratio": 0.9, "unit": "step", "start": 20, "duration": 120, "every": 10, "scope": "layer"}
     assert by["lslo-228-prune-lang.seed1"]["prune"]["scope"] == "language"
     from lslo.pruning import PruningConfig
-    from lslo.train import TrainConfig
+    from lslo.run_config import TrainConfig
 
     for r in trained:  # every config is a valid TrainConfig once the placeholders are filled
         cfg = dict(r["config"])

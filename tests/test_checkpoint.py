@@ -52,7 +52,8 @@ def test_a_run_checkpointed_by_an_older_lslo_resumes_exactly(world, tmp_path):
     """A checkpoint in the pickle format of lslo before this one (state.pt) resumes like the new format."""
     from test_train import config, final_weights
 
-    from lslo.train import checkpoints, train
+    from lslo.run_folder import checkpoints
+    from lslo.train import train
 
     straight, old = tmp_path / "straight", tmp_path / "old"
     train(config(world, straight, max_steps=6, valid_split=None))

@@ -16,8 +16,9 @@ from transformers import M2M100Config, M2M100ForConditionalGeneration
 
 from lslo.data.corpus import MultiwayCorpus, load_multiway, write_multiway
 from lslo.errors import LsloError
-from lslo.evaluate import evaluate, piece_tokenizer, score_direction, translate, translate_items
+from lslo.evaluate import evaluate, translate, translate_items
 from lslo.report import recompute
+from lslo.scoring import piece_tokenizer, score_direction
 from lslo.tokenizer import train_tokenizer
 
 LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}

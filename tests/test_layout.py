@@ -1,4 +1,5 @@
-"""The code's shape: every function in lslo/ fits on one screen (issue 17)."""
+"""The code's shape: every function in lslo/ fits on one screen (issue 17), every file holds one job (at most
+`FILE_LINES` lines unless it says why), and no module imports one that imports it back."""
 
 from __future__ import annotations
 
@@ -21,6 +22,28 @@ def test_every_function_fits_on_one_screen():
                     long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
     assert checked > 100  # the package was found
     assert not long, f"split these into named steps (or say why not in LONGER): {long}"
+
+
+FILE_LINES = 500  # a file longer than this does several jobs: split it, or say why not
+WHY_LONG = "Why this file is long:"  # a line of the module docstring that starts so gives the reason
+
+
+def long_files(limit: int = FILE_LINES) -> list[str]:
+    """The files of lslo/ over `limit` lines whose module docstring has no line starting with `WHY_LONG`."""
+    long = []
+    for path in sorted(LSLO.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = len(text.splitlines())
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if lines > limit and not any(line.strip().startswith(WHY_LONG) for line in doc.splitlines()):
+            long.append(f"{path.relative_to(LSLO.parent)} ({lines} lines)")
+    return long
+
+
+def test_every_file_holds_one_job():
+    assert long_files(limit=10), "the check finds a long file"  # lslo/ has files over 10 lines
+    long = long_files()
+    assert not long, f"split these by job (or start a docstring line with {WHY_LONG!r} and say why): {long}"
 
 
 ROOT = LSLO.parent

@@ -254,7 +254,8 @@ def world(tmp_path_factory) -> Path:
 
 def test_resume_through_the_trainer_keeps_masks_and_weights(world, tmp_path):
     from lslo.checkpoint import read_checkpoint
-    from lslo.train import TrainConfig, checkpoints, train
+    from lslo.run_folder import checkpoints
+    from lslo.train import TrainConfig, train
 
     cfg = PruningConfig(ratio=0.8, start=2, duration=8, unit="step", every=2, matrices="AB")
 

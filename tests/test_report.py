@@ -9,8 +9,8 @@ import pytest
 import sentencepiece as spm
 
 from lslo.errors import LsloError
-from lslo.evaluate import piece_tokenizer, write_results
 from lslo.report import GROUPS, compare_runs, load_results, order_by_tier, recompute, tier_groups, tier_table
+from lslo.scoring import piece_tokenizer, write_results
 
 TIERS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
 # spBLEU per direction, chosen so that every group mean is easy to check by hand.

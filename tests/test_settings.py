@@ -7,8 +7,8 @@ import pytest
 from lslo.cli import build_parser
 from lslo.errors import LsloError
 from lslo.io import load_yaml
+from lslo.run_config import TrainConfig
 from lslo.settings import apply_overrides, parse_set_items
-from lslo.train import TrainConfig
 
 BASE = "data: d\nbase_model: m\nout_dir: o\nmax_steps: 5\n"
 

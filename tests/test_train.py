@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from lslo.checkpoint import read_checkpoint
 from lslo.errors import LsloError
 from lslo.loss import label_smoothed_nll
-from lslo.train import TrainConfig, checkpoints, inverse_sqrt, train
+from lslo.run_folder import checkpoints
+from lslo.run_setup import inverse_sqrt
+from lslo.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 def config(world: Path, out: Path, **kw) -> TrainConfig:
@@ -120,7 +122,7 @@ def test_output_dir_holding_something_else_is_refused(world, tmp_path):
 def test_source_dependence_is_zero_for_a_model_that_cannot_see_its_source(world):
     from transformers import M2M100ForConditionalGeneration
 
-    from lslo.pretrain import source_dependence
+    from lslo.pretrain_export import source_dependence
     from lslo.tokenizer import load_tokenizer
 
     model = M2M100ForConditionalGeneration.from_pretrained(world / "model")
@@ -147,7 +149,7 @@ def test_source_dependence_by_tier_group_adds_up_to_the_whole(world, tmp_path):
 
     from transformers import M2M100ForConditionalGeneration
 
-    from lslo.pretrain import source_dependence
+    from lslo.pretrain_export import source_dependence
     from lslo.tokenizer import load_tokenizer
 
     data = tmp_path / "data"
@@ -217,7 +219,7 @@ def test_callbacks_are_set_up_and_their_state_resumes(world, tmp_path):
 
 
 def test_interrupted_atomic_writes_are_undone(tmp_path):
-    from lslo.train import _clean_partial
+    from lslo.run_folder import _clean_partial
 
     (tmp_path / ".step-00000004.old").mkdir()  # killed between moving the old copy away and renaming
     (tmp_path / ".step-00000004.old" / "state.pt").write_text("complete")
@@ -349,7 +351,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(world, tmp_path
 
     # The saved adapter is the trained one: it loads onto the base model with the checkpoint's weights.
     from lslo.model import load_lslo
-    from lslo.train import load_base_model
+    from lslo.run_setup import load_base_model
 
     loaded = load_lslo(load_base_model(str(world / "model")), one / "model")
     params = dict(loaded.named_parameters())

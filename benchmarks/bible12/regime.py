@@ -173,7 +173,8 @@ def steps_per_epoch(data: str, base: str, config: str, max_tokens: int) -> int:
     """Optimizer steps in one epoch of `data` (the sampler's own plan, as `lslo train` counts them)."""
     import yaml
 
-    from lslo.train import TrainConfig, training_data
+    from lslo.run_config import TrainConfig
+    from lslo.run_setup import training_data
 
     cfg = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
     cfg.update(data=data, base_model=base, out_dir="unused", max_tokens=max_tokens, progress=False)

@@ -231,8 +231,9 @@ def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
 
 def count_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Trainable parameters of the model `lslo train` builds from `cfg`, and the base's parameter count."""
+    from lslo.run_config import TrainConfig
+    from lslo.run_setup import resolve_languages, setup_model
     from lslo.tokenizer import load_tokenizer
-    from lslo.train import TrainConfig, resolve_languages, setup_model
 
     tc = TrainConfig.from_dict({**cfg, "prune": None})
     tokenizer = load_tokenizer(tc.tokenizer or tc.base_model)

@@ -17,13 +17,11 @@ pass fakes).
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lslo.languages import lookup
+from lslo.serve.markup import HtmlError, join_html, split_html
 from lslo.serve.metrics import Metrics
 from lslo.serve.scheduler import Closed, DeadlineExceeded, Overloaded
 
@@ -158,84 +157,6 @@ def _alternatives(params: dict[str, Any], limits: Limits) -> int:
     if not 0 <= value <= limits.max_alternatives:
         raise ApiError(400, f"Invalid request: alternatives must be between 0 and {limits.max_alternatives}")
     return value
-
-
-# -- html ---------------------------------------------------------------------------------------------
-
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
-_RAW = {"script", "style"}  # their text is not translated
-
-
-class _Html(HTMLParser):
-    """Splits html into markup (kept as written) and text nodes (translated); checks that tags nest."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[tuple[bool, str]] = []  # (is text, content)
-        self.open: list[str] = []
-        self.problem: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self.parts.append((False, self.get_starttag_text() or ""))
-        if tag not in _VOID:
-            self.open.append(tag)
-
-    def handle_startendtag(self, tag: str, attrs: Any) -> None:
-        self.parts.append((False, self.get_starttag_text() or ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _VOID:
-            self.parts.append((False, f"</{tag}>"))
-            return
-        if not self.open or self.open[-1] != tag:
-            self.problem = self.problem or f"</{tag}> closes {'<' + self.open[-1] + '>' if self.open else 'nothing'}"
-        else:
-            self.open.pop()
-        self.parts.append((False, f"</{tag}>"))
-
-    def handle_data(self, data: str) -> None:
-        raw = bool(self.open) and self.open[-1] in _RAW
-        self.parts.append((not raw and bool(data.strip()), data))
-
-    def handle_comment(self, data: str) -> None:
-        self.parts.append((False, f"<!--{data}-->"))
-
-    def handle_decl(self, decl: str) -> None:
-        self.parts.append((False, f"<!{decl}>"))
-
-    def handle_pi(self, data: str) -> None:
-        self.parts.append((False, f"<?{data}>"))
-
-    def unknown_decl(self, data: str) -> None:
-        self.parts.append((False, f"<![{data}]>"))
-
-
-def split_html(text: str) -> list[tuple[bool, str]]:
-    """Markup and text parts of `text`; `ApiError` 400 when its tags do not nest."""
-    p = _Html()
-    try:
-        p.feed(text)
-        p.close()
-    except Exception as err:  # noqa: BLE001 - html.parser raises little, but whatever it raises is bad input
-        raise ApiError(400, f"Invalid request: html does not parse ({err})") from None
-    if p.problem is None and p.open:
-        p.problem = f"<{p.open[-1]}> is never closed"
-    if p.problem:
-        raise ApiError(400, f"Invalid request: html does not parse ({p.problem})")
-    return p.parts
-
-
-def join_html(parts: list[tuple[bool, str]], translations: list[str]) -> str:
-    """The markup with each text part replaced by its translation (outer whitespace kept, escaped)."""
-    out, it = [], iter(translations)
-    for is_text, content in parts:
-        if not is_text:  # markup, whitespace, script/style content: as written
-            out.append(content)
-            continue
-        lead = content[: len(content) - len(content.lstrip())]
-        trail = content[len(content.rstrip()) :]
-        out.append(lead + html.escape(next(it), quote=False) + trail)
-    return "".join(out)
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -425,7 +346,10 @@ class _Job:
             srcs.append(service.language(asked))
         for src, tgt in zip(srcs, tgts, strict=True):
             service.check_pair(src, tgt)
-        layouts = [split_html(text) if fmt == "html" else None for text in texts]
+        try:
+            layouts = [split_html(text) if fmt == "html" else None for text in texts]
+        except HtmlError as err:
+            raise ApiError(400, str(err)) from None
         job = cls(texts, batch, srcs, tgts, detected, layouts, alternatives)
         job.rows = job._rows()
         return job

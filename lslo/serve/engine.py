@@ -163,7 +163,7 @@ class Engine:
             seqs = self.model.generate(**kwargs)
         with self._lock:
             texts = decode_hypotheses(self.tokenizer, seqs)
-        from lslo.evaluate import _clean
+        from lslo.scoring import _clean
 
         texts = [_clean(t) for t in texts]
         return [texts[i * returns : (i + 1) * returns] for i in range(len(rows))]
