@@ -1,4 +1,4 @@
-"""benchmarks/bible12/regime.py: the regime family's sweep, plan, resume-by-prefix, subsets and rendering (nothing trains)."""
+"""benchmarks/bible12/regime.py and its regime_*.py: sweep, plan, resume-by-prefix, subsets, rendering (nothing trains)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from test_bench_runner import fake_result
 
 from benchmarks import results_md
-from benchmarks.bible12 import matrix, regime, run, runner
+from benchmarks.bible12 import matrix, regime, regime_curves, run, runner
 
 
 @pytest.fixture(autouse=True)
@@ -359,8 +359,8 @@ def test_a_failed_job_stops_new_starts_and_lets_the_others_finish(tmp_path, monk
 
 def test_the_smoothed_pick_ignores_a_one_epoch_dip_and_a_pruned_run_picks_once_pruning_is_final():
     curve = [{"epoch": float(i + 1), "valid_loss": v} for i, v in enumerate([3.0, 2.0, 2.9, 2.1, 2.1, 2.2])]
-    assert min(curve, key=lambda p: p["valid_loss"])["epoch"] == 2 and regime.smoothed_pick(curve) == 5
-    assert regime.smoothed_pick(curve, width=1) == 2
+    assert min(curve, key=lambda p: p["valid_loss"])["epoch"] == 2 and regime_curves.smoothed_pick(curve) == 5
+    assert regime_curves.smoothed_pick(curve, width=1) == 2
     pruned = {"curve": curve, "config": {"prune": {"unit": "epoch", "start": 2, "duration": 2}}}
-    assert [p["epoch"] for p in regime._eligible(pruned)] == [4, 5, 6]
-    assert regime._eligible({"curve": curve, "config": {}}) == curve
+    assert [p["epoch"] for p in regime_curves._eligible(pruned)] == [4, 5, 6]
+    assert regime_curves._eligible({"curve": curve, "config": {}}) == curve

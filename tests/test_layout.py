@@ -54,9 +54,18 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _absolute(name: str, path: Path, module: str | None, level: int) -> str:
+    """The absolute name of `from <level dots><module> import ...` in module `name` (at `path`)."""
+    if level == 0:
+        return module or ""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    base = package[: len(package) - (level - 1)]
+    return ".".join([*base, module] if module else base)
+
+
 def import_graph(packages: tuple[str, ...] = ("lslo", "benchmarks")) -> dict[str, set[str]]:
-    """Module -> the project modules it imports anywhere in its file (function-level imports included; those under
-    `if TYPE_CHECKING:` are for annotations only and do not count)."""
+    """Module -> the project modules it imports anywhere in its file (function-level and relative imports included;
+    those under `if TYPE_CHECKING:` are for annotations only and do not count)."""
     files = {_module_name(p): p for pkg in packages for p in (ROOT / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
@@ -71,8 +80,9 @@ def import_graph(packages: tuple[str, ...] = ("lslo", "benchmarks")) -> dict[str
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = _absolute(name, path, node.module, node.level)
+                targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
             edges |= {t for t in targets if t in files and t != name}
         graph[name] = edges
     return graph
@@ -104,6 +114,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle_among_the_projects_modules():
     graph = import_graph()
     assert "lslo.cli" in graph and "benchmarks.lslo_speed" in graph
+    assert "benchmarks.bible12.runner" in graph["benchmarks.bible12.regime"]  # a relative import (`from . import`)
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the finder finds one
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
+
+def test_no_import_cycle_among_the_benchmarks_modules():
+    """The benchmarks alone (their relative imports, `from . import ...`, included), apart from the package's."""
+    graph = import_graph(("benchmarks",))
+    assert {"benchmarks.bible12.analysis", "benchmarks.bible12.runner"} <= graph["benchmarks.bible12.regime"]
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"

@@ -18,7 +18,7 @@ data and step budget:
   rows trainable (peft `trainable_token_indices`); languages alone only (a chain would need each stage merged).
 
 Learning rates, one rule fixed before any run: each method takes the centre of its class in the project's sweep
-protocol (adapters 2e-3, full fine-tuning 2e-4; `regime.LR_CENTRE`), unswept here.
+protocol (adapters 2e-3, full fine-tuning 2e-4; `regime_family.LR_CENTRE`), unswept here.
 
 A run is: `lslo train --resume` (checkpoints under `--runs-dir`, default runs/bench-newlang), `lslo eval` on the
 132 old directions and on the new language's directions (greedy, `--max-sentences` test verses each), and a

@@ -26,12 +26,23 @@ fine-tuning can over-fit a small set and language-specific subspaces can pay off
   over. LSLo 8/8/8 and the pruned LSLo take LSLo 2/2/8's lr (same method, other ranks); the shared LoRA its own.
 - test: the first `MAX_SENTENCES` test verses of each direction, greedy, under bf16 autocast (cheaper than the
   matrix's beam 5 in fp32; every run of the family, and the base, is decoded the same way).
+
+This module is what to run and running it: the subsets, each run's config, the plan, executing a run (train,
+evaluate, write its JSON), reproducing one, and the jobs side by side (`run_family`). The rest, by job (none
+of them imports this module; `regime_family` imports none of them):
+
+- `regime_family.py`: the family as data (the constants above, EXPERIMENTS, SWEEPS) and `load_family`;
+- `regime_sweep.py`: the learning-rate sweep (`sweep_lrs`, `chosen_lr`, `load_sweep`);
+- `regime_verdicts.py`: the claims (CLAIMS, TREND) and their judgement;
+- `regime_curves.py`: curves.png, over-fitting and the best-model pick, from the validation curves;
+- `regime_render.py`: the RESULTS.md section (`render`, `render_to_md`).
+
+The names other code uses are re-exported here (`regime.SECTION`, `regime.chosen_lr`, `regime.render_to_md`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -46,95 +57,40 @@ from typing import Any
 from benchmarks import results_md
 
 from . import analysis, matrix, runner
-from . import render as render_mod
-
-FORMAT = "lslo-bible12-regime/1"
-SWEEP_FORMAT = "lslo-bible12-regime-sweep/1"
-SECTION = "bible12-regime"
-RESULTS_DIR = matrix.HERE / "results" / "regime"
-RUNS_DIR = matrix.ROOT / "runs" / "bench-regime"
-CURVES_PNG = "curves.png"
-
-EPOCHS = 15
-SWEEP_EPOCHS = 4
-SUBSET = 100
-TREND_SUBSET = 33  # the trend's smaller point: 33 -> 100 verses is the 3x growth (300 verses: ~6 CPU hours a run)
-SUBSET_SEED = 0
-MAX_TOKENS = 2048
-VALID_PER_DIRECTION = 10
-MAX_SENTENCES = 50
-BEAMS = 1
-EVAL_PRECISION = "bf16"
-CHECKPOINT = "best"  # the verdicts' checkpoint, chosen before any test score was seen
-LR_CENTRE = {"full": matrix.LR_FULL, "lora": matrix.LR_ADAPTER, "lslo": matrix.LR_ADAPTER, "lslo-888": matrix.LR_ADAPTER}
-LR_STEPS = (-1, 0, 1)  # the first grid, in powers of LR_FACTOR around the centre
-LR_FACTOR = 3.0
-LR_MAX_STEP = 3  # how far an edge may extend the grid
-
-SWEPT = "swept"  # `lr` placeholder: the lr the sweep of the experiment's `sweep` group chose
-PRUNE = {"ratio": 0.9, "unit": "epoch", "start": 2, "duration": 10, "every": 1, "scope": "language"}  # the paper's t1, t2
-R228 = {"ranks": {"high": 2, "medium": 2, "low": 8}}
-
-EXPERIMENTS: list[dict[str, Any]] = [
-    {"name": "full", "seeds": [1, 2, 3], "sweep": "full", "about": "full fine-tuning", "overrides": {"method": "full"}},
-    {"name": "lora", "seeds": [1, 2, 3], "sweep": "lora", "about": "shared peft LoRA, rank matched to lslo-228's parameter count",
-     "overrides": {"method": "lora", "lora_rank": matrix.MATCH}},
-    {"name": "lslo-228", "seeds": [1, 2, 3], "sweep": "lslo", "about": "LSLo 2/2/8 (the paper's best routing)",
-     "overrides": {"lslo": R228}},
-    {"name": "lslo-888", "seeds": [1, 2, 3], "sweep": "lslo", "about": "LSLo 8/8/8",
-     "overrides": {"lslo": {"ranks": {"high": 8, "medium": 8, "low": 8}}}},
-    {"name": "lslo-228-prune", "seeds": [1, 2, 3], "sweep": "lslo",
-     "about": "LSLo 2/2/8, 90% gradual pruning (language scope, epochs 2 to 12, every epoch)",
-     "overrides": {"lslo": R228, "prune": PRUNE}},
-    {"name": f"full-v{TREND_SUBSET}", "seeds": [1, 2], "sweep": "full", "subset": TREND_SUBSET, "about": f"full fine-tuning, {TREND_SUBSET} verses",
-     "overrides": {"method": "full"}},
-    {"name": f"lslo-228-v{TREND_SUBSET}", "seeds": [1, 2], "sweep": "lslo", "subset": TREND_SUBSET, "about": f"LSLo 2/2/8, {TREND_SUBSET} verses",
-     "overrides": {"lslo": R228}},
-]  # fmt: skip
-# Which experiment's config each sweep group sweeps. "lslo-888" is swept to check that LSLo 2/2/8's lr (which the
-# lslo-888 runs keep, so that their seeds stay comparable) is fair to 8/8/8: the table shows both choices.
-SWEEPS = {"full": "full", "lora": "lora", "lslo": "lslo-228", "lslo-888": "lslo-888"}
-
-CLAIMS: list[dict[str, Any]] = [
-    {"claim": "LSLo (2/2/8) matches or beats full fine-tuning, overall", "a": "lslo-228", "b": "full", "group": "all",
-     "kind": "kept",
-     "if_not": "on 100 verses every method's validation loss is lowest by epoch 3-4 of 15, and for full fine-tuning the rise after "
-               "that is over-confidence more than lost quality: its last model scores higher on test than its best "
-               "(*Over-fitting, from the curves*), so the paper's mechanism, full fine-tuning over-fitting a small "
-               "set, does not show on test here; with a third of the data it does, but only past the best model: "
-               "there full fine-tuning's last model scores below its best and LSLo's last model scores +0.08 above it (inside its interval), while at "
-               "the best models the gap hardly moves (*Trend*); on this small, under-trained base, updating the "
-               "embeddings and layer norms too (LSLo leaves them frozen) still pays"},
-    {"claim": "LSLo (2/2/8) beats full fine-tuning on low-resource directions", "a": "lslo-228", "b": "full",
-     "group": "low", "kind": "better",
-     "if_not": "as above; and the low-resource languages were seen least in pretraining (1/32 of their verses), so "
-               "their embeddings and the shared weights, which only full fine-tuning updates, gain most from it"},
-    {"claim": "Language-specific LoRAs beat one shared LoRA of the same size", "a": "lslo-228", "b": "lora",
-     "group": "all", "kind": "better",
-     "if_not": "at the same parameter count the shared LoRA gives every language all of its ranks, where LSLo 2/2/8 "
-               "gives a high- or medium-resource language 2 (low: 8); on 100 verses of a small base, capacity per "
-               "language outweighs keeping the languages apart"},
-    {"claim": "Ranks 2/2/8 keep the quality of 8/8/8 on high- and medium-resource directions", "a": "lslo-228",
-     "b": "lslo-888", "group": "no-low", "kind": "kept",
-     "if_not": "rank 2 gives a high- or medium-resource language a quarter of rank 8's directions of change; and the "
-               "two are judged at best-by-validation models from different epochs, picked by a loss on 10 pairs per "
-               "direction, so read the Δ of the last models beside it"},
-    {"claim": "90% pruning keeps the quality, overall", "a": "lslo-228-prune", "b": "lslo-228", "group": "all",
-     "kind": "kept", "models": "last",
-     "if_not": "pruning 90% of a rank-2 LoRA leaves a handful of weights per layer for a high- or medium-resource "
-               "language; one seed of the pruned run"},
-    {"claim": "90% pruning improves high-resource directions", "a": "lslo-228-prune", "b": "lslo-228", "group": "high",
-     "kind": "better", "models": "last",
-     "if_not": "12 directions only (4 high-resource languages, so the interval is wide), and one seed of the pruned "
-               "run"},
-]  # fmt: skip
-# `models`: the checkpoint a claim is judged at, where not the family's CHECKPOINT. The pruning claims use the last
-# models (epoch 15 both): the pruned run's best model can only come from epoch 12 on (pruning's start 2 + duration 10), the
-# unpruned run's came from epoch 4, and every model gains 0.3-0.4 spBLEU between its best and last checkpoint, so
-# best-vs-best compares training lengths as much as pruning. The JSON holds no per-epoch test scores, so the last
-# models are the only matched pair.
-TREND = [(f"lslo-228-v{TREND_SUBSET}", f"full-v{TREND_SUBSET}", TREND_SUBSET), ("lslo-228", "full", SUBSET)]  # the LSLo - full gap as data grows
-
+from .regime_family import BEAMS as BEAMS
+from .regime_family import CHECKPOINT as CHECKPOINT
+from .regime_family import CURVES_PNG as CURVES_PNG
+from .regime_family import EPOCHS as EPOCHS
+from .regime_family import EVAL_PRECISION as EVAL_PRECISION
+from .regime_family import EXPERIMENTS as EXPERIMENTS
+from .regime_family import FORMAT as FORMAT
+from .regime_family import LR_CENTRE as LR_CENTRE
+from .regime_family import LR_FACTOR as LR_FACTOR
+from .regime_family import LR_MAX_STEP as LR_MAX_STEP
+from .regime_family import LR_STEPS as LR_STEPS
+from .regime_family import MAX_SENTENCES as MAX_SENTENCES
+from .regime_family import MAX_TOKENS as MAX_TOKENS
+from .regime_family import RESULTS_DIR as RESULTS_DIR
+from .regime_family import RUNS_DIR as RUNS_DIR
+from .regime_family import SECTION as SECTION
+from .regime_family import SUBSET as SUBSET
+from .regime_family import SUBSET_SEED as SUBSET_SEED
+from .regime_family import SWEEP_EPOCHS as SWEEP_EPOCHS
+from .regime_family import SWEEP_FORMAT as SWEEP_FORMAT
+from .regime_family import SWEEPS as SWEEPS
+from .regime_family import TREND_SUBSET as TREND_SUBSET
+from .regime_family import VALID_PER_DIRECTION as VALID_PER_DIRECTION
+from .regime_family import experiment as experiment
+from .regime_family import load_family as load_family
+from .regime_render import cpu_minutes as cpu_minutes
+from .regime_render import render as render
+from .regime_render import render_to_md as render_to_md
+from .regime_sweep import chosen_lr as chosen_lr
+from .regime_sweep import load_sweep as load_sweep
+from .regime_sweep import lr_text as lr_text
+from .regime_sweep import sweep_lrs as sweep_lrs
+from .regime_verdicts import CLAIMS as CLAIMS
+from .regime_verdicts import TREND as TREND
 
 # -- data and plan -------------------------------------------------------------------------------------
 
@@ -181,10 +137,6 @@ def steps_per_epoch(data: str, base: str, config: str, max_tokens: int) -> int:
     return training_data(TrainConfig.from_dict(cfg))[3].batches_per_epoch(0)
 
 
-def lr_text(lr: float) -> str:
-    return f"{lr:.1e}".replace("e-0", "e-")
-
-
 def train_key(exp: str, lr: float, seed: int) -> str:
     """The training folder's name: a sweep run and the family run with the same lr share it (seed 1 resumes)."""
     return f"{exp}.lr{lr_text(lr)}.seed{seed}"
@@ -208,34 +160,6 @@ def run_config(exp: Mapping[str, Any], seed: int, lr: float, epochs: int, opts: 
         "optimizer": "adamw",
     }  # fmt: skip
     return runner.deep_merge(runner.deep_merge(cfg, common), exp["overrides"])
-
-
-def experiment(name: str) -> dict[str, Any]:
-    return next(e for e in EXPERIMENTS if e["name"] == name)
-
-
-def sweep_lrs(group: str, results_dir: str | Path) -> list[float]:
-    """The group's grid: LR_STEPS around the centre, extended while the lowest loss sits at a finished edge."""
-    steps = list(LR_STEPS)
-    done = {r["lr_step"]: r["min_valid_loss"] for r in load_sweep(results_dir).get(group, [])}
-    while all(k in done for k in steps):
-        best = min(steps, key=lambda k: done[k])
-        if best == steps[0] and -best < LR_MAX_STEP:
-            steps.insert(0, best - 1)
-        elif best == steps[-1] and best < LR_MAX_STEP:
-            steps.append(best + 1)
-        else:
-            break
-    return [LR_CENTRE[group] * LR_FACTOR**k for k in steps]
-
-
-def chosen_lr(group: str, results_dir: str | Path) -> float | None:
-    """The swept lr of the lowest validation loss once every run of the grid is in; else None."""
-    runs = {r["lr"]: r for r in load_sweep(results_dir).get(group, [])}
-    grid = sweep_lrs(group, results_dir)
-    if not all(any(math.isclose(lr, x) for x in runs) for lr in grid):
-        return None
-    return min(runs.values(), key=lambda r: r["min_valid_loss"])["lr"]
 
 
 def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
@@ -346,20 +270,6 @@ def _train_facts(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, 
             "omp_num_threads": sorted({str(x.get("omp_num_threads")) for x in sessions}),
             "cpu_seconds": sum(x["cpu_s"] for x in sessions), "recorded_s": round(sum(x["wall_s"] for x in sessions), 1),
             "train_cpu_s": s.get("cpu_s")}  # fmt: skip
-
-
-def cpu_minutes(train: Mapping[str, Any]) -> float | None:
-    """A run's CPU time in minutes, or None where it is not known. First choice: `lslo train`'s own CPU clock
-    (`train_cpu_s`), carried in its checkpoints across resumes like the training time, so a killed session costs
-    nothing but the work it redoes. Runs begun before lslo kept that clock fall back on the user + system time of
-    the `lslo train` processes summed over the bench's sessions, which is unknown where a session was killed with
-    the shell that ran it (a session's end) before the bench recorded its resource use. Its sign: the recorded
-    sessions' wall time (`recorded_s`) falls short of the training time (`seconds`)."""
-    if train.get("train_cpu_s") is not None:
-        return train["train_cpu_s"] / 60
-    if train.get("recorded_s") is None or train["recorded_s"] < train["seconds"] - 60:
-        return None
-    return train["cpu_seconds"] / 60
 
 
 def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
@@ -543,363 +453,3 @@ def _schedule(opts: argparse.Namespace, jobs: int) -> None:
                         render_to_md(opts)
     if error is not None:
         raise error
-
-
-# -- rendering -------------------------------------------------------------------------------------------
-
-
-def load_sweep(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(results_dir).glob("sweep.*.json")):
-        r = json.loads(path.read_text(encoding="utf-8"))
-        if r.get("format") == SWEEP_FORMAT:
-            out.setdefault(r["group"], []).append(r)
-    for runs in out.values():
-        runs.sort(key=lambda r: r["lr"])
-    return out
-
-
-def load_family(results_dir: str | Path, checkpoint: str = CHECKPOINT) -> dict[str, list[dict[str, Any]]]:
-    """experiment -> its runs, each seen through one checkpoint ("best" or "last") for the statistics."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(results_dir).glob("*.json")):
-        r = json.loads(path.read_text(encoding="utf-8"))
-        if r.get("format") != FORMAT:
-            continue
-        if r["checkpoints"]:
-            r = {**r, **{k: r["checkpoints"][checkpoint][k] for k in ("overall", "groups", "directions")}}
-        out.setdefault(r["experiment"], []).append(r)
-    for runs in out.values():
-        runs.sort(key=lambda r: r["seed"] or 0)
-    return out
-
-
-def plot_curves(results_dir: str | Path) -> Path | None:
-    """Validation loss per epoch of every family run (one line per run) -> curves.png; None without runs."""
-    data = load_family(results_dir)
-    runs = [r for name in data for r in data[name] if r.get("curve")]
-    if not runs:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    colours = {e["name"]: f"C{i}" for i, e in enumerate(EXPERIMENTS)}
-    for r in runs:
-        pts = r["curve"]
-        style = "--" if r.get("subset", SUBSET) != SUBSET else ("-" if r["seed"] == 1 else ":")
-        ax.plot([p["epoch"] for p in pts], [p["valid_loss"] for p in pts], style, color=colours[r["experiment"]],
-                marker="o", markersize=3, label=f"{r['run']} (lr {lr_text(r['lr'])})")  # fmt: skip
-        best = r["checkpoints"]["best"]
-        ax.plot([best["epoch"]], [best["valid_loss"]], "*", color=colours[r["experiment"]], markersize=10)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss (label-smoothed, 10 pairs x 132 directions)")
-    ax.set_title(f"bible12 regime: {SUBSET} verses per language (dashed: {TREND_SUBSET}); * = best-by-validation")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(results_dir) / CURVES_PNG
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
-def render(opts: argparse.Namespace) -> str:
-    """The RESULTS.md section of the regime family, from its result JSONs only."""
-    rd = Path(opts.results_dir)
-    rel = rd.resolve().relative_to(matrix.ROOT) if rd.resolve().is_relative_to(matrix.ROOT) else rd
-    sweep, data, last = load_sweep(rd), load_family(rd), load_family(rd, "last")
-    lines = [f"## {SECTION}: the paper's regime (many epochs over a small set)", "",
-             f"Command: `make bench BENCH_ARGS=\"--family regime\"` (= `python benchmarks/bible12/run.py --family regime`) · "
-             f"rendered from `{rel}/*.json` with `python benchmarks/bible12/run.py --family regime --render`. "
-             "The protocol (subset, budget, learning-rate sweep, checkpoint rule) is in `benchmarks/bible12/README.md`.", "",
-             f"{EPOCHS} epochs over the same {SUBSET} verses of every language (trend runs: {TREND_SUBSET}), all 132 directions, "
-             f"batches of <= {opts.max_tokens} tokens ({opts.precision}); validation loss after every epoch; the verdicts use "
-             f"the **{CHECKPOINT}-by-validation** model (rule fixed before any test score was seen), the last model is shown "
-             f"beside it. Test: the first {opts.max_sentences} verses of each direction, beam {opts.beams}, {EVAL_PRECISION} "
-             "autocast (not comparable with the matrix's beam-5 fp32 scores)."]  # fmt: skip
-    everything = [r for g in sweep.values() for r in g] + [r for runs in data.values() for r in runs]
-    if everything:
-        dates = sorted({r["machine"]["date"] for r in everything})
-        m = everything[0]["machine"]
-        lines += ["", f"Machine: {m.get('gpu', m['cpu'])}, {m['cpu_cores']} cores, torch {m['torch']} · {dates[0]} to {dates[-1]} · "
-                      f"commits {', '.join(sorted({r['git_commit'] for r in everything}))}"]  # fmt: skip
-    lines += ["", "### Learning-rate sweep", "",
-              f"Each method's runs of {SWEEP_EPOCHS} epochs at lr = centre x {LR_FACTOR:g}^k; cell: the lowest validation loss "
-              "(at epoch); **bold**: chosen (the lowest). Seed 1 of the family continues the chosen run.", "",
-              "| method (config swept) | " + " | ".join(f"k = {k}" for k in range(-LR_MAX_STEP, LR_MAX_STEP + 1)) + " | chosen lr |",
-              "|---|" + "---:|" * (2 * LR_MAX_STEP + 2)]  # fmt: skip
-    for group, exp in SWEEPS.items():
-        runs = {r["lr_step"]: r for r in sweep.get(group, [])}
-        lr = chosen_lr(group, rd)
-        cells = []
-        for k in range(-LR_MAX_STEP, LR_MAX_STEP + 1):
-            r = runs.get(k)
-            text = "" if r is None else f"{lr_text(r['lr'])}: {r['min_valid_loss']:.4f} (ep {r['epoch_of_min']:g})"
-            cells.append(f"**{text}**" if r is not None and lr is not None and math.isclose(r["lr"], lr) else text)
-        lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
-    lines += _sweep_cost_lines(sweep)
-    md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
-    lines += _score_lines(data, last) + _curve_lines(rd, md) + _overfit_lines(data) + _selection_lines(data)
-    lines += _claim_lines(data, last)
-    lines += _cost_lines(data)
-    lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
-    return "\n".join(lines)
-
-
-def _score_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
-    cols = ("all", "no-low", "low", "high")
-    lines = ["", "### Scores", "",
-             "Mean over seeds ± half the max-min range. Groups: all directions; high/medium only (no low-resource side); "
-             "low-resource on either side; high-resource on both sides. *best epoch*: where each seed's validation loss "
-             "was lowest.", "",
-             "| experiment | seeds | lr | best epoch | " + " | ".join(f"spBLEU {c}" for c in cols) + " | chrF++ all | spBLEU all, last model | chrF++ all, last model |",
-             "|---|---:|---:|---:|" + "---:|" * (len(cols) + 3)]  # fmt: skip
-    for name in ["base", *(e["name"] for e in EXPERIMENTS)]:
-        runs = data.get(name, [])
-        if not runs:
-            lines.append(f"| {name} | 0 | {matrix.NOT_MEASURED} |" + " |" * (len(cols) + 4))
-            continue
-        lr = "–" if name == "base" else lr_text(runs[0]["lr"])
-        epochs = "–" if name == "base" else ", ".join(f"{r['checkpoints']['best']['epoch']:g}" for r in runs)
-        cells = [analysis._cell(analysis.agg(runs, "spbleu", c)) for c in cols] + [analysis._cell(analysis.agg(runs, "chrf", "all"))]
-        cells += [analysis._cell(analysis.agg(last.get(name, []), m, "all")) for m in analysis.METRICS]
-        lines.append(f"| {name} | {len(runs)} | {lr} | {epochs} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _curve_lines(results_dir: Path, md: Path) -> list[str]:
-    """The plot, linked relative to the markdown file that shows it."""
-    if not (results_dir / CURVES_PNG).is_file():
-        return []
-    rel = os.path.relpath((results_dir / CURVES_PNG).resolve(), md.resolve().parent)
-    return ["", "### Learning curves", "", f"![validation loss per epoch]({Path(rel).as_posix()})"]
-
-
-def _overfit_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """What the curves show, per experiment: the lowest validation loss, where it was, and how far the loss rose
-    from there to the last epoch (over-fitting, measured rather than read off the plot)."""
-    rows = []
-    for e in EXPERIMENTS:
-        runs = [r for r in data.get(e["name"], []) if r.get("curve")]
-        if not runs:
-            continue
-        lows = [min(r["curve"], key=lambda p: p["valid_loss"]) for r in runs]
-        ends = [r["curve"][-1] for r in runs]
-        rises = [end["valid_loss"] - low["valid_loss"] for low, end in zip(lows, ends, strict=True)]
-        rising = [sum(b["valid_loss"] > a["valid_loss"] for a, b in itertools.pairwise(r["curve"])) for r in runs]
-        test = [r["checkpoints"]["last"]["overall"]["spbleu"] - r["checkpoints"]["best"]["overall"]["spbleu"] for r in runs]
-        loss = lambda v: analysis._cell(analysis.stats(v), 3)  # noqa: E731
-        epochs = lambda pts: ", ".join(f"{p['epoch']:g}" for p in pts)  # noqa: E731
-        rows.append(f"| {e['name']} | {len(runs)} | {loss([p['valid_loss'] for p in lows])} | {epochs(lows)} "
-                    f"| {loss([p['valid_loss'] for p in ends])} | {epochs(ends)} | {loss(rises)} | {', '.join(map(str, rising))} "
-                    f"| {analysis._cell(analysis.stats(test), 2, signed=True)} |")  # fmt: skip
-    if not rows:
-        return []
-    return ["", "### Over-fitting, from the curves", "",
-            "Validation loss per run (mean over seeds ± half the range): the lowest of every epoch (for the pruned run also "
-            "those before pruning reached 90%, which its best model is not picked from), its epoch, the last epoch's, and the "
-            "rise from the lowest to the last (0: still falling at the end); *epochs up*: epochs whose loss was above the "
-            "epoch before. *Test, last - best*: what the rise did to the test scores, spBLEU (all directions) of the last "
-            "model minus that of the best-by-validation one (below 0: the over-fitting the loss shows costs translation "
-            "quality too).", "",
-            "| experiment | seeds | lowest validation loss | at epoch | last validation loss | last epoch | rise after the lowest | epochs up | test, last - best (spBLEU) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]  # fmt: skip
-
-
-def _eligible(r: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The epochs a run's best model may come from: all, or for a pruned run those at its final ratio (from epoch
-    start + duration of its `prune` config: `lslo train` keeps a pruned run's best only once pruning is final)."""
-    prune = (r.get("config") or {}).get("prune")
-    first = prune["start"] + prune["duration"] if prune and prune.get("unit", "epoch") == "epoch" else 0
-    return [p for p in r["curve"] if p["epoch"] >= first]
-
-
-def smoothed_pick(curve: Sequence[Mapping[str, Any]], width: int = 3) -> float:
-    """The epoch of the lowest validation loss averaged over `width` neighbouring epochs (centred; shorter at the
-    ends of `curve`): a pick less moved by one epoch's noise."""
-    half = width // 2
-    losses = [p["valid_loss"] for p in curve]
-    means = [sum(losses[max(0, i - half):i + half + 1]) / len(losses[max(0, i - half):i + half + 1]) for i in range(len(losses))]
-    return curve[min(range(len(curve)), key=means.__getitem__)]["epoch"]
-
-
-def _selection_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """How sensitive the best-by-validation pick is: the runner-up epoch and its loss margin, and the pick a 3-epoch
-    smoothed loss makes, per run, from the committed validation curves."""
-    rows, moved, margins = [], [], []
-    for e in EXPERIMENTS:
-        for r in data.get(e["name"], []):
-            curve = _eligible(r) if r.get("curve") else []
-            if len(curve) < 2:
-                continue
-            ranked = sorted(curve, key=lambda p: p["valid_loss"])
-            best, second = ranked[0], ranked[1]
-            smooth = smoothed_pick(curve)
-            margins.append(second["valid_loss"] - best["valid_loss"])
-            if smooth != best["epoch"]:
-                moved.append(r["run"])
-            test = r["checkpoints"]["last"]["overall"]["spbleu"] - r["checkpoints"]["best"]["overall"]["spbleu"]
-            rows.append(f"| {r['run']} | {best['epoch']:g} | {second['epoch']:g} | {margins[-1]:.4f} | {smooth:g}"
-                        f"{' (moved)' if smooth != best['epoch'] else ''} | {curve[0]['epoch']:g}-{curve[-1]['epoch']:g} | {test:+.2f} |")  # fmt: skip
-    if not rows:
-        return []
-    margins.sort()
-    return ["", "### How sensitive the best-model pick is", "",
-            f"The best model is the epoch of the lowest validation loss on {VALID_PER_DIRECTION} pairs per direction "
-            "(the same verses in every direction). Per run, from the committed curves: the runner-up epoch and how much "
-            "higher its loss is, and the epoch a 3-epoch centred mean of the loss would pick; *eligible*: the epochs "
-            "the pick may come from (a pruned run: once pruning is final). The JSON holds test scores for the best "
-            "and the last model only, so how far the scores would move under another pick is not measured; *test, "
-            "last - best* shows how far they move over the rest of training.", "",
-            "| run | best epoch | runner-up | loss margin | smoothed pick | eligible | test, last - best (spBLEU) |",
-            "|---|---:|---:|---:|---:|---|---:|", *rows, "",
-            f"The runner-up lies a median {margins[len(margins) // 2]:.4f} (range {margins[0]:.4f}-{margins[-1]:.4f}) above "
-            f"the lowest loss; the smoothed pick moves {len(moved)} of {len(rows)} runs"
-            + (f" ({', '.join(moved)})" if moved else "") + ". New families validate on at least "
-            f"{matrix.VALID_PER_DIRECTION_NEW} distinct verses per direction (`matrix.VALID_PER_DIRECTION_NEW`)."]  # fmt: skip
-
-
-def _claim_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
-    from . import inference
-
-    views = {"best": data, "last": last}
-    judged = inference.judge(CLAIMS, data, views=views)
-    m = next((r["claims_tested"] for r in judged if r is not None), 0)
-    lines = ["", "### The paper's claims in its regime", "",
-             f"Δ = first - second experiment, on the {CHECKPOINT}-by-validation models except where *models* says *last* "
-             "(*epochs*: each seed's epoch of the model judged, first vs second experiment) "
-             "(the pruning claims: both models at epoch 15, matched training length, since the pruned run's best model "
-             "can only come from epoch 12 on, once pruning is final); *Δ last* is every comparison on the last models. *directions*: where the "
-             "first scores higher, of those compared (spBLEU, means over seeds, at the claim's *models*). The old rule's columns are "
-             f"as the previous release computed them, on the {CHECKPOINT}-by-validation models for every claim.", "",
-             inference.method_text(m), "",
-             "| claim (paper) | comparison | group | models | Δ spBLEU [interval] | p (raw; adjusted) | verdict | Δ chrF++ "
-             "| Δ spBLEU, last | directions | old rule: seed spread (spBLEU) | old rule's verdict | likely reason, where the data leans against the claim |",
-             "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
-    for claim, r in zip(CLAIMS, judged, strict=True):
-        models = claim.get("models", CHECKPOINT)
-        view = views[models]
-        v, vc, vl = (analysis.verdict(claim, d, mt) for d, mt in ((data, "spbleu"), (view, "chrf"), (last, "spbleu")))
-        fmt = lambda x: "–" if x["delta"] is None else f"{x['delta']:+.2f}"  # noqa: E731
-        sp = "–" if v["spread"] is None else f"{v['spread']:.2f} ({v['spread_of']})"
-        wins = "–" if vc.get("wins") is None else f"{analysis.verdict(claim, view)['wins'][0]}/{vc['wins'][2]}"
-        interval, p, text = inference.cells(r)
-        against = r is None or not r["verdict"].startswith("supported")
-        epochs = ["/".join(f"{r['checkpoints'][models]['epoch']:g}" for r in data.get(x, []) if r.get("checkpoints")) or "–"
-                  for x in (claim["a"], claim["b"])]
-        lines.append(f"| {claim['claim']} | {claim['a']} vs {claim['b']} | {analysis.GROUP_LABELS[claim['group']]} "
-                     f"| {models} (epochs {' vs '.join(epochs)}) "
-                     f"| {interval} | {p} | **{text}** | {fmt(vc)} | {fmt(vl)} | {wins} | {sp} | {v['verdict']} "
-                     f"| {claim['if_not'] if against else ''} |")  # fmt: skip
-    return lines + _trend_lines(data, last)
-
-
-def _trend_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
-    """The LSLo - full gap (spBLEU, all directions) at each subset size, best and last models, and how it moves."""
-
-    from . import inference
-
-    def gap(runs: Mapping[str, Any], a: str, b: str) -> dict[str, Any] | None:
-        sa, sb = analysis.agg(runs.get(a, []), "spbleu", "all"), analysis.agg(runs.get(b, []), "spbleu", "all")
-        if not (sa and sb):
-            return None
-        spread = [x["bound"] for x in (sa, sb) if x["bound"] is not None]
-        ci = inference.paired_bootstrap(runs[a], runs[b], "spbleu", "all")
-        return {"delta": sa["mean"] - sb["mean"], "spread": max(spread) if spread else None,
-                "ci": "–" if ci is None else f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]",
-                "width": None if ci is None else ci["hi"] - ci["lo"]}  # fmt: skip
-
-    rows, points = [], []
-    for a, b, verses in sorted(TREND, key=lambda t: t[2]):
-        g, gl = gap(data, a, b), gap(last, a, b)
-        if g is None or gl is None:
-            continue
-        seeds = f"{len(data[a])}, {len(data[b])}"
-        spread = "–" if g["spread"] is None else f"{g['spread']:.2f}"
-        rows.append(f"| {verses} | {a} vs {b} | {seeds} | {g['delta']:+.2f} {g['ci']} | {gl['delta']:+.2f} {gl['ci']} | {spread} |")
-        points.append((verses, g["delta"], gl["delta"], g["width"], gl["width"]))
-    if not rows:
-        return []
-    lines = ["", "### Trend: the gap as the data grows", "",
-             "LSLo 2/2/8 - full fine-tuning, spBLEU over all directions, at each subset size (verses per language); "
-             "[interval]: 95% paired bootstrap over languages and seeds (the claims' method, uncorrected: the trend is "
-             "described, not tested); the seed spread (the old rule's) is the larger of the two experiments'.", "",
-             "| verses | runs | seeds | Δ, best models | Δ, last models | seed spread |", "|---:|---|---|---:|---:|---:|", *rows]  # fmt: skip
-    if len(points) > 1:
-        (v0, d0, l0, w0, wl0), (v1, d1, l1, w1, wl1) = points[0], points[-1]
-        widths = [w for w in (w0, wl0, w1, wl1) if w is not None]
-        small = widths and max(abs(d1 - d0), abs(l1 - l0)) < min(widths)
-        lines += ["", f"From {v0} to {v1} verses the gap moves by {d1 - d0:+.2f} (best models) and {l1 - l0:+.2f} "
-                  "(last models): positive is towards LSLo as the data grows, negative towards full fine-tuning."
-                  + (" Each move is smaller than the width of every gap's interval: the data show no trend either way."
-                     if small else "")]  # fmt: skip
-    return lines
-
-
-def _sweep_cost_lines(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """What one sweep run cost, from the JSON: CPU and wall minutes (range and median) and the tokens it trained."""
-    runs = [r["train"] for g in sweep.values() for r in g if r.get("train")]
-    if not runs:
-        return []
-    import statistics
-
-    def span(v: list[float]) -> str:
-        v = sorted(v)
-        return f"{v[0]:.0f}-{v[-1]:.0f} min (median {statistics.median(v):.0f})"
-
-    threads = "/".join(sorted({x for t in runs for x in t["omp_num_threads"]}))
-    cpu = [m for m in map(cpu_minutes, runs) if m is not None]
-    cpu_text = f"CPU time {span(cpu)} over the {len(cpu)} whose every session was recorded" if cpu else "CPU time not recorded"
-    if len(cpu) < len(runs):
-        cpu_text += f" ({len(runs) - len(cpu)} had a session killed with the shell before its CPU time was recorded)"
-    return ["", f"Cost of a sweep run ({len(runs)} finished; {SWEEP_EPOCHS} epochs, {runs[0]['tokens']:,} target tokens, "
-                f"{threads} thread(s) each): {cpu_text}; training wall time {span([t['seconds'] / 60 for t in runs])} "
-                "(two runs shared the 2 cores at low priority with other work, which the wall time includes)."]  # fmt: skip
-
-
-def _eval_minutes(r: Mapping[str, Any]) -> str:
-    c = r.get("eval_cost") or {}
-    return "not recorded" if c.get("wall_s") is None else f"{c['wall_s'] / 60:.1f} ({c['models']})"
-
-
-def _cost_lines(data: Mapping[str, Any]) -> list[str]:
-    lines = ["", "### Cost", "", "| experiment | trainable params | % of base | steps per epoch | training time per run (min) "
-             "| CPU time per run (min) | threads | evaluation wall time per run (min; models) |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
-    if data.get("base"):
-        lines.append(f"| base | 0 | 0 | – | – | – | – | {', '.join(_eval_minutes(r) for r in data['base'])} |")
-    for e in EXPERIMENTS:
-        runs = data.get(e["name"], [])
-        if not runs:
-            continue
-        p = runs[0]["params"]
-        count = f"{p['trainable']:,}" + (f" ({p['surviving']:,} after pruning)" if p.get("surviving") is not None else "")
-        minutes = ", ".join(f"{r['train']['seconds'] / 60:.1f}" for r in runs)
-        cpu = ", ".join("not recorded" if (m := cpu_minutes(r["train"])) is None else f"{m:.1f}" for r in runs)
-        threads = ", ".join("/".join(r["train"]["omp_num_threads"]) for r in runs)
-        lines.append(f"| {e['name']} | {count} | {p['percent_of_base']:.3f} | {runs[0]['train']['steps_per_epoch']} | {minutes} "
-                     f"| {cpu} | {threads} | {', '.join(map(_eval_minutes, runs))} |")  # fmt: skip
-    if len(lines) > 5:
-        lines += ["", "Training time: `lslo train`'s own clock, carried across resumes (the family runs continue their "
-                      "method's chosen sweep run, whose 4 epochs it includes). CPU time: `lslo train`'s own CPU clock (all threads), "
-                      "carried across resumes like its training time; for runs begun before lslo kept it, user + system of "
-                      "the `lslo train` processes summed over sessions, *not recorded* where a session was killed with the "
-                      "shell that ran it before the bench could record it. Evaluation: the `lslo eval` runs' wall time, summed over the "
-                      "models evaluated (last and best-by-validation; one where they are the same)."]  # fmt: skip
-    return lines
-
-
-def render_to_md(opts: argparse.Namespace) -> Path:
-    plot_curves(opts.results_dir)
-    default = results_md.RESULTS_MD
-    results_md.RESULTS_MD = Path(opts.results_md) if opts.results_md else default
-    try:
-        results_md.update_section(SECTION, render(opts))
-        return results_md.RESULTS_MD
-    finally:
-        results_md.RESULTS_MD = default

@@ -23,7 +23,8 @@ builds from the run's config (and, for pruned runs, what survives the pruning ma
 
 This file is the command line only. The package `benchmarks.bible12`: `matrix.py` (the experiments and claims
 as data), `runner.py` (plan, steps, result JSON, reproduction), `analysis.py` (seed spread, verdicts),
-`render.py` (the RESULTS.md section) and `regime.py` (the second family, `--family regime`).
+`render.py` (the RESULTS.md section) and `regime.py` (the second family, `--family regime`; its parts in
+`regime_*.py`).
 Also runs as `python -m benchmarks.bible12.run`.
 """
 
