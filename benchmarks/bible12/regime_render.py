@@ -52,12 +52,15 @@ def render(opts: argparse.Namespace) -> str:
     rd = Path(opts.results_dir)
     rel = rd.resolve().relative_to(matrix.ROOT) if rd.resolve().is_relative_to(matrix.ROOT) else rd
     sweep, data, last = load_sweep(rd), load_family(rd), load_family(rd, "last")
+    runs = [r for g in sweep.values() for r in g] + [r for g in data.values() for r in g]
+    precisions = sorted({str(r["budget"].get("precision")) for r in runs if r.get("budget", {}).get("precision")})
+    precision = " / ".join(precisions) or opts.precision  # what the runs trained with, not this command's option
     lines = [f"## {SECTION}: the paper's regime (many epochs over a small set)", "",
              f"Command: `make bench BENCH_ARGS=\"--family regime\"` (= `python benchmarks/bible12/run.py --family regime`) · "
              f"rendered from `{rel}/*.json` with `python benchmarks/bible12/run.py --family regime --render`. "
              "The protocol (subset, budget, learning-rate sweep, checkpoint rule) is in `benchmarks/bible12/README.md`.", "",
              f"{EPOCHS} epochs over the same {SUBSET} verses of every language (trend runs: {TREND_SUBSET}), all 132 directions, "
-             f"batches of <= {opts.max_tokens} tokens ({opts.precision}); validation loss after every epoch; the verdicts use "
+             f"batches of <= {opts.max_tokens} tokens ({precision}); validation loss after every epoch; the verdicts use "
              f"the **{CHECKPOINT}-by-validation** model (rule fixed before any test score was seen), the last model is shown "
              f"beside it. Test: the first {opts.max_sentences} verses of each direction, beam {opts.beams}, {EVAL_PRECISION} "
              "autocast (not comparable with the matrix's beam-5 fp32 scores)."]  # fmt: skip
