@@ -93,8 +93,8 @@ def render(results_dir: str | os.PathLike) -> str:
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/bible12/run.py --family newlang --steps {s['steps']} --only RUN...` "
         f"(two runs side by side, one thread each), then `python benchmarks/bible12/run.py --family newlang --render`; "
         f"rendered from `{rel}/*.json`. Machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']}, "
-        f"precision `{s['precision']}` (fp32 here: this CPU has no bf16 instructions); first run {min(r['machine']['date'] for r in adds)}, "
-        f"last {max(r['machine']['date'] for r in adds)}.", "",
+        f"precision `{s['precision']}` (fp32 here: this CPU has no bf16 instructions); result JSONs written "
+        f"{min(r['machine']['date'] for r in adds)} to {max(r['machine']['date'] for r in adds)}.", "",
         f"Each run trains {s['steps']} steps of {s['max_tokens']} tokens from the shipped base on the directions that "
         "involve the new language (bible22: bible12 plus es, hi, tr on bible12's own verse ids), then `lslo eval` "
         f"scores, greedy, {s['max_sentences']} test verses per direction, the 132 old directions and the new language's 24. "
@@ -142,8 +142,9 @@ def render(results_dir: str | os.PathLike) -> str:
     for c, j in zip(cl, judged, strict=True):
         interval, p, verdict = inference.cells(j)
         lines.append(f"| {c['text']} | {'132 old directions' if c['models'] == 'old' else 'its 24 directions'} | {interval} | {p} | {verdict} |")
-    lines += ["", "Claims not measured (a run missing) show –. Validation curves (the new directions' validation NLL "
-              "every 100 steps): `" + str(rel / "curves.png") + "`.", ""]  # fmt: skip
+    lines += ["", "Claims not measured (a run missing) show –. Validation curves (validation NLL every 100 steps on the "
+              "directions each run trains: the new language's, and for full FT + replay the old ones too): `"
+              + str(rel / "curves.png") + "`.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
