@@ -42,6 +42,18 @@ def machine() -> dict:
     return info
 
 
+def update_section_in(md: str | os.PathLike | None, name: str, body: str) -> Path:
+    """`update_section` on the file `md` (None: RESULTS.md); returns the file written."""
+    global RESULTS_MD
+    default = RESULTS_MD
+    RESULTS_MD = Path(md) if md else default
+    try:
+        update_section(name, body)
+        return RESULTS_MD
+    finally:
+        RESULTS_MD = default
+
+
 def update_section(name: str, body: str) -> None:
     """Replace (or append) the section between `<!-- begin NAME -->` and `<!-- end NAME -->`."""
     text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else HEADER

@@ -178,10 +178,4 @@ def plot_curves(results_dir: str | os.PathLike) -> Path | None:
 
 def render_to_md(results_dir: str | os.PathLike, md: str | os.PathLike | None = None) -> Path:
     plot_curves(results_dir)
-    default = results_md.RESULTS_MD
-    results_md.RESULTS_MD = Path(md) if md else default
-    try:
-        results_md.update_section(SECTION, render(results_dir))
-        return results_md.RESULTS_MD
-    finally:
-        results_md.RESULTS_MD = default
+    return results_md.update_section_in(md, SECTION, render(results_dir))

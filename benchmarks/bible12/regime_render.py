@@ -169,10 +169,4 @@ def _cost_lines(data: Mapping[str, Any]) -> list[str]:
 
 def render_to_md(opts: argparse.Namespace) -> Path:
     plot_curves(opts.results_dir)
-    default = results_md.RESULTS_MD
-    results_md.RESULTS_MD = Path(opts.results_md) if opts.results_md else default
-    try:
-        results_md.update_section(SECTION, render(opts))
-        return results_md.RESULTS_MD
-    finally:
-        results_md.RESULTS_MD = default
+    return results_md.update_section_in(opts.results_md, SECTION, render(opts))

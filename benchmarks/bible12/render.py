@@ -183,13 +183,7 @@ def search_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
 
 def render_to_md(results_dir: str | os.PathLike, md: str | os.PathLike | None = None) -> Path:
     """Update the section in `md` (default: benchmarks/RESULTS.md); returns the file written."""
-    default = results_md.RESULTS_MD
-    results_md.RESULTS_MD = Path(md) if md else default
-    try:
-        results_md.update_section(SECTION, render(results_dir))
-        return results_md.RESULTS_MD
-    finally:
-        results_md.RESULTS_MD = default
+    return results_md.update_section_in(md, SECTION, render(results_dir))
 
 
 
