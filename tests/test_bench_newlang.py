@@ -24,6 +24,7 @@ def test_plan_chains_stages_and_compares_methods(tmp_path):
         for lang in ("es", "hi", "tr"):
             assert f"base.{lang}.{method}.seed1" in runs
     assert not any(r.startswith("lslo12.") and "full" in r for r in runs)
+    assert {"base.es.lslo-add.seed2", "base.es.full-ext.seed2"} <= set(runs) and "base.hi.lslo-add.seed2" not in runs
     stage3 = runs["base.seq.lslo-add.seed2.stage3"]
     assert stage3["langs"] == ["es", "hi", "tr"] and stage3["new"] == "tr" and stage3["scored"]
     assert not runs["base.seq.lslo-add.seed2.stage2"]["scored"]

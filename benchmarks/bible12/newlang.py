@@ -63,7 +63,7 @@ def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
             for method in METHODS if start == "base" else ("lslo-add",):  # full FT of an LSLo model: no such recipe
                 if method == "lora-ext" and len(langs) > 1:
                     continue
-                main_row = name == "seq" and method in ("lslo-add", "full-ext")
+                main_row = name in ("es", "seq") and method in ("lslo-add", "full-ext")  # two seeds
                 for seed in SEEDS["main" if main_row else "other"]:
                     prev = None
                     for k in range(1, len(langs) + 1):
