@@ -31,8 +31,13 @@ def test_plan_chains_stages_and_compares_methods(tmp_path):
     cfg = newlang.run_config(stage3, o)
     assert cfg["method"] == "lslo" and cfg["start_from"].endswith("base.seq.lslo-add.seed2.stage2/train")
     assert cfg["new_languages"] == {"tr": newlang.NEW["tr"]}
+    # a chain's first stage is the es-alone run of the same start, method and seed (same config): not trained twice
+    assert not any(r.endswith(".stage1") for r in runs)
+    assert runs["lslo12.seq.lslo-add.seed2.stage2"]["after"] == "lslo12.es.lslo-add.seed2"
     full = newlang.run_config(runs["base.seq.full-ext.seed1.stage2"], o)
-    assert full["method"] == "full" and full["base_model"].endswith("base.seq.full-ext.seed1.stage1/train/model")
+    assert full["method"] == "full" and full["base_model"].endswith("base.es.full-ext.seed1/train/model")
+    replay2 = newlang.run_config(runs["base.seq.full-ext-replay.seed1.stage2"], o)
+    assert replay2["base_model"].endswith("base.es.full-ext-replay.seed1/train/model") and len(replay2["pairs"]) == 2 * 13 + 2 * 12 + 132
     replay = newlang.run_config(runs["base.es.full-ext-replay.seed1"], o)
     assert len(replay["pairs"]) == 2 * 12 + 132 and "en-fr" in replay["pairs"]
     assert "start_from" not in newlang.run_config(runs["base.es.lslo-add.seed1"], o)

@@ -8,7 +8,7 @@ Starting points: `base` (the shipped base; for lslo-add its 12 languages get fre
 translates as the base does) and `lslo12` (lslo-add only: full fine-tuning has no recipe for an LSLo model) an LSLo model fine-tuned on the 12 languages, `configs/bible12-lslo.yaml` for
 `--steps` steps: the situation of an LSLo user adding a language; its LoRAs stay frozen. Language sets: es (a
 relative of fr/it), hi (a script the base has no pieces for), tr (unrelated), each alone, and `seq`: es, then hi,
-then tr added one after another (three chained runs; the last one is scored). Methods, on the same new-language
+then tr added one after another (chained runs; the last one is scored; its first stage is the es-alone run). Methods, on the same new-language
 data and step budget:
 
 - `lslo-add`: `new_languages` on the starting point (old LoRAs and base frozen, new rows masked for old targets);
@@ -65,8 +65,9 @@ def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 main_row = name in ("es", "seq") and method in ("lslo-add", "full-ext")  # two seeds
                 for seed in SEEDS["main" if main_row else "other"]:
-                    prev = None
-                    for k in range(1, len(langs) + 1):
+                    alone = f"{start}.{langs[0]}.{method}.seed{seed}"  # a chain's first stage is that run, same config
+                    prev, first = (alone, 2) if len(langs) > 1 and any(r["run"] == alone for r in runs) else (None, 1)
+                    for k in range(first, len(langs) + 1):
                         tag = f"{start}.{name}.{method}.seed{seed}" + (f".stage{k}" if len(langs) > 1 else "")
                         runs.append({"run": tag, "kind": "add", "start": start, "set": name, "method": method, "seed": seed,
                                      "langs": list(langs[:k]), "new": langs[k - 1], "after": prev,
