@@ -162,6 +162,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tiers=tiers, run_tiers=info.get("tiers"),
     )  # fmt: skip
     print((Path(args.out) / "tiers.md").read_text(encoding="utf-8"))
+    for warning in results.get("warnings", []):
+        print(f"lslo: warning: {warning}", file=sys.stderr)
     overall = results.get("overall", {})
     if overall:
         print(json.dumps(overall, indent=2))

@@ -26,6 +26,7 @@ from lslo.errors import LsloError
 from lslo.io import sha256_file, write_json, write_text
 
 FORMAT = "lslo-eval/1"
+BYTE_SHARE_LIMIT = 0.3  # above it, a target language's spBLEU is reported as byte-level (`byte_piece_warnings`)
 CHRF_NAME = "chrF++"
 
 
@@ -101,14 +102,35 @@ def piece_tokenizer(tokenizer: Any = None, spm: str | os.PathLike | None = None)
     return PieceTokenizer(metric, info, tokenizer.tokenize)
 
 
+def _is_byte_piece(piece: str) -> bool:
+    """A SentencePiece byte-fallback piece (`<0xE0>`): the piece model has no piece for that character."""
+    return len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
+
+
+def byte_piece_warnings(results: Mapping[str, Any], limit: float = BYTE_SHARE_LIMIT) -> list[str]:
+    """One line per target language whose references the piece model mostly splits into bytes: its spBLEU is then
+    a byte-level score, not comparable with word-piece spBLEU (chrF++ is unaffected)."""
+    shares: dict[str, list[float]] = {}
+    for row in results["directions"].values():
+        shares.setdefault(row["tgt"], []).append(row.get("ref_byte_share", 0.0))
+    name = results["metrics"]["spbleu"]["name"]
+    return [
+        f"spBLEU into {t}: {100 * max(v):.0f}% of its reference pieces are bytes under {name} (the piece model has no "
+        f"pieces for its script), so its spBLEU is byte-level; give --spm a model that covers {t} (e.g. FLORES-200's)"
+        for t, v in shares.items() if max(v) > limit
+    ]  # fmt: skip
+
+
 def score_direction(hyps: Sequence[str], refs: Sequence[str], pieces: PieceTokenizer) -> dict[str, Any]:
     """spBLEU and chrF++ of one direction, with the piece files' lines and sacrebleu signatures."""
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
     hyp_pieces, ref_pieces = [pieces(h) for h in hyps], [pieces(r) for r in refs]
     bleu, chrf = BLEU(tokenize="none"), CHRF(word_order=2)
+    ref_split = [p for line in ref_pieces for p in line.split()]
     return {
         "n": len(hyps),
+        "ref_byte_share": sum(map(_is_byte_piece, ref_split)) / max(1, len(ref_split)),
         "spbleu": bleu.corpus_score(hyp_pieces, [ref_pieces]).score,
         "chrf": chrf.corpus_score(list(hyps), [list(refs)]).score,
         "spbleu_signature": str(bleu.get_signature()),
@@ -193,9 +215,29 @@ def _results(rows: Mapping[str, Any], order: list[str], tiers: Mapping[str, str]
             "chrf": "sacrebleu {ref} -i {hyp} -m chrf --chrf-word-order 2 -b -w 4",
         },
     }
+    results["warnings"] = byte_piece_warnings(results)
     if pieces.info["kind"] == "flores" and pieces.info["name"] in ("flores101", "flores200"):
         results["recompute"]["spbleu_flores"] = (
             f"sacrebleu {{ref}} -i {{hyp}} -m bleu --tokenize {pieces.info['name']} -b -w 4"
             f"  (same score when sacrebleu's cached model is the file of sha256 {pieces.info['sha256']})"
         )
     return results
+
+
+def rescore(eval_dir: str | os.PathLike, out_dir: str | os.PathLike, pieces: PieceTokenizer) -> dict[str, Any]:
+    """Score an evaluation folder's hypotheses again with another piece model (no translating): `out_dir` gets
+    every file `write_results` writes, its settings and meta those of `eval_dir`, its spBLEU under `pieces`."""
+    import json
+
+    src = Path(eval_dir)
+    try:
+        old = json.loads((src / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise LsloError(f"{src}: no readable results.json ({err}); give a folder `lslo eval` wrote") from None
+
+    def lines(row: Mapping[str, Any], key: str) -> list[str]:
+        return (src / row["files"][key]).read_text(encoding="utf-8").splitlines()
+
+    outputs = {(r["src"], r["tgt"]): (lines(r, "src"), lines(r, "hyp"), lines(r, "ref")) for r in old["directions"].values()}
+    return write_results(out_dir, outputs, old["tiers"], pieces, settings=old.get("settings"),
+                         languages=old.get("languages"), meta=old.get("meta"))  # fmt: skip

@@ -70,7 +70,8 @@ def synthetic(tmp_path, shift_full=-2.0, shift_lora=-0.5, lslo_changed=0):
     res = tmp_path / "res"
     res.mkdir(parents=True)
     common = {"format": newlang.FORMAT, "tiers": dict(BIBLE12_TIERS), "machine": {"cpu": "x", "cpu_cores": 2, "torch": "t", "date": "d"},
-              "settings": {"steps": 300, "max_tokens": 2048, "precision": "fp32", "max_sentences": 30}}  # fmt: skip
+              "settings": {"steps": 300, "max_tokens": 2048, "precision": "fp32", "max_sentences": 30,
+                           "spbleu": {"metric": "spBLEU(spm scoring-spm.model, sha256:0123)", "sha256": "0123"}}}  # fmt: skip
 
     def shifted(scores, by):
         return {d: {k: v + by for k, v in x.items()} for d, x in scores.items()}
@@ -114,3 +115,37 @@ def test_render_judges_forgetting_and_exactness(tmp_path):
     assert verdict(text, "es: the shared LoRA lowers the old directions") == "not resolved"
     assert "0 of 1 LSLo-add runs" in text and "NOT for base.es.lslo-add.seed1" in text
     assert newlang_render.plot_curves(tmp_path / "b" / "res").is_file()
+
+
+def test_render_refuses_an_older_format_and_the_family_redoes_it(tmp_path):
+    """A JSON of another format is a one-line error at render time, and the run counts as unfinished (redone)."""
+    import json
+
+    from benchmarks.bible12 import newlang_render
+    from benchmarks.bible12.runner import BenchError
+
+    res = synthetic(tmp_path / "a")
+    path = res / "base.es.lslo-add.seed1.json"
+    run = next(r for r in newlang.plan(opts(tmp_path)) if r["run"] == "base.es.lslo-add.seed1")
+    o = opts(tmp_path)
+    o.results_dir = str(res)
+    assert newlang.finished(run, o)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format": "lslo-bible12-newlang/1"}))
+    assert not newlang.finished(run, o)
+    with pytest.raises(BenchError, match=r"base\.es\.lslo-add\.seed1\.json: format 'lslo-bible12-newlang/1'.*again"):
+        newlang_render.render(res)
+
+
+def test_scoring_pieces_cover_every_script_of_the_family(tmp_path):
+    """One piece model for the family, trained on every language's training text: a script the shipped base has no
+    pieces for (hi) gets word pieces, not bytes, and the model is built once (same file on a second call)."""
+    data = tmp_path / "bible22"
+    (data / "train").mkdir(parents=True)
+    words = {"en": "the cat sat on a mat and the dog", "hi": "अब कख गघ चछ जझ टठ डढ तथ दध"}
+    for lang, text in words.items():
+        (data / "train" / f"{lang}.txt").write_text("\n".join(" ".join(text.split()[i:] + text.split()[:i]) for i in range(200)) + "\n")
+    pieces = newlang.scoring_pieces(data)
+    sha = pieces.info["sha256"]
+    hi = pieces("अब कख गघ").split()
+    assert hi and not any(p.startswith("<0x") for p in hi)
+    assert newlang.scoring_pieces(data).info["sha256"] == sha and not list(data.glob("*.tmp"))

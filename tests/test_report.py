@@ -10,7 +10,7 @@ import sentencepiece as spm
 
 from lslo.errors import LsloError
 from lslo.report import GROUPS, compare_runs, load_results, order_by_tier, recompute, tier_groups, tier_table
-from lslo.scoring import piece_tokenizer, write_results
+from lslo.scoring import piece_tokenizer, rescore, score_direction, write_results
 
 TIERS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low"}
 # spBLEU per direction, chosen so that every group mean is easy to check by hand.
@@ -209,3 +209,49 @@ def test_delta_heatmap_writes_a_png_of_the_change(tmp_path):
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     grid = _matrix(before, "spbleu")
     assert grid[0][1] == 10 and grid[3][0] == 60  # en-fr, sw-en: rows are sources, columns targets
+
+
+def _bytes_for(script_chars: str):
+    """A piece tokenizer with no pieces for `script_chars`: each such character becomes its UTF-8 bytes."""
+    from lslo.scoring import PieceTokenizer
+
+    def encode(line: str) -> list[str]:
+        out: list[str] = []
+        for word in line.split():
+            out.append("▁")
+            for ch in word:
+                out += [f"<0x{b:02X}>" for b in ch.encode()] if ch in script_chars else [ch]
+        return out
+
+    return PieceTokenizer("spBLEU[tok=toy spm]", {"kind": "tokenizer", "name": "toy"}, encode)
+
+
+def test_byte_level_spbleu_is_reported_per_target_language(tmp_path):
+    hi = "अबकखगघ"
+    outputs = {("en", "hi"): (["a cat"], ["अब कख"], ["अब खग घ"]), ("hi", "en"): (["अब"], ["a cat"], ["the cat"]),
+               ("en", "fr"): (["a cat"], ["un chat"], ["le chat"])}  # fmt: skip
+    res = write_results(tmp_path, outputs, {**TIERS, "hi": "low"}, _bytes_for(hi))
+    assert res["directions"]["en-hi"]["ref_byte_share"] > 0.8 and res["directions"]["hi-en"]["ref_byte_share"] == 0
+    (warning,) = res["warnings"]  # into hi only: the source side's pieces do not enter spBLEU
+    assert warning.startswith("spBLEU into hi: ") and "--spm" in warning
+    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["warnings"] == [warning]
+    assert write_results(tmp_path / "b", outputs, {**TIERS, "hi": "low"}, _bytes_for(""))["warnings"] == []
+
+
+def test_rescore_keeps_texts_and_chrf_and_changes_only_the_pieces(tmp_path, spm_file):
+    first = _write(tmp_path / "a", spm_file)
+    toy = _bytes_for("")
+    again = rescore(tmp_path / "a", tmp_path / "b", toy)
+    assert again["metrics"]["spbleu"]["name"] == toy.metric and again["settings"] == first["settings"]
+    for d, row in first["directions"].items():
+        new = again["directions"][d]
+        assert new["chrf"] == row["chrf"] and new["n"] == row["n"]
+        for key in ("src", "hyp", "ref"):
+            assert (tmp_path / "b" / new["files"][key]).read_text() == (tmp_path / "a" / row["files"][key]).read_text()
+        hyps = (tmp_path / "a" / row["files"]["hyp"]).read_text().splitlines()
+        refs = (tmp_path / "a" / row["files"]["ref"]).read_text().splitlines()
+        assert new["spbleu"] == score_direction(hyps, refs, toy)["spbleu"]
+    assert any(again["directions"][d]["spbleu"] != first["directions"][d]["spbleu"] for d in first["directions"])
+    with pytest.raises(LsloError, match=r"no readable results\.json"):
+        rescore(tmp_path / "missing", tmp_path / "c", toy)
+    assert not (tmp_path / "c").exists()

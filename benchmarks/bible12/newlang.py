@@ -37,14 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bible12.matrix import LR_ADAPTER, LR_FULL, ROOT
+from benchmarks.bible12.newlang_render import FORMAT
 from benchmarks.bible12.runner import BenchError, _cli, _write_yaml, call, last_json, read_state, write_state
 from benchmarks.results_md import machine
 from lslo.io import write_json
-
-FORMAT = "lslo-bible12-newlang/1"
+from lslo.scoring import PieceTokenizer, piece_tokenizer, rescore
 
 RESULTS_DIR = ROOT / "benchmarks" / "bible12" / "results-newlang"
 RUNS_DIR = ROOT / "runs" / "bench-newlang"
+SCORING_SPM = "scoring-spm.model"  # in the bible22 folder: the family's spBLEU pieces (`scoring_pieces`)
 OLD = ("en", "fr", "it", "de", "zh", "ja", "ko", "ru", "sw", "tl", "fa", "vi")
 NEW: dict[str, dict[str, Any]] = {"es": {"tier": "medium", "related": "fr"}, "hi": {"tier": "low"}, "tr": {"tier": "low"}}
 SETS: dict[str, tuple[str, ...]] = {"es": ("es",), "hi": ("hi",), "tr": ("tr",), "seq": ("es", "hi", "tr")}
@@ -131,12 +132,43 @@ def _tiers() -> dict[str, str]:
     return dict(BIBLE12_TIERS)
 
 
+def scoring_pieces(data: Path) -> PieceTokenizer:
+    """The family's spBLEU piece model, one for every run: a SentencePiece unigram model trained on bible22's
+    training text of all its languages (built once, deterministically, beside the data). The shipped base's own
+    model has no pieces for hi's script (byte pieces: a byte-level BLEU), and an extended model's pieces depend on
+    the run; FLORES-200's model would do, but nothing may be downloaded here."""
+    import sentencepiece as spm
+
+    path = data / SCORING_SPM
+    if not path.is_file():
+        lines = [line for f in sorted((data / "train").glob("*.txt")) for line in f.read_text(encoding="utf-8").splitlines()]
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=f, model_type="unigram",
+                                           vocab_size=8000, hard_vocab_limit=False, character_coverage=0.9995,
+                                           byte_fallback=True, num_threads=1, shuffle_input_sentence=False,
+                                           minloglevel=2)  # fmt: skip
+        os.replace(tmp, path)
+    return piece_tokenizer(spm=path)
+
+
 def evaluate(model: Path, out: Path, directions: Sequence[str], opts: argparse.Namespace, log: Path) -> dict[str, Any]:
+    """`lslo eval` (cached), then its hypotheses scored again with the family's piece model (`scoring_pieces`)."""
+    data = Path(opts.data).parent / "bible22"
     if not (out / "results.json").is_file():
-        call(_cli("eval", str(model), "--data", str(Path(opts.data).parent / "bible22"), "--split", "test", "--out", str(out),
+        call(_cli("eval", str(model), "--data", str(data), "--split", "test", "--out", str(out),
                   "--directions", *directions, "--beams", str(opts.beams), "--max-sentences", str(opts.max_sentences),
                   "--no-progress"), log)  # fmt: skip
-    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+    return scored_results(out, data)
+
+
+def scored_results(out: Path, data: Path) -> dict[str, Any]:
+    """An `lslo eval` folder's results under the family's piece model (scored again once, beside it)."""
+    pieces = scoring_pieces(data)
+    scored = out.with_name(f"{out.name}.scored-{pieces.info['sha256'][:12]}")
+    if not (scored / "results.json").is_file():
+        rescore(out, scored, pieces)
+    return json.loads((scored / "results.json").read_text(encoding="utf-8"))
 
 
 def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | None:
@@ -175,7 +207,7 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
     new = evaluate(model, run_dir / "eval-new", new_directions(run["langs"]), opts, run_dir / "eval-new.log")
     start_eval = runs / f"start-{run['start']}" / "eval-old"
     changed = changed_hypotheses(start_eval, run_dir / "eval-old", old_directions())
-    start_scores = json.loads((start_eval / "results.json").read_text(encoding="utf-8"))
+    start_scores = scored_results(start_eval, Path(opts.data).parent / "bible22")
     report = json.loads((model / "new_languages.json").read_text(encoding="utf-8"))["report"]
     result = {"format": FORMAT, "run": run["run"], "kind": "add", "start": run["start"], "set": run["set"],
               "method": run["method"], "seed": run["seed"], "new_languages": run["langs"],
@@ -192,8 +224,10 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
 
 
 def _settings(opts: argparse.Namespace) -> dict[str, Any]:
+    pieces = scoring_pieces(Path(opts.data).parent / "bible22")
     return {"steps": opts.steps, "max_tokens": opts.max_tokens, "precision": opts.precision, "beams": opts.beams,
-            "max_sentences": opts.max_sentences, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
+            "max_sentences": opts.max_sentences, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "spbleu": {"metric": pieces.metric, "sha256": pieces.info["sha256"]}}  # fmt: skip
 
 
 def _direction_scores(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -232,7 +266,8 @@ def _mean_scores(results: Mapping[str, Any]) -> dict[str, float]:
 def finished(run: Mapping[str, Any], opts: argparse.Namespace) -> bool:
     if not run["scored"]:
         return bool(read_state(Path(opts.runs_dir) / run["run"]).get("train", {}).get("done"))
-    return (Path(opts.results_dir) / f"{run['run']}.json").is_file()
+    path = Path(opts.results_dir) / f"{run['run']}.json"  # an older format's JSON is redone (training, evals cached)
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
 
 
 def run_family(opts: argparse.Namespace) -> int:

@@ -22,6 +22,9 @@ from typing import Any
 from benchmarks import results_md
 
 from . import inference
+from .runner import BenchError
+
+FORMAT = "lslo-bible12-newlang/2"  # the result JSONs' (newlang.py writes them); /2: spBLEU on the family's pieces
 
 SECTION = "bible12-newlang"
 LANGS = ("es", "hi", "tr")
@@ -45,7 +48,15 @@ def claims() -> list[dict[str, Any]]:
 
 
 def load(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(results_dir).glob("*.json"))]
+    """Every result JSON of the family; one of another format is an error (run the family again: it redoes them)."""
+    out = []
+    for p in sorted(Path(results_dir).glob("*.json")):
+        r = json.loads(p.read_text(encoding="utf-8"))
+        if r.get("format") != FORMAT:
+            raise BenchError(f"{p}: format {r.get('format')!r}, not {FORMAT!r}; run the newlang family again to redo it "
+                             "(training and evaluations are cached)")  # fmt: skip
+        out.append(r)
+    return out
 
 
 def experiment(r: Mapping[str, Any]) -> str:
@@ -101,7 +112,10 @@ def render(results_dir: str | os.PathLike) -> str:
         "A small budget on a 2-core CPU: the new-language scores are those of a few hundred steps, and the comparison "
         "that matters most here, forgetting, does not depend on the budget for LSLo-add. Learning rates: one rule, fixed "
         "before any run (the centre of each class in the project's sweep protocol: 2e-3 for adapters, 2e-4 for full "
-        "fine-tuning), unswept for this family.", "",
+        "fine-tuning), unswept for this family. spBLEU: sacrebleu BLEU on the pieces of one SentencePiece model for "
+        f"every run of the family (`{s['spbleu']['metric']}`, a unigram model trained on bible22's training text of "
+        "its 15 languages, `newlang.scoring_pieces`): the shipped base's own model has no pieces for hi's script, so "
+        "its spBLEU into hi would be a byte-level score. chrF++ needs no pieces.", "",
         "### Forgetting: the 132 old directions after adding a language", "",
         f"The starting point (the shipped base) scores {start['old']['spbleu']:.2f} spBLEU / {start['old']['chrf']:.2f} chrF++ "
         "on them (mean over directions). *Changed hypotheses*: test lines of the 132 old directions whose output differs "
