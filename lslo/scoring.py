@@ -55,13 +55,13 @@ class PieceTokenizer:
 
 
 def _flores_name(path: Path) -> str:
-    """Which FLORES model a file is, by the names sacrebleu and FLORES give them."""
+    """Which FLORES model a file is, by the names sacrebleu and FLORES give them; else the file's own name."""
     name = path.name.lower()
     if "flores200" in name:
         return "flores200"
     if "flores101" in name or name == "sacrebleu_tokenizer_spm.model":
         return "flores101"
-    return f"spm {path.name}"
+    return path.name
 
 
 def _load_spm(path: str | os.PathLike, flag: str) -> Any:
