@@ -84,7 +84,7 @@ def synthetic(tmp_path, shift_full=-2.0, shift_lora=-0.5, lslo_changed=0):
     for method, o, n in (("lslo-add", 0.0, 0.0), ("full-ext", shift_full, -0.1), ("full-ext-replay", -0.2, -0.3), ("lora-ext", shift_lora, -3.0)):
         r = {**common, "run": f"base.es.{method}.seed1", "kind": "add", "start": "base", "set": "es", "method": method, "seed": 1,
              "new_languages": ["es"], "tiers": {**BIBLE12_TIERS, "es": "medium"}, "old_directions": shifted(old, o),
-             "new_directions": shifted(new, n), "old": mean(shifted(old, o)), "new": mean(shifted(new, n)),
+             "new_directions": shifted(new, n), "old": mean(shifted(old, o)), "new": mean(shifted(new, n)), "old_start": mean(old),
              "old_changed_hypotheses": lslo_changed if method == "lslo-add" else 500, "old_hypotheses": 3960,
              "trained_parameters": 1000, "train": {"cpu_s": 600}, "valid_curve": [{"step": 100, "valid_loss": 5, "valid_nll": 4}],
              "extension": {"languages": {"es": {"tokens_per_word_before": 2.7, "tokens_per_word_after": 1.8}}}}  # fmt: skip
@@ -149,3 +149,39 @@ def test_scoring_pieces_cover_every_script_of_the_family(tmp_path):
     hi = pieces("अब कख गघ").split()
     assert hi and not any(p.startswith("<0x") for p in hi)
     assert newlang.scoring_pieces(data).info["sha256"] == sha and not list(data.glob("*.tmp"))
+
+
+def test_render_chains_and_the_lslo12_start(tmp_path):
+    """A run's forgetting Δ is against its own starting point (start-lslo12 for lslo12.*), and a chain reports its
+    first language's directions against the run that added it."""
+    import json
+
+    from benchmarks.bible12 import newlang_render
+
+    res = synthetic(tmp_path / "a")
+    base = json.loads((res / "base.es.lslo-add.seed1.json").read_text())
+    start = json.loads((res / "start-base.json").read_text())
+    up = {d: {k: v + 1.0 for k, v in x.items()} for d, x in start["old_directions"].items()}
+    mean_up = {k: start["old"][k] + 1.0 for k in ("spbleu", "chrf")}
+    (res / "start-lslo12.json").write_text(json.dumps({**start, "run": "start-lslo12", "start": "lslo12",
+                                                        "old_directions": up, "old": mean_up}))  # fmt: skip
+    (res / "lslo12.es.lslo-add.seed1.json").write_text(json.dumps({**base, "run": "lslo12.es.lslo-add.seed1", "start": "lslo12",
+                                                                    "old_directions": up, "old": mean_up, "old_start": mean_up}))  # fmt: skip
+    for method, changed in (("lslo-add", 0), ("full-ext", 321)):
+        r = json.loads((res / f"base.es.{method}.seed1.json").read_text())
+        seq_dirs = {d: {"spbleu": 2.0 + (method == "lslo-add"), "chrf": 15.0} for d in newlang.new_directions(["es", "hi", "tr"])}
+        r |= {"run": f"base.seq.{method}.seed1.stage3", "set": "seq", "new_languages": ["es", "hi", "tr"],
+              "new_directions": seq_dirs, "new": {"spbleu": 2.0 + (method == "lslo-add"), "chrf": 15.0},
+              "earlier_language": {"language": "es", "against": f"base.es.{method}.seed1", "changed": changed, "of": 720},
+              "extension": {"languages": {"tr": {"tokens_per_word_before": 5.1, "tokens_per_word_after": 2.3}}}}  # fmt: skip
+        (res / f"{r['run']}.json").write_text(json.dumps(r))
+    text = newlang_render.render(res)
+    row = next(line for line in text.splitlines() if line.startswith("| lslo12.es.lslo-add.seed1 |"))
+    assert "(+0.00)" in row  # against start-lslo12, not the base (+1.00)
+    assert "`start-lslo12` (300 steps" in text
+    assert ("es's 24 directions with the old languages" in text and "base.seq.lslo-add.seed1.stage3 (LSLo-add): 0 of 720"
+            in text and "base.seq.full-ext.seed1.stage3 (full FT, extended vocabulary): 321 of 720" in text)  # fmt: skip
+    assert verdict(text, "seq: full fine-tuning lowers the old directions (es, hi, tr added in turn)") == "supported"
+    assert verdict(text, "seq: LSLo-add matches or beats full fine-tuning on the three languages' directions").startswith("supported")
+    seq_row = next(line for line in text.splitlines() if line.startswith("| base.seq.lslo-add.seed1.stage3 |") and "→" in line)
+    assert "| 3.00 / 15.00 |" in seq_row and "5.10 → 2.30" in seq_row  # all 78 directions; tr's tokenizer line

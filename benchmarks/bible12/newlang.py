@@ -209,13 +209,20 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
     changed = changed_hypotheses(start_eval, run_dir / "eval-old", old_directions())
     start_scores = scored_results(start_eval, Path(opts.data).parent / "bible22")
     report = json.loads((model / "new_languages.json").read_text(encoding="utf-8"))["report"]
+    earlier = None
+    if len(run["langs"]) > 1:  # the chain's first language: its directions against its own (alone) run, the first stage
+        first = run["langs"][0]
+        alone = f"{run['start']}.{first}.{run['method']}.seed{run['seed']}"
+        dirs = new_directions([first])
+        by_dir = changed_hypotheses(runs / alone / "eval-new", run_dir / "eval-new", dirs)
+        earlier = {"language": first, "against": alone, "changed": sum(by_dir.values()), "of": len(dirs) * opts.max_sentences}
     result = {"format": FORMAT, "run": run["run"], "kind": "add", "start": run["start"], "set": run["set"],
               "method": run["method"], "seed": run["seed"], "new_languages": run["langs"],
               "tiers": {**_tiers(), **{c: NEW[c]["tier"] for c in run["langs"]}},
               "new": _mean_scores(new), "old": _mean_scores(old), "old_start": _mean_scores(start_scores),
               "new_directions": _direction_scores(new), "old_directions": _direction_scores(old),
               "old_changed_hypotheses": sum(changed.values()), "old_changed_by_direction": changed,
-              "old_hypotheses": len(old_directions()) * opts.max_sentences,
+              "old_hypotheses": len(old_directions()) * opts.max_sentences, "earlier_language": earlier,
               "trained_parameters": trained_parameters(model, run["method"], run["new"], report),
               "valid_curve": _valid_curve(model / "metrics.jsonl"), "train": state["train"], "extension": report,
               "lr": LR[run["method"]], "machine": machine(), "settings": _settings(opts)}  # fmt: skip

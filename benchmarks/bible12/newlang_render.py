@@ -44,6 +44,10 @@ def claims() -> list[dict[str, Any]]:
             {"text": f"{x}: LSLo-add matches or beats the shared LoRA on {x}'s directions", "a": f"{x}.lslo-add", "b": f"{x}.lora-ext", "kind": "kept", "models": "new"},
             {"text": f"{x}: LSLo-add matches or beats full fine-tuning on {x}'s directions", "a": f"{x}.lslo-add", "b": f"{x}.full-ext", "kind": "kept", "models": "new"},
         ]  # fmt: skip
+    out += [
+        {"text": "seq: full fine-tuning lowers the old directions (es, hi, tr added in turn)", "a": "start-base", "b": "seq.full-ext", "kind": "better", "models": "old"},
+        {"text": "seq: LSLo-add matches or beats full fine-tuning on the three languages' directions", "a": "seq.lslo-add", "b": "seq.full-ext", "kind": "kept", "models": "new"},
+    ]  # fmt: skip
     return [{**c, "group": "all"} for c in out]
 
 
@@ -76,6 +80,14 @@ def views(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[dict
         if r["kind"] == "add":
             out["new"].setdefault(experiment(r), []).append({"run": r["run"], "directions": r["new_directions"], "tiers": tiers})
     return out
+
+
+def _lslo12_start(results: Sequence[Mapping[str, Any]]) -> str:
+    r = next((r for r in results if r["run"] == "start-lslo12"), None)
+    if r is None:
+        return ""
+    return (f"; `start-lslo12` ({r['settings']['steps']} steps of `configs/bible12-lslo.yaml`) scores "
+            f"{r['old']['spbleu']:.2f} / {r['old']['chrf']:.2f}")  # fmt: skip
 
 
 def _mean(rows: Sequence[Mapping[str, Any]], key: str, metric: str) -> float:
@@ -118,15 +130,17 @@ def render(results_dir: str | os.PathLike) -> str:
         "its spBLEU into hi would be a byte-level score. chrF++ needs no pieces.", "",
         "### Forgetting: the 132 old directions after adding a language", "",
         f"The starting point (the shipped base) scores {start['old']['spbleu']:.2f} spBLEU / {start['old']['chrf']:.2f} chrF++ "
-        "on them (mean over directions). *Changed hypotheses*: test lines of the 132 old directions whose output differs "
-        "from the starting point's, counted from the two `lslo eval` outputs.", "",
+        "on them (mean over directions)" + _lslo12_start(results) + ". Δ is against the run's own starting point. "
+        "*Changed hypotheses*: test lines of the 132 old directions whose output differs from the starting point's, "
+        "counted from the two `lslo eval` outputs.", "",
         "| run | method | old spBLEU (Δ) | old chrF++ (Δ) | changed hypotheses | trained parameters | CPU min |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     order = {k: i for i, k in enumerate(METHOD_TEXT)}
-    adds.sort(key=lambda r: (r["set"] not in LANGS, LANGS.index(r["set"]) if r["set"] in LANGS else 0, order[r["method"]], r["seed"]))
+    adds.sort(key=lambda r: (r["start"] != "base", r["set"] not in LANGS, LANGS.index(r["set"]) if r["set"] in LANGS else 0,
+                             order[r["method"]], r["seed"]))  # fmt: skip
     for r in adds:
-        d_b, d_c = (r["old"][k] - start["old"][k] for k in ("spbleu", "chrf"))
+        d_b, d_c = (r["old"][k] - r["old_start"][k] for k in ("spbleu", "chrf"))
         cpu = r["train"].get("cpu_s")
         lines.append(f"| {r['run']} | {METHOD_TEXT[r['method']]} | {r['old']['spbleu']:.2f} ({d_b:+.2f}) | {r['old']['chrf']:.2f} "
                      f"({d_c:+.2f}) | {r['old_changed_hypotheses']} of {r['old_hypotheses']} | {r['trained_parameters']:,} "
@@ -135,8 +149,16 @@ def render(results_dir: str | os.PathLike) -> str:
     bad = [r["run"] for r in exact if r["old_changed_hypotheses"]]
     lines += ["", f"**Exactness** (rule: 0 changed lines): {len(exact) - len(bad)} of {len(exact)} LSLo-add runs leave every "
               "old hypothesis as it was" + (f"; NOT for {', '.join(bad)}." if bad else ".")]  # fmt: skip
+    chained = [r for r in adds if r.get("earlier_language")]
+    if chained:
+        e = chained[0]["earlier_language"]
+        lines += ["", f"**Earlier languages** (languages added one after another; rule for LSLo-add: 0 changed lines): "
+                  f"{e['language']}'s {e['of'] // chained[0]['settings']['max_sentences']} directions with the old languages after the "
+                  "later ones were added, against the run that added it (the chain's first stage): "
+                  + "; ".join(f"{r['run']} ({METHOD_TEXT[r['method']]}): {r['earlier_language']['changed']} of "
+                              f"{r['earlier_language']['of']} hypotheses changed" for r in chained) + "."]  # fmt: skip
     lines += ["", "### The new language's directions", "",
-              "| run | method | into it: spBLEU / chrF++ | out of it: spBLEU / chrF++ | all 24: spBLEU / chrF++ | tokens per word before → after |",
+              "| run | method | into it: spBLEU / chrF++ | out of it: spBLEU / chrF++ | all its directions: spBLEU / chrF++ | tokens per word before → after |",
               "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for r in adds:
         lang = r["new_languages"][-1]
@@ -146,8 +168,10 @@ def render(results_dir: str | os.PathLike) -> str:
                      f"| {r['new']['spbleu']:.2f} / {r['new']['chrf']:.2f} | {x['tokens_per_word_before']:.2f} → "
                      f"{x['tokens_per_word_after']:.2f} |")  # fmt: skip
     lines += ["", "The languages: " + "; ".join(f"{x} ({KIND[x]})" for x in LANGS) + ". A `seq` run adds es, then hi, then "
-              "tr, one after another, each from the model before; its row scores tr, the last one added, and its forgetting "
-              "row counts every old direction after all three.", ""]  # fmt: skip
+              "tr, one after another, each from the model before (its first stage is the es-alone run); its into/out-of "
+              "columns score tr, the last one added, its *all* column every direction with es, hi or tr (78), and its "
+              "forgetting row every old direction after all three. `lslo12.*` runs start from `start-lslo12`, an LSLo "
+              "model fine-tuned on the 12 languages whose LoRAs stay frozen.", ""]  # fmt: skip
     cl = claims()
     judged = inference.judge(cl, {}, metric="spbleu", views=views(results))
     tested = sum(j is not None for j in judged)
@@ -155,7 +179,7 @@ def render(results_dir: str | os.PathLike) -> str:
               "| claim | on | Δ spBLEU [interval] | p (raw; adjusted) | verdict |", "|---|---|---:|---|---|"]  # fmt: skip
     for c, j in zip(cl, judged, strict=True):
         interval, p, verdict = inference.cells(j)
-        lines.append(f"| {c['text']} | {'132 old directions' if c['models'] == 'old' else 'its 24 directions'} | {interval} | {p} | {verdict} |")
+        lines.append(f"| {c['text']} | {'132 old directions' if c['models'] == 'old' else 'its new directions'} | {interval} | {p} | {verdict} |")
     lines += ["", "Claims not measured (a run missing) show –. Validation curves (validation NLL every 100 steps on the "
               "directions each run trains: the new language's, and for full FT + replay the old ones too): `"
               + str(rel / "curves.png") + "`.", ""]  # fmt: skip
