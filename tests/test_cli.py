@@ -167,3 +167,27 @@ def test_hub_retry_warnings_do_not_precede_the_one_line_error(monkeypatch):
         assert http.isEnabledFor(logging.WARNING)
     finally:
         hub_logging.set_verbosity_warning()
+
+
+def test_eval_prints_the_byte_level_spbleu_warning(capsys, tmp_path, monkeypatch):
+    """`lslo eval` puts each results.json warning on stderr, one line each, and still exits 0."""
+    import lslo.data.readers
+    import lslo.evaluate
+    import lslo.loading
+
+    class Model:
+        def eval(self) -> None:
+            pass
+
+    warning = "spBLEU into hi: 90% of its reference pieces are bytes under spBLEU[tok=x spm] (...)"
+
+    def fake_evaluate(model, tokenizer, corpus, out_dir, **kw):
+        folder(Path(out_dir), {"tiers.md": "| tiers |\n"})
+        return {"warnings": [warning]}
+
+    monkeypatch.setattr(lslo.loading, "load_model", lambda *a, **k: (Model(), None, {}))
+    monkeypatch.setattr(lslo.data.readers, "read_corpus", lambda *a, **k: None)
+    monkeypatch.setattr(lslo.evaluate, "evaluate", fake_evaluate)
+    code, out, err = run(capsys, "eval", str(tmp_path / "m"), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "e"))
+    assert code == 0 and "| tiers |" in out
+    assert err.strip().splitlines() == [f"lslo: warning: {warning}"]
