@@ -45,6 +45,12 @@ def test_plan_chains_stages_and_compares_methods(tmp_path):
     lora = newlang.run_config(runs["base.hi.lora-ext.seed1"], o)  # the shared LoRA: the new language's LSLo rank
     assert lora["method"] == "lora" and lora["lora_rank"] == 8 and newlang.run_config(runs["base.es.lora-ext.seed1"], o)["lora_rank"] == 2
     assert not any(".seq.lora-ext" in r for r in runs)  # a chain of shared LoRAs would need each stage merged
+    from benchmarks.bible12.matrix import VALID_PER_DIRECTION_NEW
+
+    for r in runs.values():  # the last model is scored; a family that picks one by validation needs >= 50 verses
+        if r["kind"] == "add":
+            c = newlang.run_config(r, o)
+            assert not c.get("keep_best") or c["valid_max_per_direction"] >= VALID_PER_DIRECTION_NEW
 
 
 def test_changed_hypotheses(tmp_path):

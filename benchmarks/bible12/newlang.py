@@ -54,6 +54,7 @@ RANKS = {"high": 2, "medium": 2, "low": 8}  # LSLo's default ranks (lslo.config)
 STARTS = ("base", "lslo12")
 LR = {"lslo-add": LR_ADAPTER, "full-ext": LR_FULL, "full-ext-replay": LR_FULL, "lora-ext": LR_ADAPTER}  # class centres
 SEEDS = {"main": (1, 2), "other": (1,)}
+VALID_CURVES = 10  # validation verses per direction: curves only (no `keep_best`: every run's last model is scored)
 
 
 def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
@@ -105,7 +106,7 @@ def run_config(run: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, An
         "data": str(Path(opts.data).parent / "bible22"), "base_model": opts.base, "out_dir": str(runs / run["run"] / "train"),
         "languages": {c: t for c, t in _tiers().items()}, "max_steps": opts.steps, "max_tokens": opts.max_tokens,
         "lr": LR[run["method"]], "warmup_steps": 100, "label_smoothing": 0.1, "precision": opts.precision, "seed": run["seed"],
-        "save_every": 100, "eval_every": max(100, opts.steps // 5), "valid_max_per_direction": 10, "progress": False,
+        "save_every": 100, "eval_every": max(100, opts.steps // 5), "valid_max_per_direction": VALID_CURVES, "progress": False,
         "new_languages": {run["new"]: NEW[run["new"]]}, "new_language_vocab": 2000,
     }  # fmt: skip
     previous = runs / run["after"] / "train" if run["after"] else None

@@ -120,7 +120,8 @@ def render(results_dir: str | os.PathLike) -> str:
         f"{min(r['machine']['date'] for r in adds)} to {max(r['machine']['date'] for r in adds)}.", "",
         f"Each run trains {s['steps']} steps of {s['max_tokens']} tokens from the shipped base on the directions that "
         "involve the new language (bible22: bible12 plus es, hi, tr on bible12's own verse ids), then `lslo eval` "
-        f"scores, greedy, {s['max_sentences']} test verses per direction, the 132 old directions and the new language's 24. "
+        f"scores its last model (no checkpoint is picked by validation), greedy, {s['max_sentences']} test verses per "
+        "direction, on the 132 old directions and the new language's 24. "
         "A small budget on a 2-core CPU: the new-language scores are those of a few hundred steps, and the comparison "
         "that matters most here, forgetting, does not depend on the budget for LSLo-add. Learning rates: one rule, fixed "
         "before any run (the centre of each class in the project's sweep protocol: 2e-3 for adapters, 2e-4 for full "

@@ -136,5 +136,6 @@ def selection_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str
             "|---|---:|---:|---:|---:|---|---:|", *rows, "",
             f"The runner-up lies a median {margins[len(margins) // 2]:.4f} (range {margins[0]:.4f}-{margins[-1]:.4f}) above "
             f"the lowest loss; the smoothed pick moves {len(moved)} of {len(rows)} runs"
-            + (f" ({', '.join(moved)})" if moved else "") + ". New families validate on at least "
-            f"{matrix.VALID_PER_DIRECTION_NEW} distinct verses per direction (`matrix.VALID_PER_DIRECTION_NEW`)."]  # fmt: skip
+            + (f" ({', '.join(moved)})" if moved else "") + ". A new family that picks a checkpoint by validation uses "
+            f"at least {matrix.VALID_PER_DIRECTION_NEW} distinct verses per direction (`matrix.VALID_PER_DIRECTION_NEW`); "
+            "the newlang family picks none (it scores each run's last model), so its validation only draws curves."]  # fmt: skip
