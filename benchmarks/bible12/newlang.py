@@ -212,10 +212,13 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
     report = json.loads((model / "new_languages.json").read_text(encoding="utf-8"))["report"]
     earlier = None
     if len(run["langs"]) > 1:  # the chain's first language: its directions against its own (alone) run, the first stage
+        # evaluated on their own, as the alone run's eval-new was: `lslo eval` batches mix directions and cap a batch's
+        # length by its longest source, so only the same directions give the same batches (and the same caps)
         first = run["langs"][0]
         alone = f"{run['start']}.{first}.{run['method']}.seed{run['seed']}"
         dirs = new_directions([first])
-        by_dir = changed_hypotheses(runs / alone / "eval-new", run_dir / "eval-new", dirs)
+        evaluate(model, run_dir / "eval-earlier", dirs, opts, run_dir / "eval-earlier.log")
+        by_dir = changed_hypotheses(runs / alone / "eval-new", run_dir / "eval-earlier", dirs)
         earlier = {"language": first, "against": alone, "changed": sum(by_dir.values()), "of": len(dirs) * opts.max_sentences}
     result = {"format": FORMAT, "run": run["run"], "kind": "add", "start": run["start"], "set": run["set"],
               "method": run["method"], "seed": run["seed"], "new_languages": run["langs"],

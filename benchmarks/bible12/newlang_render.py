@@ -155,7 +155,9 @@ def render(results_dir: str | os.PathLike) -> str:
         e = chained[0]["earlier_language"]
         lines += ["", f"**Earlier languages** (languages added one after another; rule for LSLo-add: 0 changed lines): "
                   f"{e['language']}'s {e['of'] // chained[0]['settings']['max_sentences']} directions with the old languages after the "
-                  "later ones were added, against the run that added it (the chain's first stage): "
+                  "later ones were added, evaluated on their own as in the run that added it (the chain's first stage; "
+                  "`lslo eval` batches mix the directions it is given, so the same directions give the same batches), "
+                  "against that run: "
                   + "; ".join(f"{r['run']} ({METHOD_TEXT[r['method']]}): {r['earlier_language']['changed']} of "
                               f"{r['earlier_language']['of']} hypotheses changed" for r in chained) + "."]  # fmt: skip
     lines += ["", "### The new language's directions", "",
