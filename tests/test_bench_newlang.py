@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +192,14 @@ def test_render_chains_and_the_lslo12_start(tmp_path):
     assert verdict(text, "seq: LSLo-add matches or beats full fine-tuning on the three languages' directions").startswith("supported")
     seq_row = next(line for line in text.splitlines() if line.startswith("| base.seq.lslo-add.seed1.stage3 |") and "→" in line)
     assert "| 3.00 / 15.00 |" in seq_row and "5.10 → 2.30" in seq_row  # all 78 directions; tr's tokenizer line
+
+
+def test_chain_cpu_sums_every_stage(tmp_path):
+    from benchmarks.bible12.runner import write_state
+
+    o = opts(tmp_path)
+    runs = {r["run"]: r for r in newlang.plan(o)}
+    for name, cpu in (("base.es.lslo-add.seed1", 100.0), ("base.seq.lslo-add.seed1.stage2", 20.0), ("base.seq.lslo-add.seed1.stage3", 3.0)):
+        write_state(Path(o.runs_dir) / name, {"train": {"done": True, "cpu_s": cpu}})
+    assert newlang._chain_cpu(runs["base.seq.lslo-add.seed1.stage3"], o) == 123.0
+    assert newlang._chain_cpu(runs["base.es.lslo-add.seed1"], o) is None

@@ -227,11 +227,24 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
               "new_directions": _direction_scores(new), "old_directions": _direction_scores(old),
               "old_changed_hypotheses": sum(changed.values()), "old_changed_by_direction": changed,
               "old_hypotheses": len(old_directions()) * opts.max_sentences, "earlier_language": earlier,
+              "chain_cpu_s": _chain_cpu(run, opts),
               "trained_parameters": trained_parameters(model, run["method"], run["new"], report),
               "valid_curve": _valid_curve(model / "metrics.jsonl"), "train": state["train"], "extension": report,
               "lr": LR[run["method"]], "machine": machine(), "settings": _settings(opts)}  # fmt: skip
     write_json(Path(opts.results_dir) / f"{run['run']}.json", result)
     return result
+
+
+def _chain_cpu(run: Mapping[str, Any], opts: argparse.Namespace) -> float | None:
+    """CPU seconds of training the whole chain up to this run (every stage's), None for a run that is not chained."""
+    if not run["after"]:
+        return None
+    by_name = {r["run"]: r for r in plan(opts)}
+    total, r = 0.0, run
+    while r is not None:
+        total += float(read_state(Path(opts.runs_dir) / r["run"])["train"]["cpu_s"])
+        r = by_name[r["after"]] if r["after"] else None
+    return total
 
 
 def _settings(opts: argparse.Namespace) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def render(results_dir: str | os.PathLike) -> str:
                              order[r["method"]], r["seed"]))  # fmt: skip
     for r in adds:
         d_b, d_c = (r["old"][k] - r["old_start"][k] for k in ("spbleu", "chrf"))
-        cpu = r["train"].get("cpu_s")
+        cpu = r.get("chain_cpu_s") or r["train"].get("cpu_s")  # a chain: every stage's training
         lines.append(f"| {r['run']} | {METHOD_TEXT[r['method']]} | {r['old']['spbleu']:.2f} ({d_b:+.2f}) | {r['old']['chrf']:.2f} "
                      f"({d_c:+.2f}) | {r['old_changed_hypotheses']} of {r['old_hypotheses']} | {r['trained_parameters']:,} "
                      f"| {'–' if cpu is None else f'{cpu / 60:.0f}'} |")  # fmt: skip
@@ -172,8 +172,9 @@ def render(results_dir: str | os.PathLike) -> str:
                      f"{x['tokens_per_word_after']:.2f} |")  # fmt: skip
     lines += ["", "The languages: " + "; ".join(f"{x} ({KIND[x]})" for x in LANGS) + ". A `seq` run adds es, then hi, then "
               "tr, one after another, each from the model before (its first stage is the es-alone run); its into/out-of "
-              "columns score tr, the last one added, its *all* column every direction with es, hi or tr (78), and its "
-              "forgetting row every old direction after all three. `lslo12.*` runs start from `start-lslo12`, an LSLo "
+              "columns score tr, the last one added, its *all* column every direction with es, hi or tr (78), its "
+              "forgetting row every old direction after all three, its trained parameters the last stage's and its CPU "
+              "minutes every stage's training. `lslo12.*` runs start from `start-lslo12`, an LSLo "
               "model fine-tuned on the 12 languages whose LoRAs stay frozen.", ""]  # fmt: skip
     cl = claims()
     judged = inference.judge(cl, {}, metric="spbleu", views=views(results))
