@@ -201,17 +201,23 @@ def plot_curves(results_dir: str | os.PathLike) -> Path | None:
     if not adds:
         return None
     sets = sorted({r["set"] for r in adds}, key=lambda x: (x not in LANGS, x))
-    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(METHOD_TEXT)}  # one colour per method, the same in every panel
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.4), squeeze=False)
+    handles: dict[str, Any] = {}
     for ax, name in zip(axes[0], sets, strict=True):
         for r in (r for r in adds if r["set"] == name):
-            ax.plot([p["step"] for p in r["valid_curve"]], [p["valid_nll"] for p in r["valid_curve"]], marker="o",
-                    label=f"{METHOD_TEXT[r['method']]} s{r['seed']}")  # fmt: skip
-        ax.set_title(name)
+            label = f"{METHOD_TEXT[r['method']]}" + (" (from lslo12)" if r["start"] != "base" else "") + f", seed {r['seed']}"
+            (line,) = ax.plot([p["step"] for p in r["valid_curve"]], [p["valid_nll"] for p in r["valid_curve"]],
+                              color=colours[r["method"]], linestyle="-" if r["seed"] == 1 else "--",
+                              marker="o" if r["start"] == "base" else "s", label=label)  # fmt: skip
+            handles.setdefault(label, line)
+        ax.set_title(name + (" (last stage: tr)" if name not in LANGS else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("validation NLL (new directions)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    axes[0][0].set_ylabel("validation NLL (its training directions)")
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=7,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(handles) - 1) // 4), 1, 1))
     out = Path(results_dir) / "curves.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
