@@ -237,3 +237,32 @@ def test_shared_lora_with_trainable_new_rows(tmp_path):
     with torch.no_grad():
         assert torch.equal(again(**batch, decoder_input_ids=dec, src_lang="tyv_Cyrl", tgt_lang="en").logits,
                            model(**batch, decoder_input_ids=dec, src_lang="tyv_Cyrl", tgt_lang="en").logits)  # fmt: skip
+
+
+def test_a_full_fine_tuning_chain_keeps_the_languages_added_before(tmp_path, monkeypatch):
+    """A base fully fine-tuned with es added, then given tyv_Cyrl, still knows es: a fresh process translates from es
+    with the second model (it was an 'unknown language' error)."""
+    import sys
+    from pathlib import Path
+
+    from lslo import languages
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_newlang import write_world
+
+    world = write_world(tmp_path / "w", "m2m100")
+    cfg = json.loads(world["config"].read_text())
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(json.dumps({**cfg, "method": "full", "new_languages": {"es": "medium"}, "out_dir": str(tmp_path / "r1"),
+                                 "max_steps": 2, "save_every": 2, "eval_every": 2}))  # fmt: skip
+    assert main(["train", str(first)]) == 0
+    start = tmp_path / "r1" / "model"
+    second.write_text(json.dumps({**cfg, "method": "full", "base_model": str(start), "out_dir": str(tmp_path / "r2"),
+                                  "new_languages": {"tyv_Cyrl": cfg["new_languages"]["tyv_Cyrl"]},
+                                  "max_steps": 2, "save_every": 2, "eval_every": 2}))  # fmt: skip
+    assert main(["train", str(second)]) == 0
+    monkeypatch.delitem(languages._INDEX, "tyv_cyrl")
+    (tmp_path / "in.txt").write_text("hola\n")
+    for src in ("es", "tyv_Cyrl"):
+        assert main(["translate", str(tmp_path / "r2"), "--src", src, "--tgt", "en", "--input", str(tmp_path / "in.txt"),
+                     "--output", str(tmp_path / f"{src}.txt")]) == 0  # fmt: skip

@@ -171,7 +171,19 @@ def full_model(base: Any, tokenizer: Any, languages: Mapping[str, str | None], r
     from lslo.languages import lang_token_ids
 
     extend_base(base, tokenizer, related)
-    return FullFineTune(base, lang_token_ids(tokenizer, list(languages)))
+    return FullFineTune(base, lang_token_ids(tokenizer, known_codes(tokenizer, languages)))
+
+
+def known_codes(tokenizer: Any, languages: Sequence[str]) -> list[str]:
+    """The run's languages and, after them, those an earlier run added to the base (its tokenizer extension's
+    earlier stages): a base fully fine-tuned with es added and then given hi still translates es. They are not
+    trained with the new language unless `languages` lists them (under LSLo, `start_from`'s adapter knows them)."""
+    from lslo.extend.tokenizer import extension_of
+    from lslo.languages import canonical
+
+    ext = extension_of(tokenizer)
+    listed = {canonical(c) for c in languages}
+    return [*languages, *(x["code"] for x in (ext.languages if ext is not None else []) if canonical(x["code"]) not in listed)]
 
 
 def lora_model(cfg: Any, base: Any, tokenizer: Any, languages: Mapping[str, str | None], related: Mapping[str, str]) -> Any:
