@@ -202,4 +202,7 @@ def test_chain_cpu_sums_every_stage(tmp_path):
     for name, cpu in (("base.es.lslo-add.seed1", 100.0), ("base.seq.lslo-add.seed1.stage2", 20.0), ("base.seq.lslo-add.seed1.stage3", 3.0)):
         write_state(Path(o.runs_dir) / name, {"train": {"done": True, "cpu_s": cpu}})
     assert newlang._chain_cpu(runs["base.seq.lslo-add.seed1.stage3"], o) == 123.0
+    # a resumed run: the trainer's clock (every process's training) wins over the last process's CPU
+    write_state(Path(o.runs_dir) / "base.es.lslo-add.seed1", {"train": {"done": True, "cpu_s": 40.0, "summary": {"cpu_s": 100.0}}})
+    assert newlang._chain_cpu(runs["base.seq.lslo-add.seed1.stage3"], o) == 123.0
     assert newlang._chain_cpu(runs["base.es.lslo-add.seed1"], o) is None

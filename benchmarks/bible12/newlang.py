@@ -235,6 +235,12 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
     return result
 
 
+def train_cpu(train: Mapping[str, Any]) -> float:
+    """A run's training CPU seconds: the trainer's own clock (kept across resumes) where its summary has it, else what
+    the bench measured of the last `lslo train` process."""
+    return float((train.get("summary") or {}).get("cpu_s") or train["cpu_s"])
+
+
 def _chain_cpu(run: Mapping[str, Any], opts: argparse.Namespace) -> float | None:
     """CPU seconds of training the whole chain up to this run (every stage's), None for a run that is not chained."""
     if not run["after"]:
@@ -242,7 +248,7 @@ def _chain_cpu(run: Mapping[str, Any], opts: argparse.Namespace) -> float | None
     by_name = {r["run"]: r for r in plan(opts)}
     total, r = 0.0, run
     while r is not None:
-        total += float(read_state(Path(opts.runs_dir) / r["run"])["train"]["cpu_s"])
+        total += train_cpu(read_state(Path(opts.runs_dir) / r["run"])["train"])
         r = by_name[r["after"]] if r["after"] else None
     return total
 

@@ -142,7 +142,7 @@ def render(results_dir: str | os.PathLike) -> str:
                              order[r["method"]], r["seed"]))  # fmt: skip
     for r in adds:
         d_b, d_c = (r["old"][k] - r["old_start"][k] for k in ("spbleu", "chrf"))
-        cpu = r.get("chain_cpu_s") or r["train"].get("cpu_s")  # a chain: every stage's training
+        cpu = r.get("chain_cpu_s") or (r["train"].get("summary") or {}).get("cpu_s") or r["train"].get("cpu_s")  # a chain: every stage's
         lines.append(f"| {r['run']} | {METHOD_TEXT[r['method']]} | {r['old']['spbleu']:.2f} ({d_b:+.2f}) | {r['old']['chrf']:.2f} "
                      f"({d_c:+.2f}) | {r['old_changed_hypotheses']} of {r['old_hypotheses']} | {r['trained_parameters']:,} "
                      f"| {'–' if cpu is None else f'{cpu / 60:.0f}'} |")  # fmt: skip
