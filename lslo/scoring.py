@@ -13,6 +13,7 @@ pieces come from the model's own tokenizer and the metric is named so ("spBLEU[t
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -227,8 +228,6 @@ def _results(rows: Mapping[str, Any], order: list[str], tiers: Mapping[str, str]
 def rescore(eval_dir: str | os.PathLike, out_dir: str | os.PathLike, pieces: PieceTokenizer) -> dict[str, Any]:
     """Score an evaluation folder's hypotheses again with another piece model (no translating): `out_dir` gets
     every file `write_results` writes, its settings and meta those of `eval_dir`, its spBLEU under `pieces`."""
-    import json
-
     src = Path(eval_dir)
     try:
         old = json.loads((src / "results.json").read_text(encoding="utf-8"))

@@ -171,7 +171,7 @@ def full_model(base: Any, tokenizer: Any, languages: Mapping[str, str | None], r
     from lslo.languages import lang_token_ids
 
     extend_base(base, tokenizer, related)
-    return FullFineTune(base, lang_token_ids(tokenizer, known_codes(tokenizer, languages)))
+    return FullFineTune(base, lang_token_ids(tokenizer, known_codes(tokenizer, list(languages))))
 
 
 def known_codes(tokenizer: Any, languages: Sequence[str]) -> list[str]:
