@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bible12.matrix import LR_ADAPTER, LR_FULL, ROOT
-from benchmarks.bible12.newlang_render import FORMAT
+from benchmarks.bible12.newlang_render import FORMAT, train_cpu
 from benchmarks.bible12.runner import BenchError, _cli, _write_yaml, call, last_json, read_state, write_state
 from benchmarks.results_md import machine
 from lslo.io import write_json
@@ -233,12 +233,6 @@ def execute(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any] | N
               "lr": LR[run["method"]], "machine": machine(), "settings": _settings(opts)}  # fmt: skip
     write_json(Path(opts.results_dir) / f"{run['run']}.json", result)
     return result
-
-
-def train_cpu(train: Mapping[str, Any]) -> float:
-    """A run's training CPU seconds: the trainer's own clock (kept across resumes) where its summary has it, else what
-    the bench measured of the last `lslo train` process."""
-    return float((train.get("summary") or {}).get("cpu_s") or train["cpu_s"])
 
 
 def _chain_cpu(run: Mapping[str, Any], opts: argparse.Namespace) -> float | None:

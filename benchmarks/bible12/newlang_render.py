@@ -82,6 +82,12 @@ def views(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[dict
     return out
 
 
+def train_cpu(train: Mapping[str, Any]) -> float:
+    """A run's training CPU seconds: the trainer's own clock (kept across resumes) where its summary has it, else what
+    the bench measured of the last `lslo train` process."""
+    return float((train.get("summary") or {}).get("cpu_s") or train["cpu_s"])
+
+
 def _lslo12_start(results: Sequence[Mapping[str, Any]]) -> str:
     r = next((r for r in results if r["run"] == "start-lslo12"), None)
     if r is None:
@@ -142,10 +148,10 @@ def render(results_dir: str | os.PathLike) -> str:
                              order[r["method"]], r["seed"]))  # fmt: skip
     for r in adds:
         d_b, d_c = (r["old"][k] - r["old_start"][k] for k in ("spbleu", "chrf"))
-        cpu = r.get("chain_cpu_s") or (r["train"].get("summary") or {}).get("cpu_s") or r["train"].get("cpu_s")  # a chain: every stage's
+        cpu = r.get("chain_cpu_s") or train_cpu(r["train"])  # a chain: every stage's training
         lines.append(f"| {r['run']} | {METHOD_TEXT[r['method']]} | {r['old']['spbleu']:.2f} ({d_b:+.2f}) | {r['old']['chrf']:.2f} "
                      f"({d_c:+.2f}) | {r['old_changed_hypotheses']} of {r['old_hypotheses']} | {r['trained_parameters']:,} "
-                     f"| {'–' if cpu is None else f'{cpu / 60:.0f}'} |")  # fmt: skip
+                     f"| {cpu / 60:.0f} |")  # fmt: skip
     exact = [r for r in adds if r["method"] == "lslo-add"]
     bad = [r["run"] for r in exact if r["old_changed_hypotheses"]]
     lines += ["", f"**Exactness** (rule: 0 changed lines): {len(exact) - len(bad)} of {len(exact)} LSLo-add runs leave every "
