@@ -45,6 +45,17 @@ def base_info(folder: Path) -> dict | None:
             "valid_chrf_greedy": (m.get("chrf") or {}).get("mean")}  # fmt: skip
 
 
+def phase_end(command: str, next_start: float, started: float) -> float:
+    """When a phase ended, in seconds from the start: an `lslo eval` ends when its results.json is written (it
+    may run beside the next phase, as the base's evaluation beside the training), any other at the next phase."""
+    words = command.split()
+    if "eval" in words and "--out" in words:
+        results = ROOT / words[words.index("--out") + 1] / "results.json"
+        if results.is_file():
+            return results.stat().st_mtime - started
+    return next_start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo-dir", default="runs/demo-timed", help="a fresh folder (removed first)")
@@ -70,7 +81,7 @@ def main() -> None:
         raise SystemExit(f"demo_run.py: `{' '.join(cmd)}` failed (exit {proc.returncode})")
     wall = time.time() - started
     phases = [
-        {"command": cmd_line, "start_s": round(t, 1), "seconds": round((marks[i + 1][0] if i + 1 < len(marks) else wall) - t, 1)}
+        {"command": cmd_line, "start_s": round(t, 1), "seconds": round(phase_end(cmd_line, marks[i + 1][0] if i + 1 < len(marks) else wall, started) - t, 1)}
         for i, (t, cmd_line) in enumerate(marks)
     ]  # fmt: skip
     base = json.loads((demo / "eval-base" / "results.json").read_text(encoding="utf-8"))
@@ -142,9 +153,9 @@ def render(r: dict) -> str:
         + ("test verses, greedy" if r["settings"]["num_beams"] == 1 else f"test verses, beam {r['settings']['num_beams']}")
         + (f", {r['settings']['precision']} autocast." if r["settings"].get("precision", "fp32") != "fp32" else "."),
         "",
-        "| phase | seconds |",
-        "|---|---:|",
-        *[f"| `{p['command'][:110]}` | {p['seconds']:.0f} |" for p in r["phases"]],
+        "| phase | starts at (s) | seconds |",
+        "|---|---:|---:|",
+        *[f"| `{p['command'][:110]}` | {p.get('start_s', 0):.0f} | {p['seconds']:.0f} |" for p in r["phases"]],
         "",
     ]
     for metric in ("spbleu", "chrf"):

@@ -36,3 +36,19 @@ def test_verdict_needs_both_metrics(demo):
     # Most directions improving does not help a lower average.
     said, _, _ = demo.verdict(_result({"spbleu": -0.1, "chrf": -0.2}, {"spbleu": 99, "chrf": 99}, {"spbleu": 33, "chrf": 33}))
     assert said == "NOT clearly above"
+
+
+def test_an_evaluation_beside_the_training_ends_when_its_results_are_written(demo, tmp_path):
+    """The base's evaluation runs in the background: its phase ends at its results.json, not at the next phase."""
+    import os
+
+    out = tmp_path / "eval-base"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    started = 1_000_000.0
+    os.utime(out / "results.json", (started + 95.0, started + 95.0))
+    line = f"OMP_NUM_THREADS=1 python -m lslo.cli eval base --data d --no-progress --out {out} > log 2>&1 & base=$!; \\"
+    assert demo.phase_end(line, next_start=0.2, started=started) == pytest.approx(95.0)
+    # Not written (the evaluation failed), or not an evaluation: the next phase's start.
+    assert demo.phase_end(line.replace(str(out), str(tmp_path / "none")), 0.2, started) == 0.2
+    assert demo.phase_end("python -m lslo.cli train c.yaml --set out_dir=x", 310.0, started) == 310.0
