@@ -67,11 +67,12 @@ def build(method: str, opts: argparse.Namespace) -> tuple[Any, Any, Any, float]:
     return model, sampler, optimizer, cfg.label_smoothing
 
 
-def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int = 0, world: int = 1) -> dict[str, Any]:
+def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int = 0, world: int = 1,
+                profiler: Any = None) -> dict[str, Any]:  # fmt: skip
     """Train `--warmup` + `--steps` steps; tokens/s of the timed steps, every step's loss, the warm-up time.
 
     With `world` > 1 (a `ddp-*` child), this process is rank `rank` of a gloo group and trains its shard of every
-    global batch; tokens and losses are the global batch's."""
+    global batch; tokens and losses are the global batch's. A `profiler` (torch.profiler) records the timed steps."""
     from lslo.data.batching import batch_slice, shard
     from lslo.loss import batch_loss
     from lslo.precision import autocast
@@ -90,6 +91,8 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
         step_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)  # as lslo train
     losses, times, tokens, padded, positions = [], [], 0, 0, 0
     for i in range(opts.warmup + opts.steps):
+        if profiler is not None and i == opts.warmup:
+            profiler.start()
         batch = sampler.next_batch()
         start = time.perf_counter()
         local, weight = (shard(batch, rank, world), 1.0) if world > 1 else (batch, 1.0)
@@ -110,6 +113,8 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
             tokens += batch.num_tokens
             padded += batch.labels.numel() - batch.num_tokens
             positions += batch.labels.numel()
+    if profiler is not None:
+        profiler.stop()
     if world > 1:
         torch.distributed.destroy_process_group()
     timed = sum(times[opts.warmup:])
@@ -118,7 +123,30 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
             "padding_share": padded / positions, "processes": world}  # fmt: skip
 
 
-DDP_TIMEOUT_S = 1800  # a DDP pair that takes longer is stuck (seen on a 2-core AVX2 machine in the tiny test)
+# Where an eager step's time goes (op self time under torch.profiler), by what compiling can do about it on CPU:
+# Inductor leaves matrix products and attention to the same aten/oneDNN kernels (no max-autotune here), so only
+# the rest (elementwise ops, dropout, layer norm, softmax, copies, the Python between kernels) can get faster.
+KERNEL_OPS = {"products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"),
+              "attention": ("aten::_scaled_dot_product",)}  # fmt: skip
+
+
+def op_shares(method: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """Shares of the wall time of `--profile-steps` eager steps (two threads, after the warm-up) spent in matrix
+    products and attention (op self time) and in the rest; and the bound on a speed-up that leaves the first two
+    as they are."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    res = run_variant(method, "eager", argparse.Namespace(**{**vars(opts), "steps": opts.profile_steps}), profiler=prof)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    wall_us = 1e6 * res["timed_s"]  # the profiled steps' wall time (with the profiler's own overhead: a looser bound)
+    shares = {group: sum(e.self_cpu_time_total for e in events if e.key.startswith(names)) / wall_us
+              for group, names in KERNEL_OPS.items()}  # fmt: skip
+    shares["rest"] = 1.0 - sum(shares.values())
+    return {"shares": shares, "bound": 1.0 / (1.0 - shares["rest"]), "steps": opts.profile_steps}
+
+
+DDP_TIMEOUT_S = 1800  # default of --ddp-timeout: a DDP pair that takes longer is stuck (seen on a 2-core AVX2 machine)
 
 
 def run_ddp(method: str, variant: str, opts: argparse.Namespace) -> dict[str, Any]:
@@ -133,13 +161,13 @@ def run_ddp(method: str, variant: str, opts: argparse.Namespace) -> dict[str, An
                                "--port", str(port), *opts.forward], stdout=subprocess.PIPE, env=env, text=True)
              for r in range(2)]  # fmt: skip
     try:
-        outs = [p.communicate(timeout=DDP_TIMEOUT_S)[0] for p in procs]
+        outs = [p.communicate(timeout=opts.ddp_timeout)[0] for p in procs]
     except subprocess.TimeoutExpired:  # one process gone and the other waiting in a collective: never hang
         for p in procs:
             p.kill()
-        raise RuntimeError(f"{method} {variant}: the DDP processes did not finish in {DDP_TIMEOUT_S} s") from None
+        raise RuntimeError(f"did not finish in {opts.ddp_timeout:g} s") from None
     if any(p.returncode for p in procs):
-        raise RuntimeError(f"{method} {variant}: a DDP process failed")
+        raise RuntimeError("a process failed")
     return json.loads(outs[0].strip().splitlines()[-1])
 
 
@@ -192,6 +220,18 @@ def render(data: dict[str, Any]) -> str:
         for variant, r in rows.items()) + "."]  # fmt: skip
     for line in summary(data["results"]):
         lines += ["", line]
+    for method, variants in data.get("failed", {}).items():
+        lines += ["", f"**{method}**: " + "; ".join(f"`{v}` {why} (not in the table)" for v, why in variants.items()) + "."]
+    profiles = {method: rows["eager"]["profile"] for method, rows in data["results"].items() if "profile" in rows["eager"]}
+    if profiles:
+        lines += ["", "Where an eager step's time goes (aten op self time under `torch.profiler` over the steps' wall time, two threads): matrix products "
+                  "and attention run the same aten/oneDNN kernels compiled or not on CPU, so compiling can only speed up the rest "
+                  "(elementwise ops, dropout, norms, softmax, copies); *bound*: the speed-up if the rest took no time at all.", "",
+                  "| method | products | attention | rest | bound on a compiled speed-up |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for method, pr in profiles.items():
+            sh = pr["shares"]
+            lines.append(f"| {method} | {100 * sh['products']:.0f}% | {100 * sh['attention']:.0f}% | {100 * sh['rest']:.0f}% | "
+                         f"{pr['bound']:.2f}x |")  # fmt: skip
     if data.get("note"):
         lines += ["", data["note"]]
     return "\n".join(lines)
@@ -212,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-rounds", type=int, default=1, help="rounds that include `compile` (default: %(default)s)")
     ap.add_argument("--methods", nargs="+", default=["lslo", "lora", "full"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--ddp-timeout", type=float, default=DDP_TIMEOUT_S,
+                    help="seconds a ddp-* pair may take before it counts as stuck: killed, reported, not fatal")
+    ap.add_argument("--profile-steps", type=int, default=4, help="eager steps profiled per method for the op shares (0: none)")
     ap.add_argument("--note", default="", help="a line for RESULTS.md (e.g. what else ran on the machine)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
@@ -229,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
               "`python benchmarks/bible12/run.py --family regime --list`", file=sys.stderr)  # fmt: skip
         return 2
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {v: [] for v in opts.variants} for m in opts.methods}
+    failed: dict[str, dict[str, str]] = {}
     # The first run in a process is slower (allocator, oneDNN primitives for new shapes): one discarded run first.
     run_variant(opts.methods[0], "eager", argparse.Namespace(**{**vars(opts), "steps": 2, "warmup": 1}))
     for r in range(opts.rounds):
@@ -236,11 +280,18 @@ def main(argv: list[str] | None = None) -> int:
             for variant in opts.variants:
                 if "compile" in variant and r >= opts.compile_rounds:
                     continue  # its compile time dominates: measured in the first rounds only
+                if variant in failed.get(method, {}):
+                    continue  # stuck once: not waited for again
                 load = os.getloadavg()[0]
                 if variant == "pair-1t":
                     res = run_pair(method, opts)
                 elif variant.startswith("ddp"):
-                    res = run_ddp(method, variant, opts)
+                    try:
+                        res = run_ddp(method, variant, opts)
+                    except RuntimeError as e:  # a stuck or failed pair: reported in the section, the others go on
+                        failed.setdefault(method, {})[variant] = str(e)
+                        print(f"round {r + 1}: {method} {variant}: {e}", flush=True)
+                        continue
                 else:
                     res = run_variant(method, variant, opts)
                 res["load"] = [load, os.getloadavg()[0]]
@@ -252,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = by["eager"][0]["losses"]
         results[method] = {}
         for variant, rs in by.items():
+            if not rs:  # every round of it failed
+                continue
             results[method][variant] = {
                 "threads": rs[0]["threads"], "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rs),
                 "rounds": [x["tokens_per_s"] for x in rs], "warmup_s": statistics.median(x.get("warmup_s", 0.0) for x in rs),
@@ -259,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                 "final_loss": rs[0]["losses"][-1], "processes": rs[0].get("processes", 1),
                 "load": [x["load"] for x in rs],
             }  # fmt: skip
+    for method in opts.methods if opts.profile_steps > 0 else []:
+        results[method]["eager"]["profile"] = op_shares(method, opts)
     padding = statistics.fmean(x["padding_share"] for by in runs.values() for rs in by.values() for x in rs)
     from lslo.precision import effective_precision
 
     data = {"command": "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": results_md.machine(), "steps": opts.steps, "warmup": opts.warmup, "rounds": opts.rounds,
-            "data": opts.data, "max_tokens": opts.max_tokens, "precision": effective_precision(opts.precision), "padding_share": padding, "results": results, "note": opts.note}  # fmt: skip
+            "data": opts.data, "max_tokens": opts.max_tokens, "precision": effective_precision(opts.precision), "padding_share": padding, "results": results, "failed": failed, "note": opts.note}  # fmt: skip
     from lslo.io import write_json
 
     write_json(OUT, data)

@@ -364,3 +364,19 @@ def test_the_smoothed_pick_ignores_a_one_epoch_dip_and_a_pruned_run_picks_once_p
     pruned = {"curve": curve, "config": {"prune": {"unit": "epoch", "start": 2, "duration": 2}}}
     assert [p["epoch"] for p in regime_curves._eligible(pruned)] == [4, 5, 6]
     assert regime_curves._eligible({"curve": curve, "config": {}}) == curve
+
+
+def test_a_sweep_trained_in_another_precision_says_so(tmp_path):
+    """A group swept on a CPU without bf16 instructions (fp32) beside bf16 groups: each row names its precision."""
+    o = opts(tmp_path)
+    results = Path(o.results_dir)
+    for group, precision in (("full", "bf16"), ("lslo-888", "fp32")):
+        write_sweep(results, group, 0, 2.5)
+        path = next(results.glob(f"sweep.{group}.*.json"))
+        path.write_text(json.dumps({**json.loads(path.read_text()), "budget": {"epochs": 4, "precision": precision}}))
+    regime.render_to_md(o)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| lslo-888 (lslo-888; fp32) | " in text and "| full (full; bf16) | " in text and "(bf16 / fp32)" in text
+    (results / "sweep.lslo-888.lr2.0e-3.json").unlink()  # one precision only: no note
+    regime.render_to_md(o)
+    assert "| full (full) | " in (tmp_path / "RESULTS.md").read_text()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import train_throughput
 
 
@@ -23,7 +25,36 @@ def test_variants_train_the_same_batches_and_the_section_is_rendered(world, tmp_
         assert rows["eager"]["loss_delta"] == 0.0 and len(rows["eager"]["rounds"]) == 2  # a second round repeats the first exactly
         assert rows["eager-1t"]["loss_delta"] < 1e-2  # same batches, same seed: only the thread count differs
         # ddp-1t is not run here: its two gloo processes deadlocked on this 2-core AVX2 machine (2026-12-07)
+        # The op profile: the products and attention are a real part of the step, the bound follows from them.
+        shares = rows["eager"]["profile"]["shares"]
+        assert shares["products"] > 0.05 and shares["attention"] > 0.0 and 0.0 < shares["rest"] < 1.0
+        assert rows["eager"]["profile"]["bound"] == pytest.approx(1 / (shares["products"] + shares["attention"]))
     assert 0.0 <= data["padding_share"] < 1.0
     text = (tmp_path / "RESULTS.md").read_text()
     assert "<!-- begin train_throughput -->" in text and "| lslo | eager-1t | 1 |" in text and "fastest set-up of one run" in text
+    assert "| lslo | " in text.split("bound on a compiled speed-up")[1]
     assert bench.main(["--data", str(tmp_path / "missing")]) == 2
+
+
+def test_a_stuck_ddp_pair_is_reported_and_the_others_are_measured(world, tmp_path, monkeypatch):
+    """A ddp-* pair that does not finish (seen on a 2-core AVX2 machine) costs its timeout once, not the whole run."""
+    bench = train_throughput
+    monkeypatch.setattr(bench, "OUT", tmp_path / "train_throughput.json")
+    monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
+    calls = []
+
+    def stuck(method, variant, opts):
+        calls.append(variant)
+        raise RuntimeError(f"did not finish in {opts.ddp_timeout:g} s")
+
+    monkeypatch.setattr(bench, "run_ddp", stuck)
+    config = tmp_path / "run.yaml"
+    config.write_text("languages: {en: high, fr: high, sw: low}\nmax_steps: 1\nmax_len: 24\n")
+    args = ["--config", str(config), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96",
+            "--steps", "2", "--warmup", "1", "--rounds", "2", "--variants", "eager", "ddp-1t", "--methods", "lslo",
+            "--ddp-timeout", "7", "--profile-steps", "0"]  # fmt: skip
+    assert bench.main(args) == 0
+    data = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert calls == ["ddp-1t"] and list(data["results"]["lslo"]) == ["eager"]
+    assert data["failed"] == {"lslo": {"ddp-1t": "did not finish in 7 s"}}
+    assert "**lslo**: `ddp-1t` did not finish in 7 s (not in the table)." in (tmp_path / "RESULTS.md").read_text()

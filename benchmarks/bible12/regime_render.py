@@ -83,7 +83,8 @@ def render(opts: argparse.Namespace) -> str:
             r = runs.get(k)
             text = "" if r is None else f"{lr_text(r['lr'])}: {r['min_valid_loss']:.4f} (ep {r['epoch_of_min']:g})"
             cells.append(f"**{text}**" if r is not None and lr is not None and math.isclose(r["lr"], lr) else text)
-        lines.append(f"| {group} ({exp}) | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
+        label = f"{group} ({exp}{_precision_note(sweep.get(group, []), precisions)})"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
     lines += _sweep_cost_lines(sweep)
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
     lines += _score_lines(data, last) + curve_lines(rd, md) + overfit_lines(data) + selection_lines(data)
@@ -91,6 +92,14 @@ def render(opts: argparse.Namespace) -> str:
     lines += _cost_lines(data)
     lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
     return "\n".join(lines)
+
+
+def _precision_note(runs: Sequence[Mapping[str, Any]], precisions: Sequence[str]) -> str:
+    """"; fp32" where a group's runs trained in another precision than the family's runs as a whole (e.g. a
+    sweep run on a CPU without bf16 instructions, where bf16 is emulated): its losses are then not strictly
+    comparable with the other rows'."""
+    own = sorted({str(r["budget"].get("precision")) for r in runs if r.get("budget", {}).get("precision")})
+    return f"; {' / '.join(own)}" if own and len(precisions) > 1 and own != list(precisions) else ""
 
 
 def _score_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
