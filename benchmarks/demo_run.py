@@ -45,23 +45,17 @@ def base_info(folder: Path) -> dict | None:
             "valid_chrf_greedy": (m.get("chrf") or {}).get("mean")}  # fmt: skip
 
 
-def phase_end(command: str, next_start: float, started: float) -> float:
-    """When a phase ended, in seconds from the start: an `lslo eval` ends when its results.json is written (it
-    may run beside the next phase, as the base's evaluation beside the training), any other at the next phase."""
-    words = command.split()
-    if "eval" in words and "--out" in words:
-        results = ROOT / words[words.index("--out") + 1] / "results.json"
-        if results.is_file():
-            return results.stat().st_mtime - started
-    return next_start
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo-dir", default="runs/demo-timed", help="a fresh folder (removed first)")
     ap.add_argument("--make-args", nargs="*", default=[], help="extra make variables, e.g. DEMO_STEPS=200")
     ap.add_argument("--render", action="store_true", help="only re-render the section from the committed JSON")
+    ap.add_argument("--name", default="demo", help="the JSON's name in benchmarks/results/: `demo` (the default "
+                    "settings, the section's main figures and docs/demo.png) or `demo-*` for other settings, listed in the "
+                    "section's table of other lengths (e.g. --name demo-300steps --make-args DEMO_STEPS=300)")
     args = ap.parse_args()
+    if args.name != "demo" and not args.name.startswith("demo-"):
+        raise SystemExit(f"demo_run.py: --name {args.name}: use demo or demo-SOMETHING")
     if args.render:
         update_section("demo", render(json.loads((HERE / "results" / "demo.json").read_text(encoding="utf-8"))))
         return
@@ -81,7 +75,7 @@ def main() -> None:
         raise SystemExit(f"demo_run.py: `{' '.join(cmd)}` failed (exit {proc.returncode})")
     wall = time.time() - started
     phases = [
-        {"command": cmd_line, "start_s": round(t, 1), "seconds": round(phase_end(cmd_line, marks[i + 1][0] if i + 1 < len(marks) else wall, started) - t, 1)}
+        {"command": cmd_line, "start_s": round(t, 1), "seconds": round((marks[i + 1][0] if i + 1 < len(marks) else wall) - t, 1)}
         for i, (t, cmd_line) in enumerate(marks)
     ]  # fmt: skip
     base = json.loads((demo / "eval-base" / "results.json").read_text(encoding="utf-8"))
@@ -96,7 +90,8 @@ def main() -> None:
     from lslo.report import delta_heatmap, sample_translations
 
     samples = sample_translations([demo / "eval-base", demo / "eval-lslo"], names=["base", "lslo"])
-    delta_heatmap(base, lslo, ROOT / "docs" / "demo.png", names=("base", "LSLo"))
+    if args.name == "demo":  # the README's picture: the default settings only
+        delta_heatmap(base, lslo, ROOT / "docs" / "demo.png", names=("base", "LSLo"))
     result = {
         "format": "lslo-demo/1",
         "command": "python benchmarks/demo_run.py " + " ".join(sys.argv[1:]),
@@ -119,11 +114,11 @@ def main() -> None:
         "samples": samples.replace(f"{ROOT}/", ""),  # what `lslo report` prints at the end of the demo
         "machine": machine(),
     }
-    out = HERE / "results" / "demo.json"
+    out = HERE / "results" / f"{args.name}.json"
     from lslo.io import write_json
 
     write_json(out, result)
-    update_section("demo", render(result))
+    update_section("demo", render(json.loads((HERE / "results" / "demo.json").read_text(encoding="utf-8"))))
     print(f"wrote {out.relative_to(ROOT)} and the `demo` section of benchmarks/RESULTS.md")
 
 
@@ -153,9 +148,9 @@ def render(r: dict) -> str:
         + ("test verses, greedy" if r["settings"]["num_beams"] == 1 else f"test verses, beam {r['settings']['num_beams']}")
         + (f", {r['settings']['precision']} autocast." if r["settings"].get("precision", "fp32") != "fp32" else "."),
         "",
-        "| phase | starts at (s) | seconds |",
-        "|---|---:|---:|",
-        *[f"| `{p['command'][:110]}` | {p.get('start_s', 0):.0f} | {p['seconds']:.0f} |" for p in r["phases"]],
+        "| phase | seconds |",
+        "|---|---:|",
+        *[f"| `{p['command'][:110]}` | {p['seconds']:.0f} |" for p in r["phases"]],
         "",
     ]
     for metric in ("spbleu", "chrf"):
@@ -181,7 +176,26 @@ def render(r: dict) -> str:
     if r.get("samples"):
         lines += ["", "What `make demo` prints at its end (`lslo report`: one test verse of six directions across the "
                   "tiers; `docs/demo.png` is the change of every direction):", "", r["samples"].rstrip()]  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(lines + other_lengths())
+
+
+def other_lengths(folder: Path | None = None) -> list[str]:
+    """A table of the demos run with other settings (`--name demo-*`): what a shorter demo costs and shows."""
+    runs = [(p.stem, json.loads(p.read_text(encoding="utf-8"))) for p in sorted((folder or HERE / "results").glob("demo-*.json"))]
+    if not runs:
+        return []
+    lines = ["", "Other settings measured (`python benchmarks/demo_run.py --name NAME --make-args ...`; wall time from a "
+             "clean clone where the phases include the install):", "",
+             "| JSON | steps x tokens | test verses | phases | wall (min) | spBLEU Δ | chrF++ Δ | verdict | date, commit |",
+             "|---|---|---:|---|---:|---:|---:|---|---|"]  # fmt: skip
+    for name, r in runs:
+        said, gains, _ = verdict(r)
+        starts = [p["start_s"] for p in r["phases"] if " -m lslo.cli " in p["command"]]
+        side = "base evaluated beside the training" if len(starts) != len({round(t) for t in starts}) else "one after another"
+        lines.append(f"| `{name}.json` | {r['train_steps']} x {r.get('train_max_tokens')} | {r['settings']['max_sentences']} | {side} | "
+                     f"{r['wall_s'] / 60:.1f} | {gains['spbleu']:+.2f} | {gains['chrf']:+.2f} | {said} | "
+                     f"{r['machine']['date']}, {r['machine']['git_commit']} |")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

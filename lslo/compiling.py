@@ -1,14 +1,16 @@
 """Compiled training and inference: regional `torch.compile` of a translation model's encoder/decoder layers.
 
 `compile_layers(model)` compiles every encoder and decoder layer in place (`nn.Module.compile`, as torchtune's
-regional compilation does), for every method (LSLo, shared LoRA, full fine-tuning): the embeddings, the
-LayerDrop loop, the loss and the optimizer stay eager. All encoder layers share one compiled graph per variant
+regional compilation does), for every method (LSLo, shared LoRA, full fine-tuning), and the label-smoothed loss
+over the vocabulary (`lslo.loss.compile_loss`: log-softmax, gather and sums fused); the embeddings, the
+LayerDrop loop and the optimizer stay eager. All encoder layers share one compiled graph per variant
 (and all decoder layers another), so compiling costs a few graphs, not one per layer, and the state dict keeps
 its names (nothing is wrapped). Shapes are dynamic (batch size and length vary with every batch of
 `lslo train`'s token-budget sampler): one graph serves every length, with no recompile after warm-up.
 
 LSLo layers take their tensor-only path when traced (`LSLoLinear.traced_delta`): each row's language is a tensor
-read from the model's `Routing`, so a batch with a new language mix reuses the graph; which languages a step
+read from the model's `Routing`, so a batch with a new language mix reuses the graph, and the gathered path is
+one custom operator (`lslo::gathered_lora`) that runs eager's batched products in both directions; which languages a step
 used is still recorded eagerly by `Routing.use` (for `LanguageAdamW`).
 
 Off by default (`compile: false` in the run config): what it gains on a 2-core CPU is in RESULTS.md
@@ -91,7 +93,12 @@ def apply(model: nn.Module, setting: bool | str) -> int:
     """Compile `model`'s layers as the run config's `compile:` says (nothing for false): what `lslo train`
     (training and validation), `lslo pretrain` and `lslo search` call. Returns the layers compiled."""
     backend = backend_of(setting)
-    return 0 if backend is None else compile_layers(model, backend=backend)
+    if backend is None:
+        return 0
+    from lslo.loss import compile_loss
+
+    compile_loss(backend)  # the loss over the vocabulary too: it runs outside the layers
+    return compile_layers(model, backend=backend)
 
 
 def graphs_compiled() -> int:

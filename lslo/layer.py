@@ -82,6 +82,62 @@ class GatheredLoRA(torch.autograd.Function):
         return grad_x, grad_A, grad_B, None, None, grad if ctx.with_out else None
 
 
+# The gathered path as one opaque operator for torch.compile (`LSLoLinear.traced_delta`): the graph calls the
+# same batched products as eager's `GatheredLoRA` (forward and backward), instead of Inductor re-deriving the
+# gather / scatter-add pair from plain ops, which ran slower than eager on CPU. Both directions are custom ops
+# with shape-only fake kernels, so Dynamo traces them without a graph break and with dynamic sizes.
+@torch.library.custom_op("lslo::gathered_lora", mutates_args=())
+def gathered_lora(x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows: torch.Tensor,
+                  gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(delta, h) with delta_i = (g_i * (x_i A[rows_i]^T)) B^T[rows_i] per sample i (x: samples x tokens x in;
+    `lora_B_t`: B transposed, sum of ranks x out); h, the gated low-rank activations, is kept for backward."""
+    with torch.autocast(x.device.type, enabled=False):  # in x's dtype, as the fake kernel says (the caller casts)
+        a, b = lora_A[rows].to(x.dtype), lora_B_t[rows].to(x.dtype)
+        h = torch.bmm(x, a.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
+        return torch.bmm(h, b), h
+
+
+@gathered_lora.register_fake
+def _(x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows: torch.Tensor,
+      gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    return x.new_empty(*x.shape[:2], lora_B_t.shape[1]), x.new_empty(*x.shape[:2], rows.shape[1])
+
+
+@torch.library.custom_op("lslo::gathered_lora_backward", mutates_args=())
+def gathered_lora_backward(grad: torch.Tensor, x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor,
+                           rows: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of `gathered_lora` for x, A and B^T: each sample's added into the rows it read (others 0)."""
+    with torch.autocast(x.device.type, enabled=False):
+        a, b = lora_A[rows].to(x.dtype), lora_B_t[rows].to(x.dtype)
+        g = grad.to(x.dtype)
+        grad_h = torch.bmm(g, b.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
+        flat = rows.flatten()
+        grad_a = torch.bmm(grad_h.transpose(1, 2), x).flatten(0, 1).to(lora_A.dtype)
+        grad_b = torch.bmm(h.transpose(1, 2), g).flatten(0, 1).to(lora_B_t.dtype)
+        grad_A = torch.zeros_like(lora_A).index_add_(0, flat, grad_a)
+        grad_B_t = torch.zeros_like(lora_B_t).index_add_(0, flat, grad_b)
+        return torch.bmm(grad_h, a), grad_A, grad_B_t
+
+
+@gathered_lora_backward.register_fake
+def _(grad: torch.Tensor, x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows: torch.Tensor,
+      gate: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    return torch.empty_like(x), torch.empty_like(lora_A), torch.empty_like(lora_B_t)
+
+
+def _gathered_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, lora_A, lora_B_t, rows, gate = inputs
+    ctx.save_for_backward(x, lora_A, lora_B_t, rows, gate, output[1])
+
+
+def _gathered_backward(ctx: Any, grad: torch.Tensor, _grad_h: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    grad_x, grad_A, grad_B_t = gathered_lora_backward(grad.contiguous(), *ctx.saved_tensors)
+    return grad_x, grad_A, grad_B_t, None, None
+
+
+gathered_lora.register_autograd(_gathered_backward, setup_context=_gathered_setup)
+
+
 class LSLoLinear(nn.Module):
     """A frozen `nn.Linear` plus one LoRA per language, routed per sample by `route` ("src" or "tgt")."""
 
@@ -205,10 +261,11 @@ class LSLoLinear(nn.Module):
         """`lora_delta` as torch.compile traces it (`route_id`: [0] for src, [1] for tgt, a tensor): the languages are tensor data, not Python state.
 
         No branch on the batch's languages (no one-language slice, no `unique`, no `.item()`), no per-call cache:
-        each row's language is a tensor (`Routing.index`) that gathers its gate (dense path) or its own rows of A
-        and B padded to the largest rank (gathered path; the padding's gate is 0). Plain differentiable ops, so
-        AOTAutograd derives the backward (a language absent from the batch gets exactly zero gradient) and a new
-        language mix or length reuses the compiled graph. Which of the two paths is static per layer (its ranks).
+        each row's language is a tensor (`Routing.index`) that gathers its gate (dense path: plain differentiable
+        ops, whose backward AOTAutograd derives) or its own rows of A and B padded to the largest rank (gathered
+        path, the padding's gate 0: the `lslo::gathered_lora` operator, eager's kernels in both directions). A
+        language absent from the batch gets exactly zero gradient, and a new language mix or length reuses the
+        compiled graph. Which of the two paths is static per layer (its ranks).
         """
         index = self.routing.both().index_select(0, route_id)[0]
         if x.shape[0] != index.shape[0]:  # beams: sample i occupies rows i*k .. i*k+k-1 (a shape guard, not data)
@@ -221,13 +278,10 @@ class LSLoLinear(nn.Module):
         if (self.mixed_path() if self.path == "auto" else self.path) == "dense":
             h = torch.matmul(grouped, lora_A.t().to(grouped.dtype))
             h = h * self.gates[index].unsqueeze(1).to(h.dtype)
-            a_b = lora_B.t().to(h.dtype)
-        else:
-            rows = self.pad_index[index]  # (rows, rmax)
-            a = lora_A[rows] * self.pad_gate[index].unsqueeze(-1)  # gate folded into A: 0 on the padding
-            h = torch.matmul(grouped, a.transpose(1, 2).to(grouped.dtype))
-            a_b = lora_B.t()[rows].to(h.dtype)
-        delta = torch.matmul(h, a_b)
+            delta = torch.matmul(h, lora_B.t().to(h.dtype))
+        else:  # each row's own rows of A and B, padded to the largest rank (gate 0 on the padding): one operator
+            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else grouped.dtype
+            delta = gathered_lora(grouped.to(dtype), lora_A, lora_B.t(), self.pad_index[index], self.pad_gate[index])[0]
         if base is not None:
             delta = base + delta.to(base.dtype)
         return delta.reshape(*x.shape[:-1], delta.shape[-1])

@@ -23,20 +23,39 @@ def label_smoothed_nll(
     """Summed label-smoothed cross-entropy, summed NLL, and the number of counted tokens.
 
     Per token: (1 - eps) * -log p(y) + eps / V * sum_v -log p(v), the same as
-    `F.cross_entropy(..., label_smoothing=eps)`; positions labelled -100 are ignored.
+    `F.cross_entropy(..., label_smoothing=eps)`; positions labelled -100 are ignored. After `compile_loss()`
+    (what `compile: true` calls) the terms come from one compiled kernel set: log-softmax, the gather and both
+    sums fused instead of a pass over the (tokens x vocabulary) logits each.
     """
+    loss, nll, n = (_compiled or _terms)(logits, labels, epsilon)
+    return loss, nll, int(n)
+
+
+def _terms(logits: torch.Tensor, labels: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lprobs = F.log_softmax(logits.float(), dim=-1)
     mask = labels != IGNORE_INDEX
     target = labels.masked_fill(~mask, 0)
     nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     blocked = torch.isneginf(lprobs)  # vocabulary a row's target language may not use (lslo.extend): -inf
-    if epsilon and bool(blocked.any()):  # smooth over the vocabulary the row may use
+    # Traced (no data-dependent branch): always the masked form, equal to the plain one when nothing is blocked.
+    if epsilon and (torch.compiler.is_compiling() or bool(blocked.any())):  # smooth over the vocabulary the row may use
         smooth = -lprobs.masked_fill(blocked, 0.0).sum(-1)
         loss = (1.0 - epsilon) * nll + epsilon * smooth / (~blocked).sum(-1)
     else:
         smooth = -lprobs.sum(-1)
         loss = (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth
-    return loss[mask].sum(), nll[mask].sum(), int(mask.sum())
+    return loss.masked_fill(~mask, 0.0).sum(), nll.masked_fill(~mask, 0.0).sum(), mask.sum()
+
+
+_compiled: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+
+def compile_loss(backend: str = "inductor") -> None:
+    """Compute `label_smoothed_nll`'s terms with `torch.compile` from now on, in this process (dynamic shapes:
+    one graph for every batch size, length and vocabulary)."""
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(_terms, dynamic=True, backend=backend)
 
 
 def batch_loss(

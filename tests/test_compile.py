@@ -116,3 +116,44 @@ def test_lslo_train_with_compile_logs_the_losses_of_the_eager_run(world, tmp_pat
     assert [s for s, _ in runs["compiled"]] == [s for s, _ in runs["eager"]] and len(runs["eager"]) >= 5
     assert max(abs(a[1] - b[1]) for a, b in zip(runs["compiled"], runs["eager"], strict=True)) < 1e-4
     assert json.loads((tmp_path / "compiled" / "run.json").read_text())["compile"] == "aot_eager"
+
+
+def test_the_compiled_loss_equals_eager_with_padding_and_blocked_vocabulary_and_does_not_recompile(one_thread):
+    """`compile: true` also compiles the label-smoothed loss: the same sums as eager (padding ignored, smoothing over
+    the vocabulary a row may use when some is blocked with -inf, as `lslo.extend` does), one graph for new shapes."""
+    from lslo import loss as loss_mod
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss_mod._terms, dynamic=True, backend="inductor")
+
+    def case(step: int, blocked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(step)
+        rows, length, vocab = 2 + step % 3, 3 + step, 11
+        logits = torch.randn(rows, length, vocab, generator=g)
+        if blocked:
+            logits[0, :, 7:] = float("-inf")  # row 0's language may not use the last 4 pieces
+        labels = torch.randint(0, 7, (rows, length), generator=g)
+        labels[-1, -2:] = loss_mod.IGNORE_INDEX
+        return logits, labels
+
+    logits, labels = case(0, True)
+    compiled(logits, labels, 0.1)  # warm-up
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for step, blocked in ((1, True), (2, False), (3, True)):
+            logits, labels = case(step, blocked)
+            want = loss_mod._terms(logits, labels, 0.1)
+            got = compiled(logits, labels, 0.1)
+            assert all(torch.isfinite(t).all() for t in got)
+            assert torch.allclose(got[0], want[0], rtol=1e-5) and torch.allclose(got[1], want[1], rtol=1e-5)
+            assert int(got[2]) == int(want[2]) == labels.numel() - 2
+    # The public function switches to the compiled terms once `compile_loss` ran (what lslo.compiling.apply calls).
+    plain = loss_mod.label_smoothed_nll(logits, labels, 0.1)
+    saved = loss_mod._compiled
+    try:
+        loss_mod._compiled = None
+        loss_mod.compile_loss("aot_eager")
+        assert loss_mod._compiled is not None
+        again = loss_mod.label_smoothed_nll(logits, labels, 0.1)
+        assert torch.allclose(again[0], plain[0], rtol=1e-5) and again[2] == plain[2]
+    finally:
+        loss_mod._compiled = saved

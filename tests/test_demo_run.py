@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -38,17 +39,17 @@ def test_verdict_needs_both_metrics(demo):
     assert said == "NOT clearly above"
 
 
-def test_an_evaluation_beside_the_training_ends_when_its_results_are_written(demo, tmp_path):
-    """The base's evaluation runs in the background: its phase ends at its results.json, not at the next phase."""
-    import os
-
-    out = tmp_path / "eval-base"
-    out.mkdir()
-    (out / "results.json").write_text("{}")
-    started = 1_000_000.0
-    os.utime(out / "results.json", (started + 95.0, started + 95.0))
-    line = f"OMP_NUM_THREADS=1 python -m lslo.cli eval base --data d --no-progress --out {out} > log 2>&1 & base=$!; \\"
-    assert demo.phase_end(line, next_start=0.2, started=started) == pytest.approx(95.0)
-    # Not written (the evaluation failed), or not an evaluation: the next phase's start.
-    assert demo.phase_end(line.replace(str(out), str(tmp_path / "none")), 0.2, started) == 0.2
-    assert demo.phase_end("python -m lslo.cli train c.yaml --set out_dir=x", 310.0, started) == 310.0
+def test_other_lengths_lists_each_demo_json_with_its_verdict(demo, tmp_path):
+    assert demo.other_lengths(tmp_path) == []  # none measured: no table
+    r = _result({"spbleu": 0.1, "chrf": -0.88}, {"spbleu": 72, "chrf": 45}, {"spbleu": 60, "chrf": 87})
+    r.update(train_steps=300, train_max_tokens=1024, settings={"max_sentences": 20}, wall_s=516.0,
+             machine={"date": "2026-12-07 15:35 UTC", "git_commit": "ab16044"},
+             phases=[{"command": "python -m lslo.cli eval base", "start_s": 95.1}, {"command": "python -m lslo.cli train c", "start_s": 95.3},
+                     {"command": "python -m pip install x", "start_s": 4.0}])  # fmt: skip
+    (tmp_path / "demo-300steps.json").write_text(json.dumps(r))
+    row = demo.other_lengths(tmp_path)[-1]
+    assert row == ("| `demo-300steps.json` | 300 x 1024 | 20 | base evaluated beside the training | 8.6 | +0.10 | -0.88 | "
+                   "NOT clearly above | 2026-12-07 15:35 UTC, ab16044 |")  # fmt: skip
+    r["phases"][1]["start_s"] = 400.0  # the training after the base's evaluation
+    (tmp_path / "demo-300steps.json").write_text(json.dumps(r))
+    assert "| one after another |" in demo.other_lengths(tmp_path)[-1]
