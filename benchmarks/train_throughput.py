@@ -221,7 +221,9 @@ def render(data: dict[str, Any]) -> str:
     for line in summary(data["results"]):
         lines += ["", line]
     for method, variants in data.get("failed", {}).items():
-        lines += ["", f"**{method}**: " + "; ".join(f"`{v}` {why} (not in the table)" for v, why in variants.items()) + "."]
+        lines += ["", f"**{method}**: " + "; ".join(
+            f"`{v}` {why} " + ("in a later round (the table has the rounds that finished)" if v in data["results"][method] else "(not in the table)")
+            for v, why in variants.items()) + "."]  # fmt: skip
     profiles = {method: rows["eager"]["profile"] for method, rows in data["results"].items() if "profile" in rows["eager"]}
     if profiles:
         lines += ["", "Where an eager step's time goes (aten op self time under `torch.profiler` over the steps' wall time, two threads): matrix products "
