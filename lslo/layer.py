@@ -70,16 +70,23 @@ class GatheredLoRA(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, lora_A, lora_B, rows, gate, h = ctx.saved_tensors
-        a, b = lora_A[rows].to(x.dtype), lora_B.t()[rows].to(x.dtype)
-        g = grad.to(x.dtype)
-        grad_h = torch.bmm(g, b.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
-        flat = rows.flatten()
-        grad_a = torch.bmm(grad_h.transpose(1, 2), x).flatten(0, 1).to(lora_A.dtype)
-        grad_b = torch.bmm(h.transpose(1, 2), g).flatten(0, 1).to(lora_B.dtype)
-        grad_A = torch.zeros_like(lora_A).index_add_(0, flat, grad_a)
-        grad_B = torch.zeros_like(lora_B.t()).index_add_(0, flat, grad_b).t()
-        grad_x = torch.bmm(grad_h, a) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_A, grad_B, None, None, grad if ctx.with_out else None
+        grad_x, grad_A, grad_B_t = gathered_grads(grad, x, lora_A, lora_B.t(), rows, gate, h, ctx.needs_input_grad[0])
+        return grad_x, grad_A, grad_B_t.t(), None, None, grad if ctx.with_out else None
+
+
+def gathered_grads(grad: torch.Tensor, x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows: torch.Tensor,
+                   gate: torch.Tensor, h: torch.Tensor, with_x: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The gathered path's backward (`GatheredLoRA`, `lslo::gathered_lora`): gradients for x (if `with_x`), A and
+    B^T, each sample's added into the rows it read (`index_add_`), so every other row gets exactly 0."""
+    a, b = lora_A[rows].to(x.dtype), lora_B_t[rows].to(x.dtype)
+    g = grad.to(x.dtype)
+    grad_h = torch.bmm(g, b.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
+    flat = rows.flatten()
+    grad_a = torch.bmm(grad_h.transpose(1, 2), x).flatten(0, 1).to(lora_A.dtype)
+    grad_b = torch.bmm(h.transpose(1, 2), g).flatten(0, 1).to(lora_B_t.dtype)
+    grad_A = torch.zeros_like(lora_A).index_add_(0, flat, grad_a)
+    grad_B_t = torch.zeros_like(lora_B_t).index_add_(0, flat, grad_b)
+    return (torch.bmm(grad_h, a) if with_x else None), grad_A, grad_B_t
 
 
 # The gathered path as one opaque operator for torch.compile (`LSLoLinear.traced_delta`): the graph calls the
@@ -106,17 +113,11 @@ def _(x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor, rows: torch
 @torch.library.custom_op("lslo::gathered_lora_backward", mutates_args=())
 def gathered_lora_backward(grad: torch.Tensor, x: torch.Tensor, lora_A: torch.Tensor, lora_B_t: torch.Tensor,
                            rows: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Gradients of `gathered_lora` for x, A and B^T: each sample's added into the rows it read (others 0)."""
+    """Gradients of `gathered_lora` for x, A and B^T (`gathered_grads`)."""
     with torch.autocast(x.device.type, enabled=False):
-        a, b = lora_A[rows].to(x.dtype), lora_B_t[rows].to(x.dtype)
-        g = grad.to(x.dtype)
-        grad_h = torch.bmm(g, b.transpose(1, 2)) * gate.unsqueeze(1).to(x.dtype)
-        flat = rows.flatten()
-        grad_a = torch.bmm(grad_h.transpose(1, 2), x).flatten(0, 1).to(lora_A.dtype)
-        grad_b = torch.bmm(h.transpose(1, 2), g).flatten(0, 1).to(lora_B_t.dtype)
-        grad_A = torch.zeros_like(lora_A).index_add_(0, flat, grad_a)
-        grad_B_t = torch.zeros_like(lora_B_t).index_add_(0, flat, grad_b)
-        return torch.bmm(grad_h, a), grad_A, grad_B_t
+        grad_x, grad_A, grad_B_t = gathered_grads(grad, x, lora_A, lora_B_t, rows, gate, h)
+        assert grad_x is not None
+        return grad_x, grad_A, grad_B_t
 
 
 @gathered_lora_backward.register_fake
