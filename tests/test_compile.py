@@ -15,6 +15,17 @@ from lslo.compiling import apply, backend_of, graphs_compiled, is_compiled
 from lslo.optim import LanguageAdamW
 from lslo.train import TrainConfig, train
 
+
+@pytest.fixture(autouse=True)
+def eager_loss_afterwards():
+    """`compile:` compiles the loss for the rest of the process (`lslo.loss.compile_loss`): not for later tests."""
+    from lslo import loss
+
+    saved = loss._compiled
+    yield
+    loss._compiled = saved
+
+
 LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low", "wo": "low"}
 RANKS = {"high": 2, "medium": 2, "low": 8}  # ranks sum to 22 > 3 x 8: the gathered path
 
@@ -104,13 +115,17 @@ def test_lslo_train_with_compile_logs_the_losses_of_the_eager_run(world, tmp_pat
     base.config.encoder_layers = base.config.decoder_layers = 1
     base.save_pretrained(tmp_path / "model")
     runs = {}
+    from lslo import loss
+
     for name, setting in (("eager", False), ("compiled", "aot_eager")):
         cfg = TrainConfig(data=str(world / "data"), base_model=str(tmp_path / "model"), out_dir=str(tmp_path / name),
                           tokenizer=str(world / "model"),
                           method="lslo", languages={"en": "high", "fr": "high", "sw": "low"}, max_steps=4,
                           max_tokens=96, max_len=24, warmup_steps=1, lr=3e-3, log_every=1, eval_every=4,
                           valid_max_per_direction=2, progress=False, seed=3, compile=setting)  # fmt: skip
+        loss._compiled = None
         train(cfg)
+        assert (loss._compiled is not None) == (name == "compiled")  # `compile:` compiles the loss too
         log = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         runs[name] = [(r["step"], r.get("loss", r.get("valid_loss"))) for r in log if "loss" in r or "valid_loss" in r]
     assert [s for s, _ in runs["compiled"]] == [s for s, _ in runs["eager"]] and len(runs["eager"]) >= 5
