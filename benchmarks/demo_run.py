@@ -3,8 +3,8 @@
     python benchmarks/demo_run.py            # runs `make demo DEMO=runs/demo-timed` (a fresh folder)
     python benchmarks/demo_run.py --render   # the RESULTS.md section from the committed JSON only
 
-Runs the demo exactly as a new user does (install, bible12, LSLo training on the shipped base, evaluation
-of the base and of the LSLo model on all 132 directions) and times each phase by wall clock. Then writes
+Runs the demo exactly as a new user does (install, bible12, LSLo training on the shipped base for the demo's 4
+languages, evaluation of the base and of the LSLo model on their 12 directions) and times each phase by wall clock. Then writes
 `benchmarks/results/demo.json` and the `demo` section of `benchmarks/RESULTS.md`: wall time, the tier-group
 scores of the base and the fine-tuned model, how many directions improved, the sample translations the demo
 prints, and `docs/demo.png` (the change of every direction, the README's picture).
@@ -186,13 +186,13 @@ def other_lengths(folder: Path | None = None) -> list[str]:
         return []
     lines = ["", "Other settings measured (`python benchmarks/demo_run.py --name NAME --make-args ...`; wall time from a "
              "clean clone where the phases include the install):", "",
-             "| JSON | steps x tokens | test verses | phases | wall (min) | spBLEU Δ | chrF++ Δ | verdict | date, commit |",
-             "|---|---|---:|---|---:|---:|---:|---|---|"]  # fmt: skip
+             "| JSON | directions | steps x tokens | test verses | phases | wall (min) | spBLEU Δ | chrF++ Δ | verdict | date, commit |",
+             "|---|---:|---|---:|---|---:|---:|---:|---|---|"]  # fmt: skip
     for name, r in runs:
         said, gains, _ = verdict(r)
         starts = [p["start_s"] for p in r["phases"] if " -m lslo.cli " in p["command"]]
         side = "base evaluated beside the training" if len(starts) != len({round(t) for t in starts}) else "one after another"
-        lines.append(f"| `{name}.json` | {r['train_steps']} x {r.get('train_max_tokens')} | {r['settings']['max_sentences']} | {side} | "
+        lines.append(f"| `{name}.json` | {r['directions']} | {r['train_steps']} x {r.get('train_max_tokens')} | {r['settings']['max_sentences']} | {side} | "
                      f"{r['wall_s'] / 60:.1f} | {gains['spbleu']:+.2f} | {gains['chrf']:+.2f} | {said} | "
                      f"{r['machine']['date']}, {r['machine']['git_commit']} |")  # fmt: skip
     return lines

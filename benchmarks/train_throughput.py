@@ -67,15 +67,36 @@ def build(method: str, opts: argparse.Namespace) -> tuple[Any, Any, Any, float]:
     return model, sampler, optimizer, cfg.label_smoothing
 
 
+def train_step(model: Any, optimizer: Any, batch: Any, eps: float, precision: str, rank: int = 0,
+               world: int = 1) -> tuple[float, float]:  # fmt: skip
+    """One `lslo train` step on `batch` (this process's shard of it under DDP): (seconds, the global batch's loss
+    per target token)."""
+    from lslo.data.batching import batch_slice, shard
+    from lslo.loss import batch_loss
+    from lslo.precision import autocast
+
+    start = time.perf_counter()
+    local, weight = (shard(batch, rank, world), 1.0) if world > 1 else (batch, 1.0)
+    if len(local) == 0:  # fewer samples than processes: run one, count nothing (as `lslo train` does)
+        local, weight = batch_slice(batch, [0]), 0.0
+    loss, _, _ = batch_loss(model, local.model_inputs(), local.labels, eps, lambda: autocast(precision, "cpu"))
+    loss = loss * weight
+    (loss * (world / batch.num_tokens)).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    total = loss.detach().reshape(1)
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return time.perf_counter() - start, total.item() / batch.num_tokens
+
+
 def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int = 0, world: int = 1,
                 profiler: Any = None) -> dict[str, Any]:  # fmt: skip
     """Train `--warmup` + `--steps` steps; tokens/s of the timed steps, every step's loss, the warm-up time.
 
     With `world` > 1 (a `ddp-*` child), this process is rank `rank` of a gloo group and trains its shard of every
     global batch; tokens and losses are the global batch's. A `profiler` (torch.profiler) records the timed steps."""
-    from lslo.data.batching import batch_slice, shard
-    from lslo.loss import batch_loss
-    from lslo.precision import autocast
+    from lslo import loss as loss_module
 
     torch.set_num_threads(1 if variant.endswith("1t") else opts.threads)
     model, sampler, optimizer, eps = build(method, opts)
@@ -83,6 +104,8 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
         from lslo.compiling import apply
 
         apply(model, True)  # what `compile: true` does in `lslo train`: each encoder/decoder layer, dynamic shapes
+    else:  # the compiled loss is module state: a compiled variant before this one must not speed up an eager one
+        loss_module._compiled = None
     step_model = model
     if world > 1:
         import torch.distributed as dist
@@ -94,20 +117,8 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
         if profiler is not None and i == opts.warmup:
             profiler.start()
         batch = sampler.next_batch()
-        start = time.perf_counter()
-        local, weight = (shard(batch, rank, world), 1.0) if world > 1 else (batch, 1.0)
-        if len(local) == 0:  # fewer samples than processes: run one, count nothing (as `lslo train` does)
-            local, weight = batch_slice(batch, [0]), 0.0
-        loss, _, n = batch_loss(step_model, local.model_inputs(), local.labels, eps, lambda: autocast(opts.precision, "cpu"))
-        loss = loss * weight
-        (loss * (world / batch.num_tokens)).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        total = loss.detach().reshape(1)
-        if world > 1:
-            torch.distributed.all_reduce(total)
-        elapsed = time.perf_counter() - start
-        losses.append(total.item() / batch.num_tokens)
+        elapsed, loss = train_step(step_model, optimizer, batch, eps, opts.precision, rank, world)
+        losses.append(loss)
         times.append(elapsed)
         if i >= opts.warmup:
             tokens += batch.num_tokens
@@ -121,6 +132,59 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
     return {"method": method, "variant": variant, "threads": torch.get_num_threads(), "tokens_per_s": tokens / timed,
             "timed_s": timed, "warmup_s": sum(times[: opts.warmup]), "losses": losses,
             "padding_share": padded / positions, "processes": world}  # fmt: skip
+
+
+# Compiled against eager, step by step: this CPU's speed drifts 15-40% within a day, and by 10-20% between two
+# variants run a minute apart, which is as large as the ratio measured. Paired steps in one process see the same drift.
+PAIRED_RNG = ("eager", "inductor")  # dropout masks from eager's generator (`lslo.compiling`'s default) / Inductor's own
+
+
+def run_paired(method: str, rng: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """An eager and a compiled model (same seed) in one process, trained on each batch in turn (which goes first
+    alternates): tokens/s of each over the `--paired-steps` timed steps, and the per-step time ratios.
+
+    `rng`: whose generator draws the compiled layers' dropout masks: "eager" (`fallback_random`, what `compile:
+    true` does: the eager run's losses) or "inductor" (drawn inside the fused kernels: other masks, other losses)."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    from lslo import loss as loss_module
+    from lslo.compiling import apply
+
+    torch._dynamo.reset()  # graphs compiled before (another RNG setting) would be reused: compile afresh
+    torch.set_num_threads(opts.threads)
+    eager, sampler, eager_opt, eps = build(method, opts)
+    compiled, _, compiled_opt, _ = build(method, opts)
+    apply(compiled, True)
+    compiled_loss, loss_module._compiled = loss_module._compiled, None
+    times: dict[str, list[float]] = {"eager": [], "compile": []}
+    losses: dict[str, list[float]] = {"eager": [], "compile": []}
+    tokens, warmup_s = 0, 0.0
+    try:
+        for i in range(opts.warmup + opts.paired_steps):
+            batch = sampler.next_batch()
+            rng_state = torch.get_rng_state()  # both models draw the same dropout masks from eager's generator
+            for name in ("eager", "compile") if i % 2 else ("compile", "eager"):
+                torch.set_rng_state(rng_state)
+                model, optimizer = (compiled, compiled_opt) if name == "compile" else (eager, eager_opt)
+                loss_module._compiled = compiled_loss if name == "compile" else None
+                with torch._inductor.config.patch(fallback_random=rng == "eager"):
+                    elapsed, loss = train_step(model, optimizer, batch, eps, opts.precision)
+                losses[name].append(loss)
+                if i >= opts.warmup:
+                    times[name].append(elapsed)
+                elif name == "compile":
+                    warmup_s += elapsed
+            tokens += batch.num_tokens if i >= opts.warmup else 0
+    finally:
+        loss_module._compiled = None
+    per_step = sorted(e / c for e, c in zip(times["eager"], times["compile"], strict=True))
+    quartiles = statistics.quantiles(per_step, n=4) if len(per_step) > 1 else per_step * 3
+    return {"method": method, "rng": rng, "steps": opts.paired_steps, "threads": opts.threads,
+            "eager_tokens_per_s": tokens / sum(times["eager"]), "compiled_tokens_per_s": tokens / sum(times["compile"]),
+            "ratio": sum(times["eager"]) / sum(times["compile"]), "step_ratio_quartiles": quartiles,
+            "loss_delta": max(abs(a - b) for a, b in zip(losses["eager"], losses["compile"], strict=True)),
+            "compile_s": warmup_s}  # fmt: skip
 
 
 # Where an eager step's time goes (op self time under torch.profiler), by what compiling can do about it on CPU:
@@ -224,6 +288,20 @@ def render(data: dict[str, Any]) -> str:
         lines += ["", f"**{method}**: " + "; ".join(
             f"`{v}` {why} " + ("in a later round (the table has the rounds that finished)" if v in data["results"][method] else "(not in the table)")
             for v, why in variants.items()) + "."]  # fmt: skip
+    if data.get("paired"):
+        lines += ["", f"**Compiled against eager, step by step** (`--paired-steps {data['paired'][0]['steps']}`): one process holds an "
+                  "eager and a compiled model (same seed) and trains both on every batch, one after the other (which goes first "
+                  "alternates; both from the same random state), so the machine's drift (10-20% between variants run minutes apart) "
+                  "hits both alike. *Dropout RNG*: `eager` draws the compiled layers' masks from eager's generator "
+                  "(`compile: true`: the eager run's losses), `inductor` inside the fused kernels (other masks: other losses, "
+                  "as in any compiled run elsewhere). Ratio: eager time over compiled time, all timed steps; quartiles of the "
+                  "per-step ratios.", "",
+                  "| method | dropout RNG | eager tokens/s | compiled tokens/s | ratio | per-step ratio (quartiles) | loss Δ (max) | compile (s) |",
+                  "|---|---|---:|---:|---:|---|---:|---:|"]  # fmt: skip
+        for r in data["paired"]:
+            q = r["step_ratio_quartiles"]
+            lines.append(f"| {r['method']} | {r['rng']} | {r['eager_tokens_per_s']:.0f} | {r['compiled_tokens_per_s']:.0f} | "
+                         f"{r['ratio']:.2f}x | {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} | {r['loss_delta']:.2e} | {r['compile_s']:.0f} |")  # fmt: skip
     profiles = {method: rows["eager"]["profile"] for method, rows in data["results"].items() if "profile" in rows["eager"]}
     if profiles:
         lines += ["", "Where an eager step's time goes (aten op self time under `torch.profiler` over the steps' wall time, two threads): matrix products "
@@ -256,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--ddp-timeout", type=float, default=DDP_TIMEOUT_S,
                     help="seconds a ddp-* pair may take before it counts as stuck: killed, reported, not fatal")
+    ap.add_argument("--paired-steps", type=int, default=20,
+                    help="timed steps of the paired compiled-vs-eager measurement per method and RNG (0: none)")
+    ap.add_argument("--paired-rng", nargs="+", default=list(PAIRED_RNG), choices=PAIRED_RNG,
+                    help="whose generator draws the compiled dropout masks in the paired measurement")
     ap.add_argument("--profile-steps", type=int, default=4, help="eager steps profiled per method for the op shares (0: none)")
     ap.add_argument("--note", default="", help="a line for RESULTS.md (e.g. what else ran on the machine)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -316,12 +398,17 @@ def main(argv: list[str] | None = None) -> int:
             }  # fmt: skip
     for method in opts.methods if opts.profile_steps > 0 else []:
         results[method]["eager"]["profile"] = op_shares(method, opts)
+    paired = []
+    for method in opts.methods if opts.paired_steps > 0 else []:
+        for rng in opts.paired_rng:
+            paired.append(run_paired(method, rng, opts))
+            print(f"paired: {method} ({rng} RNG): compiled {paired[-1]['ratio']:.2f}x eager", flush=True)
     padding = statistics.fmean(x["padding_share"] for by in runs.values() for rs in by.values() for x in rs)
     from lslo.precision import effective_precision
 
     data = {"command": "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": results_md.machine(), "steps": opts.steps, "warmup": opts.warmup, "rounds": opts.rounds,
-            "data": opts.data, "max_tokens": opts.max_tokens, "precision": effective_precision(opts.precision), "padding_share": padding, "results": results, "failed": failed, "note": opts.note}  # fmt: skip
+            "data": opts.data, "max_tokens": opts.max_tokens, "precision": effective_precision(opts.precision), "padding_share": padding, "results": results, "failed": failed, "paired": paired, "note": opts.note}  # fmt: skip
     from lslo.io import write_json
 
     write_json(OUT, data)

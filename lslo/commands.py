@@ -152,6 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # the model first: the codes of the languages it added (e.g. tyv_Cyrl) become known, then its data is read
     model, tokenizer, info = load_model(args.model, base=args.base, tokenizer=args.tokenizer, compute_type=args.compute_type)
     corpus = read_corpus(args.data, split=args.split, languages=args.languages)
+    if args.languages is None:
+        corpus = _languages_it_knows(model, corpus, args)
     model.eval()
     if args.merge and not getattr(model, "mergeable", False):
         raise LsloError(f"--merge: {args.model} is not an LSLo model; leave --merge out")
@@ -169,6 +171,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(overall, indent=2))
     print(f"wrote {args.out}/results.json, results.csv, tiers.md, heatmap.png")
     return 0
+
+
+def _languages_it_knows(model: Any, corpus: Any, args: argparse.Namespace) -> Any:
+    """Without --languages, the data's languages that `model` was trained for (an LSLo model fine-tuned on some of
+    them), said on stderr when that leaves some out; all of them for a model that translates any."""
+    held = getattr(model, "languages", None)
+    if not held:
+        return corpus
+    known = [c for c in corpus.languages if any(_same(c, h) for h in held)]
+    if len(known) == len(corpus.languages):
+        return corpus
+    if len(known) < 2:
+        raise LsloError(f"--data {args.data}: {args.model} was trained for {', '.join(held)}, and the data holds "
+                        f"{len(known)} of those; give data in its languages, or --languages")  # fmt: skip
+    left = [c for c in corpus.languages if c not in known]
+    print(f"lslo: note: {args.model} was trained for {len(known)} of the data's {len(corpus.languages)} languages: "
+          f"evaluating their {len(known) * (len(known) - 1)} directions (not {' '.join(left)}; --languages chooses)",
+          file=sys.stderr)  # fmt: skip
+    return corpus.subset(known)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:

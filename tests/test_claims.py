@@ -257,3 +257,27 @@ def test_lslo_eval_records_the_precision_it_ran_at(world, tmp_path, capsys):
                      "--directions", "en-fr", "--beams", "1", "--max-sentences", "2", "--no-progress", *flags])  # fmt: skip
         assert code == 0, capsys.readouterr().err
         assert json.loads((out / "results.json").read_text(encoding="utf-8"))["settings"]["precision"] == want
+
+
+def test_lslo_eval_of_a_model_trained_on_some_of_the_data_languages_evaluates_those(world, tmp_path, capsys):
+    """Without --languages, `lslo eval` of an LSLo run trained on 2 of the data's 3 languages scores their 2
+    directions (said on stderr) instead of failing on the third; asked for by name, the third is still refused."""
+    import json
+
+    from lslo.cli import main
+    from lslo.run_config import TrainConfig
+    from lslo.train import train
+
+    train(TrainConfig(data=str(world / "data"), base_model=str(world / "model"), out_dir=str(tmp_path / "two"), method="lslo",
+                      languages={"en": "high", "fr": "high"}, valid_split=None, max_steps=1, max_tokens=96, max_len=24,
+                      progress=False))  # fmt: skip
+    out = tmp_path / "eval"
+    code = main(["eval", str(tmp_path / "two"), "--data", str(world / "data"), "--split", "valid", "--out", str(out),
+                 "--beams", "1", "--max-sentences", "2", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert sorted(json.loads((out / "results.json").read_text(encoding="utf-8"))["directions"]) == ["en-fr", "fr-en"]
+    assert "trained for 2 of the data's 3 languages: evaluating their 2 directions (not sw; --languages chooses)" in err
+    code = main(["eval", str(tmp_path / "two"), "--data", str(world / "data"), "--split", "valid", "--out", str(tmp_path / "e2"),
+                 "--languages", "en", "fr", "sw", "--beams", "1", "--max-sentences", "2", "--no-progress"])  # fmt: skip
+    assert code != 0 and "unknown language 'sw'" in capsys.readouterr().err  # asked for by name: still refused

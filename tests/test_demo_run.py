@@ -48,7 +48,7 @@ def test_other_lengths_lists_each_demo_json_with_its_verdict(demo, tmp_path):
                      {"command": "python -m pip install x", "start_s": 4.0}])  # fmt: skip
     (tmp_path / "demo-300steps.json").write_text(json.dumps(r))
     row = demo.other_lengths(tmp_path)[-1]
-    assert row == ("| `demo-300steps.json` | 300 x 1024 | 20 | base evaluated beside the training | 8.6 | +0.10 | -0.88 | "
+    assert row == ("| `demo-300steps.json` | 132 | 300 x 1024 | 20 | base evaluated beside the training | 8.6 | +0.10 | -0.88 | "
                    "NOT clearly above | 2026-12-07 15:35 UTC, ab16044 |")  # fmt: skip
     r["phases"][1]["start_s"] = 400.0  # the training after the base's evaluation
     (tmp_path / "demo-300steps.json").write_text(json.dumps(r))

@@ -71,3 +71,34 @@ def test_a_stuck_ddp_pair_is_reported_and_the_others_are_measured(world, tmp_pat
     assert calls == ["ddp-1t"] * 3 and data["results"]["lslo"]["ddp-1t"]["rounds"] and data["failed"]["lslo"]
     assert ("`ddp-1t` did not finish in 7 s in a later round (the table has the rounds that finished)"
             in (tmp_path / "RESULTS.md").read_text())
+
+
+def test_paired_compiled_and_eager_steps_share_batches_and_masks_and_leave_no_compiled_loss(world, tmp_path, monkeypatch):
+    """The paired measurement: both models see every batch and (eager RNG) the same dropout masks, so their losses
+    agree; no compiled loss outlives it or a compiled variant (an eager variant after one would be sped up)."""
+    from lslo import loss as loss_module
+
+    bench = train_throughput
+    monkeypatch.setattr(bench, "OUT", tmp_path / "train_throughput.json")
+    monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
+    config = tmp_path / "run.yaml"
+    config.write_text("languages: {en: high, fr: high, sw: low}\nmax_steps: 1\nmax_len: 24\ndropout: 0.3\n")
+    args = ["--config", str(config), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96",
+            "--steps", "2", "--warmup", "1", "--rounds", "1", "--variants", "eager", "--methods", "lslo",
+            "--profile-steps", "0", "--paired-steps", "3", "--paired-rng", "eager", "inductor"]  # fmt: skip
+    assert bench.main(args) == 0
+    assert loss_module._compiled is None
+    data = json.loads((tmp_path / "train_throughput.json").read_text())
+    exact, own = data["paired"]
+    assert (exact["rng"], own["rng"]) == ("eager", "inductor") and exact["steps"] == 3
+    assert exact["loss_delta"] < 1e-4  # same batches, same masks: the compiled step is the eager one
+    assert own["loss_delta"] > 1e-4  # Inductor's own masks: other losses (dropout 0.3)
+    for r in data["paired"]:
+        q = r["step_ratio_quartiles"]
+        assert r["ratio"] > 0 and r["eager_tokens_per_s"] > 0 and q[0] <= q[1] <= q[2]
+    assert "| lslo | eager | " in (tmp_path / "RESULTS.md").read_text().split("Compiled against eager, step by step")[1]
+    opts = bench.main.__globals__["argparse"].Namespace(config=str(config), data=str(world / "data"), base=str(world / "model"),
+                                                        max_tokens=96, steps=1, warmup=0, threads=2, precision="fp32")  # fmt: skip
+    loss_module._compiled = lambda *a: pytest.fail("an eager variant ran a compiled loss left by an earlier variant")
+    bench.run_variant("lslo", "eager", opts)
+    assert loss_module._compiled is None  # an eager variant runs the eager loss whatever ran before it
