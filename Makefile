@@ -22,6 +22,7 @@ DEMO_STEPS ?= 500
 DEMO_TOKENS ?= 1024
 DEMO_SENTENCES ?= 50
 DEMO_LANGS ?= en ru sw tl
+DEMO_CONFIG ?= configs/bible12-demo.yaml
 DEMO_BEAMS ?= 1
 DEMO_PRECISION ?= fast
 BASE_STEPS ?= 11108
@@ -57,12 +58,13 @@ $(DATA)/manifest.json: | $(SETUP)
 # directions; $(DEMO_STEPS) steps of <= $(DEMO_TOKENS) tokens), evaluate those directions on the first
 # $(DEMO_SENTENCES) test verses for the base and the LSLo model, and print both tier tables side by side. About
 # 8 minutes on 2 CPU cores from a fresh clone (benchmarks/RESULTS.md `demo`); all 132 directions of the 12 languages
-# are `configs/bible12-lslo.yaml`'s (and the bench's) job. Greedy decoding (DEMO_BEAMS=1) is 4x cheaper than beam 5.
+# are `configs/bible12-lslo.yaml`'s: the earlier, 19-minute demo is `make demo DEMO_CONFIG=configs/bible12-lslo.yaml
+# DEMO_LANGS="$(BIBLE12)" DEMO_STEPS=1000 DEMO_SENTENCES=30`. Greedy decoding (DEMO_BEAMS=1) is 4x cheaper than beam 5.
 # Training and both evaluations run under bf16 autocast where the hardware has it (DEMO_PRECISION=fast: GPUs, CPUs
 # with AVX512-BF16/AMX, ~1.4x faster there) and in fp32 elsewhere (emulated bf16 is ~27x slower on an AVX2 CPU).
 demo: $(SETUP) data
 	@test -f $(BASE)/model.safetensors || { echo "lslo: error: $(BASE) is missing; build it with 'make base' (CPU hours)"; exit 2; }
-	$(LSLO) train configs/bible12-demo.yaml --resume --set out_dir=$(DEMO)/lslo base_model=$(BASE) data=$(DATA) max_steps=$(DEMO_STEPS) max_tokens=$(DEMO_TOKENS) precision=$(DEMO_PRECISION)
+	$(LSLO) train $(DEMO_CONFIG) --resume --set out_dir=$(DEMO)/lslo base_model=$(BASE) data=$(DATA) max_epochs=null max_steps=$(DEMO_STEPS) max_tokens=$(DEMO_TOKENS) valid_max_per_direction=10 precision=$(DEMO_PRECISION)
 	$(LSLO) eval $(BASE) --data $(DATA) --languages $(DEMO_LANGS) --max-sentences $(DEMO_SENTENCES) --beams $(DEMO_BEAMS) --precision $(DEMO_PRECISION) --out $(DEMO)/eval-base
 	$(LSLO) eval $(DEMO)/lslo --data $(DATA) --languages $(DEMO_LANGS) --max-sentences $(DEMO_SENTENCES) --beams $(DEMO_BEAMS) --precision $(DEMO_PRECISION) --out $(DEMO)/eval-lslo
 	$(LSLO) report $(DEMO)/eval-base $(DEMO)/eval-lslo --names base lslo --out $(DEMO)/report.md
