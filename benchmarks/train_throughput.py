@@ -155,7 +155,7 @@ def run_paired(method: str, rng: str, opts: argparse.Namespace) -> dict[str, Any
     torch.set_num_threads(opts.threads)
     eager, sampler, eager_opt, eps = build(method, opts)
     compiled, _, compiled_opt, _ = build(method, opts)
-    apply(compiled, True)
+    apply(compiled, opts.paired_backend if rng == "eager" else True)
     compiled_loss, loss_module._compiled = loss_module._compiled, None
     times: dict[str, list[float]] = {"eager": [], "compile": []}
     losses: dict[str, list[float]] = {"eager": [], "compile": []}
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="timed steps of the paired compiled-vs-eager measurement per method and RNG (0: none)")
     ap.add_argument("--paired-rng", nargs="+", default=list(PAIRED_RNG), choices=PAIRED_RNG,
                     help="whose generator draws the compiled dropout masks in the paired measurement")
+    ap.add_argument("--paired-backend", default="inductor", help=argparse.SUPPRESS)  # tests: aot_eager (quick)
     ap.add_argument("--profile-steps", type=int, default=4, help="eager steps profiled per method for the op shares (0: none)")
     ap.add_argument("--note", default="", help="a line for RESULTS.md (e.g. what else ran on the machine)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
