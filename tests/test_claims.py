@@ -281,3 +281,9 @@ def test_lslo_eval_of_a_model_trained_on_some_of_the_data_languages_evaluates_th
     code = main(["eval", str(tmp_path / "two"), "--data", str(world / "data"), "--split", "valid", "--out", str(tmp_path / "e2"),
                  "--languages", "en", "fr", "sw", "--beams", "1", "--max-sentences", "2", "--no-progress"])  # fmt: skip
     assert code != 0 and "unknown language 'sw'" in capsys.readouterr().err  # asked for by name: still refused
+    pairs = tmp_path / "en-sw.tsv"
+    pairs.write_text("en\tsw\nhello\tjambo\n", encoding="utf-8")
+    code = main(["eval", str(tmp_path / "two"), "--data", str(pairs), "--out", str(tmp_path / "e3"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "was trained for en, fr, and the data holds 1 of those" in err and "Traceback" not in err
+    assert not (tmp_path / "e3").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -9,14 +10,19 @@ import pytest
 from benchmarks import train_throughput
 
 
+def _bench(world, tmp_path, monkeypatch, config: str = "") -> list[str]:
+    """The benchmark writing into `tmp_path`; the arguments of a run on the tiny world (`config`: more run-config lines)."""
+    monkeypatch.setattr(train_throughput, "OUT", tmp_path / "train_throughput.json")
+    monkeypatch.setattr(train_throughput.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
+    path = tmp_path / "run.yaml"
+    path.write_text("languages: {en: high, fr: high, sw: low}\nmax_steps: 1\nmax_len: 24\n" + config)
+    return ["--config", str(path), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96"]
+
+
+
 def test_variants_train_the_same_batches_and_the_section_is_rendered(world, tmp_path, monkeypatch):
     bench = train_throughput
-    monkeypatch.setattr(bench, "OUT", tmp_path / "train_throughput.json")
-    monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
-    config = tmp_path / "run.yaml"
-    config.write_text("languages: {en: high, fr: high, sw: low}\nmax_steps: 1\nmax_len: 24\nlabel_smoothing: 0.1\n")
-    args = ["--config", str(config), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96",
-            "--steps", "3", "--warmup", "1", "--rounds", "2", "--variants", "eager", "eager-1t", "--methods", "lslo", "full",
+    args = [*_bench(world, tmp_path, monkeypatch, "label_smoothing: 0.1\n"), "--steps", "3", "--warmup", "1", "--rounds", "2", "--variants", "eager", "eager-1t", "--methods", "lslo", "full",
             "--paired-steps", "0"]  # fmt: skip
     assert bench.main(args) == 0
     data = json.loads((tmp_path / "train_throughput.json").read_text())
@@ -40,8 +46,7 @@ def test_variants_train_the_same_batches_and_the_section_is_rendered(world, tmp_
 def test_a_stuck_ddp_pair_is_reported_and_the_others_are_measured(world, tmp_path, monkeypatch):
     """A ddp-* pair that does not finish (seen on a 2-core AVX2 machine) costs its timeout once, not the whole run."""
     bench = train_throughput
-    monkeypatch.setattr(bench, "OUT", tmp_path / "train_throughput.json")
-    monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
+    base_args = _bench(world, tmp_path, monkeypatch)
     calls = []
 
     def stuck(method, variant, opts):
@@ -49,10 +54,7 @@ def test_a_stuck_ddp_pair_is_reported_and_the_others_are_measured(world, tmp_pat
         raise RuntimeError(f"did not finish in {opts.ddp_timeout:g} s")
 
     monkeypatch.setattr(bench, "run_ddp", stuck)
-    config = tmp_path / "run.yaml"
-    config.write_text("languages: {en: high, fr: high, sw: low}\nmax_steps: 1\nmax_len: 24\n")
-    args = ["--config", str(config), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96",
-            "--steps", "2", "--warmup", "1", "--rounds", "2", "--variants", "eager", "ddp-1t", "--methods", "lslo",
+    args = [*base_args, "--steps", "2", "--warmup", "1", "--rounds", "2", "--variants", "eager", "ddp-1t", "--methods", "lslo",
             "--ddp-timeout", "7", "--profile-steps", "0", "--paired-steps", "0"]  # fmt: skip
     assert bench.main(args) == 0
     data = json.loads((tmp_path / "train_throughput.json").read_text())
@@ -80,12 +82,7 @@ def test_paired_compiled_and_eager_steps_share_batches_and_masks_and_leave_no_co
     from lslo import loss as loss_module
 
     bench = train_throughput
-    monkeypatch.setattr(bench, "OUT", tmp_path / "train_throughput.json")
-    monkeypatch.setattr(bench.results_md, "RESULTS_MD", tmp_path / "RESULTS.md")
-    config = tmp_path / "run.yaml"
-    config.write_text("languages: {en: high, fr: high, sw: low}\nmax_steps: 1\nmax_len: 24\ndropout: 0.3\n")
-    args = ["--config", str(config), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96",
-            "--steps", "2", "--warmup", "1", "--rounds", "1", "--variants", "eager", "--methods", "lslo",
+    args = [*_bench(world, tmp_path, monkeypatch, "dropout: 0.3\n"), "--steps", "2", "--warmup", "1", "--rounds", "1", "--variants", "eager", "--methods", "lslo",
             "--profile-steps", "0", "--paired-steps", "3", "--paired-rng", "eager", "inductor",
             "--paired-backend", "aot_eager"]  # fmt: skip (eager RNG: traced and differentiated, not code-generated: quick)
     assert bench.main(args) == 0
@@ -99,8 +96,8 @@ def test_paired_compiled_and_eager_steps_share_batches_and_masks_and_leave_no_co
         q = r["step_ratio_quartiles"]
         assert r["ratio"] > 0 and r["eager_tokens_per_s"] > 0 and q[0] <= q[1] <= q[2]
     assert "| lslo | eager | " in (tmp_path / "RESULTS.md").read_text().split("Compiled against eager, step by step")[1]
-    opts = bench.main.__globals__["argparse"].Namespace(config=str(config), data=str(world / "data"), base=str(world / "model"),
-                                                        max_tokens=96, steps=1, warmup=0, threads=2, precision="fp32")  # fmt: skip
+    opts = argparse.Namespace(config=str(tmp_path / "run.yaml"), data=str(world / "data"), base=str(world / "model"),
+                              max_tokens=96, steps=1, warmup=0, threads=2, precision="fp32")  # fmt: skip
     loss_module._compiled = lambda *a: pytest.fail("an eager variant ran a compiled loss left by an earlier variant")
     bench.run_variant("lslo", "eager", opts)
     assert loss_module._compiled is None  # an eager variant runs the eager loss whatever ran before it
