@@ -74,6 +74,21 @@ MUTANTS = (
     Mutant("no-lora-dropout", "LoRA dropout acts in training (and only there)",
            "lslo/layer.py", "self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()",
            "self.dropout = nn.Identity()", ("tests/test_claims.py", "-k", "dropout")),
+    Mutant("base-not-frozen", "the base weights stay frozen: only the LoRAs train",
+           "lslo/model.py", "    model.requires_grad_(False)\n", "\n", ("tests/test_core.py", "tests/test_claims.py")),
+    Mutant("routes-ignored", "each layer routes by its configured side (src or tgt language)",
+           "lslo/config.py", 'routes[i]) for pos in positions]', '"src") for pos in positions]',
+           ("tests/test_core.py", "tests/test_claims.py")),
+    Mutant("pruning-linear", "the pruned fraction follows the cubic schedule",
+           "lslo/pruning.py", "(1.0 - (t - cfg.start) / cfg.duration) ** 3", "(1.0 - (t - cfg.start) / cfg.duration) ** 1",
+           ("tests/test_pruning.py",)),
+    Mutant("p-one-sided", "the claims' p is two-sided", "benchmarks/bible12/inference.py",
+           "p = min(1.0, 2 * min(", "p = min(1.0, 1 * min(", ("tests/test_bench_inference.py",)),
+    Mutant("no-bonferroni", "every claim's interval is corrected for the number of claims tested",
+           "benchmarks/bible12/inference.py", "level=1 - (1 - LEVEL) / m)", "level=LEVEL)", ("tests/test_bench_inference.py",)),
+    Mutant("no-target-effect", "the bootstrap resamples source and target languages (a direction's weight is both draws)",
+           "benchmarks/bible12/inference.py", "weights = counts[:, src] * counts[:, tgt]", "weights = counts[:, src]",
+           ("tests/test_bench_inference.py",)),
 )
 
 

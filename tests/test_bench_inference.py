@@ -39,6 +39,17 @@ def test_a_constant_shift_is_its_own_interval_and_two_sided():
     assert 0 < forward["p"] <= 1 and forward["lo"] < forward["delta"] < forward["hi"]
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.06, 0.13, 0.14, 0.16, 0.2, 0.25])
+def test_p_is_two_sided_it_agrees_with_the_interval(shift):
+    """The two-sided p is below 1 - level exactly when the level interval leaves out 0 (a one-sided p, half of
+    it, would call a Δ whose interval holds 0 significant); a Δ centred on 0 has p near 1, not near 0.5."""
+    a, b = family(lambda k: shift + 0.1 * (KEYS.index(k) % 7 - 3), noise=0.5, seed=3)
+    r = inference.paired_bootstrap(a, b, "spbleu", "all", level=0.95, replicates=4000)
+    assert (r["p"] < 0.05) == (r["lo"] > 0 or r["hi"] < 0), r
+    if shift == 0.0:
+        assert r["lo"] < 0 < r["hi"] and r["p"] > 0.6, r
+
+
 @pytest.mark.parametrize("side", ["source", "target", "both"])
 def test_language_effects_widen_the_interval_beyond_an_independent_directions_one(side):
     """Δ made only of source- and/or target-language effects: 132 directions but 12 languages of evidence. The
