@@ -104,8 +104,8 @@ def run_variant(method: str, variant: str, opts: argparse.Namespace, rank: int =
         from lslo.compiling import apply
 
         apply(model, True)  # what `compile: true` does in `lslo train`: each encoder/decoder layer, dynamic shapes
-    else:  # the compiled loss is module state: a compiled variant before this one must not speed up an eager one
-        loss_module._compiled = None
+    else:  # the compiled loss is process state: a compiled variant before this one must not speed up an eager one
+        loss_module.use_compiled_loss(None)
     step_model = model
     if world > 1:
         import torch.distributed as dist
@@ -156,7 +156,7 @@ def run_paired(method: str, rng: str, opts: argparse.Namespace) -> dict[str, Any
     eager, sampler, eager_opt, eps = build(method, opts)
     compiled, _, compiled_opt, _ = build(method, opts)
     apply(compiled, opts.paired_backend if rng == "eager" else True)
-    compiled_loss, loss_module._compiled = loss_module._compiled, None
+    compiled_loss = loss_module.use_compiled_loss(None)
     times: dict[str, list[float]] = {"eager": [], "compile": []}
     losses: dict[str, list[float]] = {"eager": [], "compile": []}
     tokens, warmup_s = 0, 0.0
@@ -167,7 +167,7 @@ def run_paired(method: str, rng: str, opts: argparse.Namespace) -> dict[str, Any
             for name in ("eager", "compile") if i % 2 else ("compile", "eager"):
                 torch.set_rng_state(rng_state)
                 model, optimizer = (compiled, compiled_opt) if name == "compile" else (eager, eager_opt)
-                loss_module._compiled = compiled_loss if name == "compile" else None
+                loss_module.use_compiled_loss(compiled_loss if name == "compile" else None)
                 with torch._inductor.config.patch(fallback_random=rng == "eager"):
                     elapsed, loss = train_step(model, optimizer, batch, eps, opts.precision)
                 losses[name].append(loss)
@@ -177,7 +177,7 @@ def run_paired(method: str, rng: str, opts: argparse.Namespace) -> dict[str, Any
                     warmup_s += elapsed
             tokens += batch.num_tokens if i >= opts.warmup else 0
     finally:
-        loss_module._compiled = None
+        loss_module.use_compiled_loss(None)
     per_step = sorted(e / c for e, c in zip(times["eager"], times["compile"], strict=True))
     quartiles = statistics.quantiles(per_step, n=4) if len(per_step) > 1 else per_step * 3
     return {"method": method, "rng": rng, "steps": opts.paired_steps, "threads": opts.threads,

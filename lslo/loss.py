@@ -7,7 +7,7 @@ it with `batch_loss`; labels are padded with `IGNORE_INDEX`, which the loss skip
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -47,15 +47,41 @@ def _terms(logits: torch.Tensor, labels: torch.Tensor, epsilon: float) -> tuple[
     return loss.masked_fill(~mask, 0.0).sum(), nll.masked_fill(~mask, 0.0).sum(), mask.sum()
 
 
-_compiled: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+_compiled: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # see use_compiled_loss
+
+
+Terms = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def compile_loss(backend: str = "inductor") -> None:
     """Compute `label_smoothed_nll`'s terms with `torch.compile` from now on, in this process (dynamic shapes:
     one graph for every batch size, length and vocabulary)."""
-    global _compiled
     if _compiled is None:
-        _compiled = torch.compile(_terms, dynamic=True, backend=backend)
+        use_compiled_loss(torch.compile(_terms, dynamic=True, backend=backend))
+
+
+def compiled_loss() -> Terms | None:
+    """The compiled terms `label_smoothed_nll` runs (None: the eager ones)."""
+    return _compiled
+
+
+def use_compiled_loss(terms: Terms | None) -> Terms | None:
+    """Run `terms` (a compiled `_terms`, as `compiled_loss()` returned it; None: eager) from now on; returns the
+    one used before. For code that times or tests eager and compiled steps in one process."""
+    global _compiled
+    before, _compiled = _compiled, terms
+    return before
+
+
+@contextlib.contextmanager
+def eager_loss() -> Iterator[None]:
+    """Inside, `label_smoothed_nll` runs eagerly (a `compile_loss` inside lasts until the end); the state before
+    is restored when it ends."""
+    before = use_compiled_loss(None)
+    try:
+        yield
+    finally:
+        use_compiled_loss(before)
 
 
 def batch_loss(

@@ -19,11 +19,10 @@ from lslo.train import TrainConfig, train
 @pytest.fixture(autouse=True)
 def eager_loss_afterwards():
     """`compile:` compiles the loss for the rest of the process (`lslo.loss.compile_loss`): not for later tests."""
-    from lslo import loss
+    from lslo.loss import eager_loss
 
-    saved = loss._compiled
-    yield
-    loss._compiled = saved
+    with eager_loss():
+        yield
 
 
 LANGS = {"en": "high", "fr": "high", "zh": "medium", "sw": "low", "wo": "low"}
@@ -123,9 +122,9 @@ def test_lslo_train_with_compile_logs_the_losses_of_the_eager_run(world, tmp_pat
                           method="lslo", languages={"en": "high", "fr": "high", "sw": "low"}, max_steps=4,
                           max_tokens=96, max_len=24, warmup_steps=1, lr=3e-3, log_every=1, eval_every=4,
                           valid_max_per_direction=2, progress=False, seed=3, compile=setting)  # fmt: skip
-        loss._compiled = None
+        loss.use_compiled_loss(None)
         train(cfg)
-        assert (loss._compiled is not None) == (name == "compiled")  # `compile:` compiles the loss too
+        assert (loss.compiled_loss() is not None) == (name == "compiled")  # `compile:` compiles the loss too
         log = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         runs[name] = [(r["step"], r.get("loss", r.get("valid_loss"))) for r in log if "loss" in r or "valid_loss" in r]
     assert [s for s, _ in runs["compiled"]] == [s for s, _ in runs["eager"]] and len(runs["eager"]) >= 5
@@ -163,12 +162,9 @@ def test_the_compiled_loss_equals_eager_with_padding_and_blocked_vocabulary_and_
             assert int(got[2]) == int(want[2]) == labels.numel() - 2
     # The public function switches to the compiled terms once `compile_loss` ran (what lslo.compiling.apply calls).
     plain = loss_mod.label_smoothed_nll(logits, labels, 0.1)
-    saved = loss_mod._compiled
-    try:
-        loss_mod._compiled = None
+    with loss_mod.eager_loss():
         loss_mod.compile_loss("aot_eager")
-        assert loss_mod._compiled is not None
+        assert loss_mod.compiled_loss() is not None
         again = loss_mod.label_smoothed_nll(logits, labels, 0.1)
         assert torch.allclose(again[0], plain[0], rtol=1e-5) and again[2] == plain[2]
-    finally:
-        loss_mod._compiled = saved
+    assert loss_mod.compiled_loss() is None  # the fixture's eager loss is back

@@ -86,7 +86,7 @@ def test_paired_compiled_and_eager_steps_share_batches_and_masks_and_leave_no_co
             "--profile-steps", "0", "--paired-steps", "3", "--paired-rng", "eager", "inductor",
             "--paired-backend", "aot_eager"]  # fmt: skip (eager RNG: traced and differentiated, not code-generated: quick)
     assert bench.main(args) == 0
-    assert loss_module._compiled is None
+    assert loss_module.compiled_loss() is None
     data = json.loads((tmp_path / "train_throughput.json").read_text())
     exact, own = data["paired"]
     assert (exact["rng"], own["rng"]) == ("eager", "inductor") and exact["steps"] == 3
@@ -98,6 +98,6 @@ def test_paired_compiled_and_eager_steps_share_batches_and_masks_and_leave_no_co
     assert "| lslo | eager | " in (tmp_path / "RESULTS.md").read_text().split("Compiled against eager, step by step")[1]
     opts = argparse.Namespace(config=str(tmp_path / "run.yaml"), data=str(world / "data"), base=str(world / "model"),
                               max_tokens=96, steps=1, warmup=0, threads=2, precision="fp32")  # fmt: skip
-    loss_module._compiled = lambda *a: pytest.fail("an eager variant ran a compiled loss left by an earlier variant")
+    loss_module.use_compiled_loss(lambda *a: pytest.fail("an eager variant ran a compiled loss left by an earlier variant"))
     bench.run_variant("lslo", "eager", opts)
-    assert loss_module._compiled is None  # an eager variant runs the eager loss whatever ran before it
+    assert loss_module.compiled_loss() is None  # an eager variant runs the eager loss whatever ran before it
