@@ -37,9 +37,26 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    model = _cpu_model()
+    if model:
+        info["cpu_model"] = model
+    from lslo.precision import native_bf16_cpu
+
+    info["cpu_bf16"] = native_bf16_cpu()  # False: bf16 autocast on this CPU is emulated (other kernels, slower)
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux `/proc/cpuinfo`), e.g. "AMD EPYC 7B13"; None where it cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def update_section_in(md: str | os.PathLike | None, name: str, body: str) -> Path:

@@ -380,3 +380,24 @@ def test_a_sweep_trained_in_another_precision_says_so(tmp_path):
     (results / "sweep.lslo-888.lr2.0e-3.json").unlink()  # one precision only: no note
     regime.render_to_md(o)
     assert "| full (full) | " in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_runs_made_otherwise_are_named_under_the_scores(tmp_path):
+    """A seed trained in fp32 and evaluated in emulated bf16 beside bf16 runs on a bf16 CPU: named under the table."""
+    o = opts(tmp_path)
+    results = Path(o.results_dir)
+    results.mkdir(parents=True)
+    for exp, seed, precision, native in (("full", 1, "bf16", None), ("full", 2, "fp32", False), ("lslo-228", 1, "bf16", True)):
+        r = family_result(exp, seed, 1.0, 1.0)
+        r["budget"] = {"epochs": 15, "precision": precision}
+        r["eval"] = {"precision": "bf16"}
+        if native is not None:
+            r["machine"]["cpu_bf16"] = native
+        (results / f"{exp}.seed{seed}.json").write_text(json.dumps(r))
+    regime.render_to_md(o)
+    scores = (tmp_path / "RESULTS.md").read_text().split("### Scores")[1].split("###")[0]
+    assert ("Made otherwise than the other runs, and averaged with them into their experiment's row: full.seed2 (trained in "
+            "fp32 (most runs: bf16); evaluated in bf16 emulated on a CPU without bf16 instructions).") in scores
+    (results / "full.seed2.json").unlink()
+    regime.render_to_md(o)
+    assert "Made otherwise" not in (tmp_path / "RESULTS.md").read_text()

@@ -120,7 +120,34 @@ def _score_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
         cells = [analysis._cell(analysis.agg(runs, "spbleu", c)) for c in cols] + [analysis._cell(analysis.agg(runs, "chrf", "all"))]
         cells += [analysis._cell(analysis.agg(last.get(name, []), m, "all")) for m in analysis.METRICS]
         lines.append(f"| {name} | {len(runs)} | {lr} | {epochs} | " + " | ".join(cells) + " |")
-    return lines
+    return lines + _made_otherwise_lines(data)
+
+
+def _setting(r: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """How a run was made, where runs may differ: its training precision, and whether its bf16 evaluation was
+    emulated (a CPU without bf16 instructions: other kernels, so other rounding than the native runs')."""
+    emulated = r.get("machine", {}).get("cpu_bf16") is False and r.get("eval", {}).get("precision") == "bf16"
+    return r.get("budget", {}).get("precision"), emulated
+
+
+def _made_otherwise_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """The family runs made otherwise than most (another training precision, or an emulated bf16 evaluation),
+    named under the scores table: their scores are averaged into their experiment's like any seed's."""
+    runs = [r for name, rs in data.items() if name != "base" for r in rs]
+    precisions = [p for p, _ in map(_setting, runs) if p]
+    usual = max(set(precisions), key=precisions.count) if precisions else None
+    odd = []
+    for r in runs:
+        precision, emulated = _setting(r)
+        what = ([f"trained in {precision} (most runs: {usual})"] if precision and precision != usual else [])
+        what += ["evaluated in bf16 emulated on a CPU without bf16 instructions"] if emulated else []
+        if what:
+            odd.append(f"{r['run']} ({'; '.join(what)})")
+    if not odd:
+        return []
+    return ["", f"Made otherwise than the other runs, and averaged with them into their experiment's row: {', '.join(odd)}. "
+                "What these settings change (other rounding, so other greedy choices) is not separated from the seed's own "
+                "variation."]  # fmt: skip
 
 
 def _sweep_cost_lines(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
