@@ -47,10 +47,8 @@ def _terms(logits: torch.Tensor, labels: torch.Tensor, epsilon: float) -> tuple[
     return loss.masked_fill(~mask, 0.0).sum(), nll.masked_fill(~mask, 0.0).sum(), mask.sum()
 
 
-_compiled: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # see use_compiled_loss
-
-
 Terms = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+_compiled: Terms | None = None  # the compiled terms in use (`use_compiled_loss`); None: `_terms`, eagerly
 
 
 def compile_loss(backend: str = "inductor") -> None:
