@@ -401,3 +401,21 @@ def test_runs_made_otherwise_are_named_under_the_scores(tmp_path):
     (results / "full.seed2.json").unlink()
     regime.render_to_md(o)
     assert "Made otherwise" not in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_the_check_sweep_says_whether_its_choice_is_the_lr_its_runs_keep(tmp_path):
+    """lslo-888's own sweep is only a check (its runs keep the lslo sweep's lr): the section says if they agree."""
+    o = opts(tmp_path)
+    results = Path(o.results_dir)
+    for k, loss in ((-1, 3.0), (0, 2.5), (1, 2.7)):
+        write_sweep(results, "lslo", k, loss)
+    for k, loss in ((-1, 3.0), (0, 2.6), (1, 2.9)):
+        write_sweep(results, "lslo-888", k, loss)
+    regime.render_to_md(o)
+    assert "`lslo-888`'s own sweep chooses 2.0e-3; its runs use the `lslo` sweep's 2.0e-3: the same lr" in (tmp_path / "RESULTS.md").read_text()
+    write_sweep(results, "lslo-888", 1, 2.55)  # now 6.0e-3 is lowest: an edge, so the grid grows and waits for k = 2
+    write_sweep(results, "lslo-888", 2, 2.58)
+    regime.render_to_md(o)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "`lslo-888`'s own sweep chooses 6.0e-3; its runs use the `lslo` sweep's 2.0e-3: another lr" in text
+    assert text.count("own sweep chooses") == 1  # the sweeps the experiments' runs use need no such line

@@ -27,6 +27,7 @@ from .regime_family import (
     SWEEP_EPOCHS,
     SWEEPS,
     TREND_SUBSET,
+    experiment,
     load_family,
 )
 from .regime_sweep import chosen_lr, load_sweep, lr_text
@@ -85,6 +86,7 @@ def render(opts: argparse.Namespace) -> str:
             cells.append(f"**{text}**" if r is not None and lr is not None and math.isclose(r["lr"], lr) else text)
         label = f"{group} ({exp}{_precision_note(sweep.get(group, []), precisions)})"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {lr_text(lr) if lr else matrix.NOT_MEASURED} |")
+    lines += _check_sweep_lines(rd)
     lines += _sweep_cost_lines(sweep)
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
     lines += _score_lines(data, last) + curve_lines(rd, md) + overfit_lines(data) + selection_lines(data)
@@ -92,6 +94,24 @@ def render(opts: argparse.Namespace) -> str:
     lines += _cost_lines(data)
     lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
     return "\n".join(lines)
+
+
+def _check_sweep_lines(rd: Path) -> list[str]:
+    """For a group swept only as a check (its experiment's runs keep another group's lr, e.g. lslo-888 keeps
+    LSLo 2/2/8's): whether its own sweep agrees with the lr its runs use."""
+    used = {e["sweep"] for e in EXPERIMENTS}
+    out = []
+    for group, exp in SWEEPS.items():
+        if group in used:
+            continue
+        kept_group = experiment(exp)["sweep"]
+        own, kept = chosen_lr(group, rd), chosen_lr(kept_group, rd)
+        if own is None or kept is None:
+            continue
+        verdict = ("the same lr, so the shared lr is fair to it." if math.isclose(own, kept) else
+                   "another lr, so its runs are not at their own best lr (a run at its own lr would be a new experiment).")  # fmt: skip
+        out.append(f"`{exp}`'s own sweep chooses {lr_text(own)}; its runs use the `{kept_group}` sweep's {lr_text(kept)}: {verdict}")
+    return ["", *out] if out else []
 
 
 def _precision_note(runs: Sequence[Mapping[str, Any]], precisions: Sequence[str]) -> str:
