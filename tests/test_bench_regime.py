@@ -419,3 +419,31 @@ def test_the_check_sweep_says_whether_its_choice_is_the_lr_its_runs_keep(tmp_pat
     text = (tmp_path / "RESULTS.md").read_text()
     assert "`lslo-888`'s own sweep chooses 6.0e-3; its runs use the `lslo` sweep's 2.0e-3: another lr" in text
     assert text.count("own sweep chooses") == 1  # the sweeps the experiments' runs use need no such line
+
+
+def test_list_shows_how_far_an_unfinished_run_got(tmp_path, capsys):
+    o = opts(tmp_path, "--list", "--only", "lora.seed2", "lora.seed3", "sweep.lora")
+    results = Path(o.results_dir)
+    for k, loss in ((-1, 3.0), (0, 2.5)):
+        write_sweep(results, "lora", k, loss)  # k = 1 still to do: the sweep is not finished
+    sweep_train = Path(o.runs_dir) / regime.train_key("lora", regime.LR_CENTRE["lora"] * regime.LR_FACTOR, 1) / "train"
+    sweep_train.mkdir(parents=True)
+    (sweep_train / "metrics.jsonl").write_text('{"step": 5, "loss": 4.0}\n')
+    assert regime.run_family(o) == 0
+    out = capsys.readouterr().out
+    assert "(started: no epoch validated yet)" in out.split("sweep.lora.lr6.0e-3")[1].splitlines()[0]
+    assert "lora.seed2                   to do    family\n" in out  # no chosen lr yet, so no folder to look in
+    write_sweep(results, "lora", 1, 2.7)
+    lr = regime.chosen_lr("lora", results)
+    train_dir = Path(o.runs_dir) / regime.train_key("lora", lr, 2) / "train"
+    train_dir.mkdir(parents=True)
+    (train_dir / "metrics.jsonl").write_text(
+        '{"step": 10, "loss": 4.1}\n{"step": 10, "epoch": 1.0, "valid_loss": 4.25}\n'
+        '{"step": 20, "epoch": 2.0, "valid_loss": 4.125}\n{"step": 25, "lo'  # a line being written
+    )
+    (Path(o.runs_dir) / "lora.seed2" / "eval-last").mkdir(parents=True)
+    (Path(o.runs_dir) / "lora.seed2" / "eval-last" / "results.json").write_text("{}")
+    assert regime.run_family(o) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["lora.seed2"].endswith(f"(started: epoch 2 of {regime.EPOCHS} validated, loss 4.1250; last model evaluated)")
+    assert lines["lora.seed3"].endswith("to do    family")

@@ -1,7 +1,7 @@
 """The paper's regime on bible12: 15 epochs over a small multi-way subset, learning rates swept per method.
 
     python benchmarks/bible12/run.py --family regime            # sweep, then the family (resumable), one job per core
-    python benchmarks/bible12/run.py --family regime --list     # the plan and what is finished
+    python benchmarks/bible12/run.py --family regime --list     # the plan, what is finished, how far the rest got
     python benchmarks/bible12/run.py --family regime --only sweep.full full.seed1
     python benchmarks/bible12/run.py --family regime --render   # RESULTS.md section + curves from the JSON
 
@@ -368,6 +368,33 @@ def reproduce(opts: argparse.Namespace, do: Any = None) -> dict[str, Any]:
     return out
 
 
+def progress(opts: argparse.Namespace, run: Mapping[str, Any]) -> str:
+    """How far an unfinished run got, from its folders (what a resume continues from): the epochs validated and
+    the latest validation loss, and the models evaluated; "" when it has not started."""
+    if run["kind"] == "base":
+        return ""
+    sweep = run["kind"] == "sweep"
+    name, lr = (run["of"], run["lr"]) if sweep else (run["experiment"], chosen_lr(run["group"], opts.results_dir))
+    if lr is None:
+        return ""
+    metrics = Path(opts.runs_dir) / train_key(name, lr, run["seed"]) / "train" / "metrics.jsonl"
+    if not metrics.is_file():
+        return ""
+    points = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:  # the trainer may be writing the last line right now
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "valid_loss" in row:
+            points.append(row)
+    epochs = SWEEP_EPOCHS if sweep else EPOCHS
+    text = (f"started: epoch {points[-1]['epoch']:g} of {epochs} validated, loss {points[-1]['valid_loss']:.4f}" if points
+            else "started: no epoch validated yet")  # fmt: skip
+    evaluated = [m for m in ("last", "best") if (Path(opts.runs_dir) / run["run"] / f"eval-{m}" / "results.json").is_file()]
+    return text + (f"; {' and '.join(evaluated)} model evaluated" if evaluated else "")
+
+
 def cores() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -378,9 +405,10 @@ def run_family(opts: argparse.Namespace) -> int:
     runs = select(plan(opts), opts.only)
     if opts.list:
         for r in runs:
-            status = "finished" if result_path(opts, r["run"]).is_file() else "to do"
+            done = result_path(opts, r["run"]).is_file()
             lr = f" lr {lr_text(r['lr'])}" if r.get("lr") else ""
-            print(f"{r['run']:<28} {status:<8} {r['kind']}{lr}")
+            far = "" if done else progress(opts, r)
+            print(f"{r['run']:<28} {'finished' if done else 'to do':<8} {r['kind']}{lr}" + (f" ({far})" if far else ""))
         return 0
     jobs = opts.jobs or cores()
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the children split the cores; an explicit setting wins
