@@ -28,7 +28,7 @@ DEMO_PRECISION ?= fast
 BASE_STEPS ?= 11108
 BIBLE12 = en fr it de zh ja ko ru sw tl fa vi
 
-.PHONY: install test lint demo base data bench
+.PHONY: install test mutants lint demo base data bench
 
 # CPU torch first, so the project install does not pull a CUDA build.
 install:
@@ -49,6 +49,11 @@ endif
 test: | $(INSTALLED)
 	$(PYTHON) -m ruff check lslo tests benchmarks
 	$(PYTHON) -m pytest tests
+
+# Break each tested claim on purpose, one at a time, in a scratch clone of HEAD, and fail if a test suite run
+# stays green (benchmarks/mutations.py; ~5 minutes on 2 cores). CI runs it after `make test`.
+mutants: | $(INSTALLED)
+	$(PYTHON) benchmarks/mutations.py --no-write
 
 data: $(DATA)/manifest.json
 $(DATA)/manifest.json: | $(SETUP)
