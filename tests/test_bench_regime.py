@@ -255,6 +255,7 @@ def test_reproduce_reruns_a_family_run_in_a_scratch_folder_with_the_swept_lr(tmp
         ran.append((r["run"], scratch.runs_dir, regime.chosen_lr(r["group"], scratch.results_dir)))
         rerun = family_result("lslo-228", 1, 2.1, 1.0)
         rerun["curve"][6]["valid_loss"] += 0.002  # the validation curves part at epoch 7 only
+        rerun["machine"].update(cpu_model="AMD EPYC", cpu_bf16=False)  # a CPU without bf16 instructions
         return rerun
 
     out = regime.reproduce(o, do)
@@ -270,6 +271,7 @@ def test_reproduce_reruns_a_family_run_in_a_scratch_folder_with_the_swept_lr(tmp
     text = (tmp_path / "RESULTS.md").read_text()
     assert "### Reproduction" in text and "--family regime --reproduce RUN" in text and "reproduced: Δ = +0.10" in text
     assert "| 2.850000 → 2.850000 (every epoch: largest change 2.0e-03 over 15) |" in text
+    assert ", AMD EPYC 2 cores, no bf16 instructions, 2026-12-03 08:00 UTC |" in text
     for bad, message in (("sweep.lslo.lr2.0e-3", "not a family run"), ("full.seed1", "no committed result")):
         with pytest.raises(runner.BenchError, match=message):
             regime.reproduce(opts(tmp_path, "--reproduce", bad), do)

@@ -187,6 +187,14 @@ def render_to_md(results_dir: str | os.PathLike, md: str | os.PathLike | None = 
 
 
 
+def machine_text(m: Mapping[str, Any]) -> str:
+    """A result's machine in a few words: the GPU, or the CPU (its model where recorded) and its cores, and
+    "no bf16 instructions" where bf16 autocast ran emulated there."""
+    text = m.get("gpu") or m.get("cpu_model") or m["cpu"]
+    text += f" {m['cpu_cores']} cores"
+    return text + (", no bf16 instructions" if m.get("cpu_bf16") is False and not m.get("gpu") else "")
+
+
 def reproduction_lines(results_dir: str | os.PathLike, command: str = "run.py --reproduce RUN") -> list[str]:
     paths = sorted(Path(results_dir).glob("reproduce.*.json"))
     if not paths:
@@ -218,7 +226,7 @@ def reproduction_lines(results_dir: str | os.PathLike, command: str = "run.py --
         threads = " → ".join("all cores" if x.get("omp_num_threads") is None else x["omp_num_threads"] for x in (c, p))
         lines.append(f"| {r['run']} | {sb['committed']:.2f} → {sb['reproduced']:.2f} | {sc['committed']:.2f} → {sc['reproduced']:.2f} "
                      f"| {sb['max_direction_delta']:.2f} / {sc['max_direction_delta']:.2f} | {spread} | {text} "
-                     f"| {p['git_commit']}, {m.get('gpu', m['cpu'])} {m['cpu_cores']} cores, {m.get('date', '?')} | {loss} "
+                     f"| {p['git_commit']}, {machine_text(m)}, {m.get('date', '?')} | {loss} "
                      f"| {threads} | {minutes} |")  # fmt: skip
     return lines
 
