@@ -400,6 +400,13 @@ def test_runs_made_otherwise_are_named_under_the_scores(tmp_path):
     scores = (tmp_path / "RESULTS.md").read_text().split("### Scores")[1].split("###")[0]
     assert ("Made otherwise than the other runs, and averaged with them into their experiment's row: full.seed2 (trained in "
             "fp32 (most runs: bf16); evaluated in bf16 emulated on a CPU without bf16 instructions).") in scores
+    assert "measured on the base" not in scores  # no base re-evaluated on such a CPU yet
+    (results / "reproduce.base.json").write_text(json.dumps({"reproduced": {"machine": {"cpu_bf16": False}},
+                                                             "metrics": {"spbleu": {"committed": 3.876, "reproduced": 3.886, "max_direction_delta": 0.79}}}))  # fmt: skip
+    regime.render_to_md(o)
+    scores = (tmp_path / "RESULTS.md").read_text().split("### Scores")[1].split("###")[0]
+    assert "re-evaluated on such a CPU): spBLEU over all directions 3.88 → 3.89, single directions up to 0.79." in scores
+    (results / "reproduce.base.json").unlink()
     (results / "full.seed2.json").unlink()
     regime.render_to_md(o)
     assert "Made otherwise" not in (tmp_path / "RESULTS.md").read_text()

@@ -5,6 +5,7 @@ cost and reproductions."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ def render(opts: argparse.Namespace) -> str:
     lines += _check_sweep_lines(rd)
     lines += _sweep_cost_lines(sweep)
     md = Path(opts.results_md) if opts.results_md else results_md.RESULTS_MD
-    lines += _score_lines(data, last) + curve_lines(rd, md) + overfit_lines(data) + selection_lines(data)
+    lines += _score_lines(data, last) + _made_otherwise_lines(data, rd) + curve_lines(rd, md) + overfit_lines(data) + selection_lines(data)
     lines += claim_lines(data, last)
     lines += _cost_lines(data)
     lines += render_mod.reproduction_lines(rd, "run.py --family regime --reproduce RUN")
@@ -140,7 +141,7 @@ def _score_lines(data: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
         cells = [analysis._cell(analysis.agg(runs, "spbleu", c)) for c in cols] + [analysis._cell(analysis.agg(runs, "chrf", "all"))]
         cells += [analysis._cell(analysis.agg(last.get(name, []), m, "all")) for m in analysis.METRICS]
         lines.append(f"| {name} | {len(runs)} | {lr} | {epochs} | " + " | ".join(cells) + " |")
-    return lines + _made_otherwise_lines(data)
+    return lines
 
 
 def _setting(r: Mapping[str, Any]) -> tuple[str | None, bool]:
@@ -150,7 +151,7 @@ def _setting(r: Mapping[str, Any]) -> tuple[str | None, bool]:
     return r.get("budget", {}).get("precision"), emulated
 
 
-def _made_otherwise_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+def _made_otherwise_lines(data: Mapping[str, Sequence[Mapping[str, Any]]], rd: Path) -> list[str]:
     """The family runs made otherwise than most (another training precision, or an emulated bf16 evaluation),
     named under the scores table: their scores are averaged into their experiment's like any seed's."""
     runs = [r for name, rs in data.items() if name != "base" for r in rs]
@@ -167,7 +168,22 @@ def _made_otherwise_lines(data: Mapping[str, Sequence[Mapping[str, Any]]]) -> li
         return []
     return ["", f"Made otherwise than the other runs, and averaged with them into their experiment's row: {', '.join(odd)}. "
                 "What these settings change (other rounding, so other greedy choices) is not separated from the seed's own "
-                "variation."]  # fmt: skip
+                "variation." + _emulated_base_text(rd)]  # fmt: skip
+
+
+def _emulated_base_text(rd: Path) -> str:
+    """What evaluating on a CPU without bf16 instructions alone does, where measured: the base (no training, so
+    no seed) re-evaluated there (`--reproduce base`), against its committed evaluation."""
+    path = rd / "reproduce.base.json"
+    if not path.is_file():
+        return ""
+    r = json.loads(path.read_text(encoding="utf-8"))
+    if r["reproduced"]["machine"].get("cpu_bf16") is not False:
+        return ""
+    sb = r["metrics"]["spbleu"]
+    return (f" The evaluation alone, measured on the base (*Reproduction*, `base`, re-evaluated on such a CPU): spBLEU over "
+            f"all directions {sb['committed']:.2f} → {sb['reproduced']:.2f}, single directions up to {sb['max_direction_delta']:.2f}.")
+
 
 
 def _sweep_cost_lines(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
