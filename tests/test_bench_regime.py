@@ -447,8 +447,8 @@ def test_list_shows_how_far_an_unfinished_run_got(tmp_path, capsys):
     train_dir = Path(o.runs_dir) / regime.train_key("lora", lr, 2) / "train"
     train_dir.mkdir(parents=True)
     (train_dir / "metrics.jsonl").write_text(
-        '{"step": 10, "loss": 4.1}\n{"step": 10, "epoch": 1.0, "valid_loss": 4.25}\n'
-        '{"step": 20, "epoch": 2.0, "valid_loss": 4.125}\n{"step": 25, "lo'  # a line being written
+        '{"step": 10, "loss": 4.1}\n{"step": 10, "epoch": 1.0, "valid_loss": 4.25, "valid_nll": 3.5}\n'
+        '{"step": 20, "epoch": 2.0, "valid_loss": 4.125, "valid_nll": 3.4}\n{"step": 25, "lo'  # a line being written
     )
     (Path(o.runs_dir) / "lora.seed2" / "eval-last").mkdir(parents=True)
     (Path(o.runs_dir) / "lora.seed2" / "eval-last" / "results.json").write_text("{}")

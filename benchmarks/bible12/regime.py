@@ -224,8 +224,13 @@ def _train(run: Mapping[str, Any], cfg: dict[str, Any], opts: argparse.Namespace
 
 
 def curve(train_dir: Path) -> list[dict[str, Any]]:
-    """Validation loss per epoch from the run's metrics.jsonl."""
-    rows = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    """Validation loss per epoch from the run's metrics.jsonl (a last line still being written is skipped)."""
+    rows = []
+    for line in (train_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return [{k: r[k] for k in ("step", "epoch", "valid_loss", "valid_nll")} for r in rows if "valid_loss" in r]
 
 
@@ -377,17 +382,10 @@ def progress(opts: argparse.Namespace, run: Mapping[str, Any]) -> str:
     name, lr = (run["of"], run["lr"]) if sweep else (run["experiment"], chosen_lr(run["group"], opts.results_dir))
     if lr is None:
         return ""
-    metrics = Path(opts.runs_dir) / train_key(name, lr, run["seed"]) / "train" / "metrics.jsonl"
-    if not metrics.is_file():
+    train_dir = Path(opts.runs_dir) / train_key(name, lr, run["seed"]) / "train"
+    if not (train_dir / "metrics.jsonl").is_file():
         return ""
-    points = []
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        try:  # the trainer may be writing the last line right now
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "valid_loss" in row:
-            points.append(row)
+    points = curve(train_dir)  # the trainer may be writing its last line right now
     epochs = SWEEP_EPOCHS if sweep else EPOCHS
     text = (f"started: epoch {points[-1]['epoch']:g} of {epochs} validated, loss {points[-1]['valid_loss']:.4f}" if points
             else "started: no epoch validated yet")  # fmt: skip
