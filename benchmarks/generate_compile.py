@@ -43,7 +43,10 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
     items = [(s, t, text) for s in corpus.languages for t in corpus.languages if s != t
              for text in corpus.sentences(s)[: opts.per_direction]]  # fmt: skip
     chunks = [items[i :: opts.chunks] for i in range(opts.chunks)]  # every chunk mixes every direction
-    run = lambda model, chunk: translate_items(model, tokenizer, chunk, num_beams=opts.beams, progress=False)  # noqa: E731
+
+    def run(model: torch.nn.Module, chunk: list[tuple[str, str, str]]) -> list[str]:
+        return translate_items(model, tokenizer, chunk, num_beams=opts.beams, progress=False)
+
     start = time.perf_counter()
     run(compiled, chunks[0])  # warm-up: the compiled copy compiles here (and the eager one is not timed cold either)
     warmup_s = time.perf_counter() - start

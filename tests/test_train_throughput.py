@@ -19,7 +19,6 @@ def _bench(world, tmp_path, monkeypatch, config: str = "") -> list[str]:
     return ["--config", str(path), "--data", str(world / "data"), "--base", str(world / "model"), "--max-tokens", "96"]
 
 
-
 def test_variants_train_the_same_batches_and_the_section_is_rendered(world, tmp_path, monkeypatch):
     bench = train_throughput
     args = [*_bench(world, tmp_path, monkeypatch, "label_smoothing: 0.1\n"), "--steps", "3", "--warmup", "1", "--rounds", "2", "--variants", "eager", "eager-1t", "--methods", "lslo", "full",
